@@ -1,0 +1,143 @@
+"""The bundle: a folder with `manifest.json` and the artifacts it lists.
+
+Torch-free: deployment code reads bundles. Every artifact carries its sha256, measured
+top-1 and latency; a tampered file, a path leaving the bundle, or a manifest of an
+unknown format version is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+
+from edgetune.atomic import sha256_file, write_json
+from edgetune.errors import BundleError
+from edgetune.preprocess import Preprocess
+
+FORMAT = "edgetune-bundle"
+VERSION = 1
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class Artifact:
+    file: str
+    backend: str  # "onnxruntime" | "tensorrt"
+    target: str  # "cpu" | "tensorrt" | "gpu"
+    precision: str  # "fp32" | "fp16" | "int8"
+    sha256: str
+    size_bytes: int
+    top1: float | None = None
+    latency_ms: dict | None = None  # {"batch", "p50", "p90", "p99", "mean", "device", "threads"}
+    parity: dict | None = None  # vs PyTorch: {"max_abs_diff", "top1_agreement", "images", "tolerance"}
+    calibration: dict | None = None  # {"method", "samples", "recipe", "excluded_nodes"}
+    notes: str = ""
+
+
+@dataclass
+class Manifest:
+    model: dict  # {"arch", "weights", "classes", "num_classes"}
+    input: dict  # Preprocess.to_dict() plus "name"
+    artifacts: list[Artifact] = field(default_factory=list)
+    recommended: dict = field(default_factory=dict)  # target -> {"file", "why"}
+    checkpoint: str | None = None
+    evaluation: dict = field(default_factory=dict)  # {"split", "images"}
+    versions: dict = field(default_factory=dict)
+    created: str = ""
+    format: str = FORMAT
+    version: int = VERSION
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.model["classes"])
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return Preprocess.from_dict(self.input)
+
+    def artifact(self, file: str) -> Artifact:
+        for a in self.artifacts:
+            if a.file == file:
+                return a
+        raise BundleError(
+            f"no artifact named {file!r} in the bundle; it holds: "
+            + ", ".join(a.file for a in self.artifacts)
+        )
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        # Keep the reader's landmarks first.
+        return {"format": d.pop("format"), "version": d.pop("version"), **d}
+
+
+def artifact_record(bundle: Path, file: str, **fields) -> Artifact:
+    """Describe a file already inside `bundle`, with its hash and size."""
+    path = bundle / file
+    return Artifact(file=file, sha256=sha256_file(path), size_bytes=path.stat().st_size, **fields)
+
+
+def write_manifest(bundle: str | Path, manifest: Manifest) -> Path:
+    path = Path(bundle) / MANIFEST
+    write_json(path, manifest.to_dict())
+    return path
+
+
+def read_manifest(bundle: str | Path) -> Manifest:
+    bundle = Path(bundle)
+    path = bundle / MANIFEST
+    if not path.is_file():
+        raise BundleError(
+            f"{bundle} is not a bundle: {MANIFEST} is missing; pass the folder that "
+            "`edgetune run` or `edgetune export` wrote"
+        )
+    try:
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path} is not valid JSON ({exc}); re-run `edgetune export`") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise BundleError(f"{path} is not an edgetune manifest (format {raw.get('format')!r})")
+    version = raw.get("version")
+    if not isinstance(version, int) or version > VERSION:
+        raise BundleError(
+            f"{path} has bundle format version {version!r}; this edgetune reads versions up to "
+            f"{VERSION}; upgrade edgetune (pip install -U edgetune) to load it"
+        )
+    try:
+        artifacts = [Artifact(**a) for a in raw.pop("artifacts", [])]
+        manifest = Manifest(artifacts=artifacts, **raw)
+    except TypeError as exc:
+        raise BundleError(f"{path} is malformed ({exc}); re-run `edgetune export`") from None
+    for a in manifest.artifacts:
+        safe_member(bundle, a.file)
+    if manifest.checkpoint:
+        safe_member(bundle, manifest.checkpoint)
+    return manifest
+
+
+def safe_member(bundle: Path, name: str) -> Path:
+    """The path of `name` inside `bundle`; refuse absolute paths and anything leaving it."""
+    pure = PurePosixPath(name)
+    if not name or pure.is_absolute() or ".." in pure.parts or "\\" in name:
+        raise BundleError(
+            f"manifest names {name!r}: artifact paths must be relative and stay inside the bundle"
+        )
+    path = (bundle / pure).resolve()
+    if not path.is_relative_to(bundle.resolve()):
+        raise BundleError(f"manifest names {name!r}, which resolves outside the bundle")
+    return path
+
+
+def verify_artifact(bundle: str | Path, artifact: Artifact) -> Path:
+    """The artifact's path, after checking it exists and matches its recorded sha256."""
+    path = safe_member(Path(bundle), artifact.file)
+    if not path.is_file():
+        raise BundleError(f"artifact {artifact.file} listed in the manifest is missing from {bundle}")
+    digest = sha256_file(path)
+    if digest != artifact.sha256:
+        raise BundleError(
+            f"artifact {artifact.file} fails its integrity check (sha256 {digest[:12]}… != "
+            f"manifest {artifact.sha256[:12]}…); the file was changed or corrupted: "
+            "re-copy the bundle or re-run `edgetune export`"
+        )
+    return path
