@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetune.errors import InputError, MissingDependencyError
-from edgetune.runtime.session import InputSpec
+from edgetune.errors import MissingDependencyError
+from edgetune.runtime.session import InputSpec, check_batch
 
 NAME = "onnxruntime"
 
@@ -18,6 +18,13 @@ def is_available() -> tuple[bool, str]:
     except ImportError:
         return False, "onnxruntime is not installed: pip install 'edgetune[runtime]'"
     return True, ""
+
+
+def has_cuda() -> bool:
+    """True when this onnxruntime build can run on a CUDA GPU (onnxruntime-gpu)."""
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
 def providers_for(device: str) -> list[str]:
@@ -64,18 +71,3 @@ class OrtSession:
         check_batch(batch, self.input)
         return self._session.run([self._output], {self.input.name: batch})[0]
 
-
-def check_batch(batch: np.ndarray, spec: InputSpec) -> None:
-    """Refuse arrays the engine would reject with an opaque message."""
-    if not isinstance(batch, np.ndarray):
-        raise InputError(f"run() takes a numpy array, got {type(batch).__name__}")
-    if batch.dtype != np.float32:
-        raise InputError(
-            f"input batch has dtype {batch.dtype}; expected float32 NCHW (use .astype(np.float32))"
-        )
-    expected = spec.shape
-    if batch.ndim != len(expected) or any(
-        isinstance(e, int) and e != b for e, b in zip(expected, batch.shape)
-    ):
-        shown = "x".join(str(e) if isinstance(e, int) else "N" for e in expected)
-        raise InputError(f"input batch has shape {batch.shape}; expected {shown} (NCHW)")
