@@ -1,0 +1,50 @@
+"""Which engines exist: backend name -> (is_available, open).
+
+The names are the ones the manifest's `artifact.backend` and the CLI use. Both backend
+modules import their engine lazily, so this registry is free to import anywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from edgetune.errors import ConfigError, MissingDependencyError, did_you_mean
+from edgetune.runtime import ort_backend, trt_backend
+from edgetune.runtime.session import Session
+
+DEVICES = ("auto", "cpu", "cuda")
+
+_REGISTRY: dict[str, tuple[Callable[[], tuple[bool, str]], Callable[..., Session]]] = {
+    ort_backend.NAME: (ort_backend.is_available, ort_backend.OrtSession),
+    trt_backend.NAME: (trt_backend.is_available, trt_backend.TrtSession),
+}
+
+
+def names() -> list[str]:
+    return list(_REGISTRY)
+
+
+def is_available(name: str) -> tuple[bool, str]:
+    """(True, "") or (False, why), for a backend named in a manifest or on the command line."""
+    if name not in _REGISTRY:
+        return False, f"unknown backend {name!r}; this edgetune knows {', '.join(_REGISTRY)}"
+    return _REGISTRY[name][0]()
+
+
+def open_session(
+    name: str, path: str | Path, device: str = "auto", threads: int | None = None
+) -> Session:
+    """A ready Session for the engine file at `path`, or a one-line error saying why not."""
+    check_device(device)
+    ok, why = is_available(name)
+    if not ok:
+        raise MissingDependencyError(f"cannot open {Path(path).name}: {why}")
+    return _REGISTRY[name][1](path, device=device, threads=threads)
+
+
+def check_device(device: str) -> None:
+    if device not in DEVICES:
+        raise ConfigError(
+            f"device {device!r} is not one of {', '.join(DEVICES)}{did_you_mean(device, DEVICES)}"
+        )
