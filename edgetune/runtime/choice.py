@@ -1,0 +1,91 @@
+"""Pick the artifact of a bundle that this machine should run.
+
+The bundle's `recommended` map says, per target, which artifact won on accuracy and
+latency when it was built. Here we only find which targets this machine can serve
+(TensorRT on a GPU, then ONNX Runtime on CUDA, then CPU) and take the first one the
+bundle recommends; failing that, any ONNX Runtime fp32 graph, which runs everywhere.
+"""
+
+from __future__ import annotations
+
+from edgetune.bundle import Artifact, Manifest
+from edgetune.errors import BundleError, ConfigError, MissingDependencyError, did_you_mean
+from edgetune.runtime import backends, ort_backend
+
+BACKEND_CHOICES = ("auto", "onnxruntime", "tensorrt")
+
+
+def hardware_targets(backend: str = "auto", device: str = "auto") -> list[str]:
+    """The targets this machine can serve, best first."""
+    targets = []
+    if device in ("auto", "cuda"):
+        if backend in ("auto", "tensorrt") and backends.is_available("tensorrt")[0]:
+            targets.append("tensorrt")
+        if backend in ("auto", "onnxruntime") and _ort_has_cuda():
+            targets.append("gpu")
+    if device in ("auto", "cpu") and backend in ("auto", "onnxruntime"):
+        targets.append("cpu")
+    return targets
+
+
+def choose_artifact(
+    manifest: Manifest, backend: str = "auto", device: str = "auto", artifact: str | None = None
+) -> Artifact:
+    """The artifact to load: the one named, else the recommendation for this hardware."""
+    check_backend(backend)
+    backends.check_device(device)
+    if artifact is not None:
+        chosen = manifest.artifact(artifact)
+        if backend != "auto" and chosen.backend != backend:
+            raise ConfigError(
+                f"artifact {artifact} is a {chosen.backend} artifact but backend {backend!r} "
+                "was asked for; drop one of the two options"
+            )
+        ok, why = backends.is_available(chosen.backend)
+        if not ok:
+            raise MissingDependencyError(f"artifact {artifact} needs {chosen.backend}: {why}")
+        return chosen
+    for target in hardware_targets(backend, device):
+        file = recommended_file(manifest, target)
+        if file is None:
+            continue
+        candidate = manifest.artifact(file)
+        if backends.is_available(candidate.backend)[0]:
+            return candidate
+    for a in manifest.artifacts:
+        if a.backend == "onnxruntime" and a.precision == "fp32" and backend != "tensorrt":
+            return a
+    held = ", ".join(f"{a.file} ({a.backend}, {a.target})" for a in manifest.artifacts) or "none"
+    raise BundleError(
+        f"no artifact in the bundle runs here with backend={backend}, device={device}; "
+        f"it holds: {held}; pick one with --artifact or re-export for this target"
+    )
+
+
+def recommended_file(manifest: Manifest, target: str) -> str | None:
+    """The file recommended for `target`; the manifest may hold {"file", "why"} or a bare name."""
+    entry = manifest.recommended.get(target)
+    if isinstance(entry, dict):
+        return entry.get("file")
+    return entry
+
+
+def session_device(artifact: Artifact, device: str) -> str:
+    """Under 'auto', an artifact built for the CPU target stays on the CPU: its INT8 recipe
+    (u8 activations) is tuned for CPU kernels and should not land on CUDA just because
+    CUDA is there. Other artifacts let the engine take the GPU when it has one."""
+    if device == "auto" and artifact.target == "cpu":
+        return "cpu"
+    return device
+
+
+def check_backend(backend: str) -> None:
+    if backend not in BACKEND_CHOICES:
+        raise ConfigError(
+            f"backend {backend!r} is not one of {', '.join(BACKEND_CHOICES)}"
+            + did_you_mean(backend, BACKEND_CHOICES)
+        )
+
+
+def _ort_has_cuda() -> bool:
+    return backends.is_available("onnxruntime")[0] and ort_backend.has_cuda()
