@@ -1,0 +1,62 @@
+"""Which training images calibrate INT8: a seeded, stratified sample, so every class's
+activations shape the ranges, not just the most frequent class's."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import defaultdict
+
+import numpy as np
+from onnxruntime.quantization import CalibrationDataReader
+
+from edgetune.dataset_scan import Sample
+from edgetune.preprocess import Preprocess, load_image
+
+
+def stratified_sample(samples: list[Sample], n: int, seed: int = 0) -> list[Sample]:
+    """Up to `n` samples, drawn round-robin over classes (all of them when there are fewer)."""
+    if n >= len(samples):
+        return list(samples)
+    rng = random.Random(seed)
+    by_class: dict[int, list[Sample]] = defaultdict(list)
+    for s in samples:
+        by_class[s.label].append(s)
+    for items in by_class.values():
+        rng.shuffle(items)
+    picked: list[Sample] = []
+    queues = [by_class[k] for k in sorted(by_class)]
+    while len(picked) < n:
+        for q in queues:
+            if q and len(picked) < n:
+                picked.append(q.pop())
+    return sorted(picked, key=lambda s: (s.label, str(s.path)))
+
+
+def fingerprint(samples: list[Sample], pre: Preprocess) -> str:
+    """A hash of the sample's bytes and preprocessing: the calibration cache key."""
+    h = hashlib.sha256(repr(pre.to_dict()).encode())
+    for s in samples:
+        h.update(s.path.read_bytes())
+    return h.hexdigest()
+
+
+class ImageReader(CalibrationDataReader):
+    """ONNX Runtime's calibration protocol over preprocessed images, in batches."""
+
+    def __init__(self, samples: list[Sample], pre: Preprocess, input_name: str, batch: int = 32):
+        self.arrays = np.stack([pre.apply(load_image(s.path)) for s in samples])
+        self.input_name, self.batch = input_name, batch
+        self.rewind()
+
+    def get_next(self):
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        self._it = iter(
+            {self.input_name: self.arrays[i:i + self.batch]}
+            for i in range(0, len(self.arrays), self.batch)
+        )
+
+    def __len__(self) -> int:
+        return len(self.arrays)

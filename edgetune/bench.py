@@ -1,0 +1,275 @@
+"""Latency of a bundle's artifacts on the machine that will run them. Torch-free.
+
+Each artifact is loaded exactly as deployment code loads it (`runtime.load`, sha256
+checked) and timed per batch size by `latency.measure_latency`: inputs made before the
+clock starts, warm-up excluded, only the engine call timed. `compare_torch=True` adds
+PyTorch eager fp32 rows from the bundle's checkpoint; only that path imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import platform
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+import edgetune
+from edgetune import atomic, host
+from edgetune.bundle import read_manifest, safe_member
+from edgetune.errors import BundleError, ConfigError
+from edgetune.latency import measure_latency
+from edgetune.runtime import backends
+from edgetune.runtime.classifier import Model, check_threads, load
+from edgetune.runtime.session import InputSpec
+
+TORCH_BACKEND = "pytorch eager"
+
+
+@dataclass
+class BenchRow:
+    artifact: str
+    backend: str
+    precision: str
+    device: str
+    batch: int
+    p50: float  # milliseconds per engine call, like p90, p99 and mean
+    p90: float
+    p99: float
+    mean: float
+    throughput: float  # images per second at this batch size
+    runs: int
+
+
+@dataclass
+class BenchReport:
+    source: str
+    host: dict
+    versions: dict
+    settings: dict  # {"batches", "threads", "warmup", "runs", "seconds", "device"}
+    rows: list[BenchRow] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)  # {"artifact", "batch"?, "why"}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def benchmark(
+    path: str | os.PathLike,
+    artifacts: str | Sequence[str] = "all",
+    batches: Sequence[int] = (1, 8),
+    threads: int | None = None,
+    warmup: int = 10,
+    runs: int | None = None,
+    seconds: float | None = None,
+    device: str = "auto",
+    compare_torch: bool = False,
+) -> BenchReport:
+    """Time every chosen artifact of a bundle (or one .onnx file) at every batch size.
+
+    `runs` timed calls per row (50 when neither `runs` nor `seconds` is given), or as
+    many as fit in `seconds`. Artifacts whose engine is missing here are listed in
+    `report.skipped` with the reason when `artifacts="all"`, refused when named.
+    """
+    batches = check_batches(batches)
+    check_threads(threads)
+    runs = _check_budget(warmup, runs, seconds)
+    backends.check_device(device)
+    path = Path(path)
+    report = BenchReport(
+        source=str(path),
+        host=host.describe(),
+        versions=library_versions(with_torch=compare_torch),
+        settings={"batches": batches, "threads": threads, "warmup": warmup, "runs": runs,
+                  "seconds": seconds, "device": device},
+    )
+    for model in _models(path, artifacts, device, threads, report.skipped):
+        _time_model(model, report, warmup, runs, seconds)
+    if compare_torch:
+        report.rows.extend(torch_rows(path, batches, threads, warmup, runs, seconds))
+    return report
+
+
+def _models(path: Path, artifacts, device: str, threads, skipped: list[dict]):
+    """Yield one loaded Model per artifact to time, recording the ones this host cannot run."""
+    if path.is_file():
+        if artifacts not in ("all", path.name, [path.name], (path.name,)):
+            raise ConfigError(
+                f"{path.name} is a single ONNX file with no other artifacts; use --artifact all"
+            )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # preprocessing is never used for timing
+            yield load(path, device=device, threads=threads)
+        return
+    manifest = read_manifest(path)
+    if artifacts == "all":
+        names = [a.file for a in manifest.artifacts]
+    else:
+        names = [artifacts] if isinstance(artifacts, str) else list(artifacts)
+        if not names:
+            raise ConfigError("no artifacts named; pass artifact file names or 'all'")
+        for name in names:
+            manifest.artifact(name)  # an unknown name fails before any timing starts
+    for name in names:
+        ok, why = backends.is_available(manifest.artifact(name).backend)
+        if not ok and artifacts == "all":
+            skipped.append({"artifact": name, "why": why})
+            continue
+        yield load(path, device=device, artifact=name, threads=threads)
+
+
+def _time_model(model: Model, report: BenchReport, warmup: int, runs, seconds) -> None:
+    chw = (3, *model.preprocess.size)
+    fixed = model.input.shape[0] if isinstance(model.input.shape[0], int) else None
+    for batch in report.settings["batches"]:
+        if fixed is not None and batch != fixed:
+            report.skipped.append({"artifact": model.artifact.file, "batch": batch,
+                                   "why": f"the graph takes a fixed batch of {fixed}"})
+            continue
+        lat = measure_latency(model, chw, batch=batch, warmup=warmup, runs=runs, seconds=seconds)
+        report.rows.append(_row(model.artifact.file, model.backend, model.artifact.precision,
+                                model.device, lat))
+
+
+def _row(artifact: str, backend: str, precision: str, device: str, lat: dict) -> BenchRow:
+    return BenchRow(artifact=artifact, backend=backend, precision=precision, device=device,
+                    batch=lat["batch"], p50=lat["p50"], p90=lat["p90"], p99=lat["p99"],
+                    mean=lat["mean"], throughput=lat["throughput"], runs=lat["runs"])
+
+
+def torch_rows(path: Path, batches, threads, warmup, runs, seconds) -> list[BenchRow]:
+    """PyTorch eager fp32 rows from the bundle's checkpoint: the baseline users ask about."""
+    from edgetune.errors import require
+
+    torch = require("torch", "train", "--compare-torch (timing the PyTorch checkpoint)")
+    if not path.is_dir():
+        raise ConfigError(f"--compare-torch needs a bundle folder with a checkpoint, not {path.name}")
+    manifest = read_manifest(path)
+    if not manifest.checkpoint:
+        raise BundleError(f"{path} records no checkpoint, so there is no PyTorch model to compare")
+    file = safe_member(path, manifest.checkpoint)
+    if not file.is_file():
+        raise BundleError(f"checkpoint {manifest.checkpoint} listed in the manifest is missing from {path}")
+    ckpt = torch.load(file, map_location="cpu", weights_only=True)
+    session = _TorchSession(torch, _build_torch_model(ckpt), (3, *manifest.preprocess.size))
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return [
+            _row(manifest.checkpoint, TORCH_BACKEND, "fp32", "cpu",
+                 measure_latency(session, session.input.shape[1:], batch=b, warmup=warmup,
+                                 runs=runs, seconds=seconds))
+            for b in batches
+        ]
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _build_torch_model(ckpt: dict):
+    # The training side knows how heads are wrapped (dropout, …); ask it when it is there.
+    try:
+        from edgetune.model import build_from_checkpoint
+    except ImportError:
+        build_from_checkpoint = None
+    if build_from_checkpoint is not None:
+        return build_from_checkpoint(ckpt)
+    from edgetune.errors import require
+
+    torchvision = require("torchvision", "train", "--compare-torch")
+    model = torchvision.models.get_model(ckpt["arch"], num_classes=len(ckpt["classes"]))
+    model.load_state_dict(ckpt["model"])
+    return model.eval()
+
+
+class _TorchSession:
+    """The Session interface over an eval-mode nn.Module, for measure_latency."""
+
+    backend = TORCH_BACKEND
+    device = "cpu"
+
+    def __init__(self, torch, model, chw: tuple[int, int, int]):
+        self._torch, self._model = torch, model
+        self.input = InputSpec("input", (None, *chw), "float32")
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        with self._torch.inference_mode():
+            return self._model(self._torch.from_numpy(batch)).numpy()
+
+
+def library_versions(with_torch: bool = False) -> dict:
+    """Versions that change latency numbers; tensorrt only when installed."""
+    versions = {"edgetune": edgetune.__version__, "python": platform.python_version(),
+                "numpy": np.__version__}
+    modules = ["onnxruntime", "tensorrt"] + (["torch"] if with_torch else [])
+    for name in modules:
+        if importlib.util.find_spec(name) is not None:
+            versions[name] = getattr(__import__(name), "__version__", "unknown")
+    return versions
+
+
+def check_batches(batches) -> list[int]:
+    if isinstance(batches, int) or not isinstance(batches, Sequence) or not batches:
+        raise ConfigError(f"batches must be a non-empty list of positive integers, got {batches!r}")
+    for b in batches:
+        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+            raise ConfigError(f"batch size {b!r} is not allowed; batch sizes are positive integers")
+    return list(batches)
+
+
+def _check_budget(warmup, runs, seconds) -> int | None:
+    """Validate warm-up and the timing budget; returns the number of runs to use."""
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ConfigError(f"warmup must be an integer >= 0, got {warmup!r}")
+    if runs is not None and seconds is not None:
+        raise ConfigError("runs and seconds are exclusive: give a number of runs or a time budget")
+    if seconds is not None:
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
+            raise ConfigError(f"seconds must be a positive number, got {seconds!r}")
+        return None
+    if runs is None:
+        return 50
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
+        raise ConfigError(f"runs must be a positive integer, got {runs!r}")
+    return runs
+
+
+def render_table(report: BenchReport):
+    """A rich Table: one row per artifact × batch, speed-up against ONNX Runtime fp32."""
+    from rich.table import Table
+
+    table = Table(title=f"edgetune bench: {report.source}", title_justify="left")
+    for name in ("artifact", "backend", "precision", "device", "batch"):
+        table.add_column(name)
+    for name in ("p50 ms", "p90 ms", "p99 ms", "mean ms", "img/s", "vs fp32"):
+        table.add_column(name, justify="right")
+    baseline = {r.batch: r.p50 for r in report.rows
+                if r.backend == "onnxruntime" and r.precision == "fp32"}
+    for r in report.rows:
+        speedup = f"{baseline[r.batch] / r.p50:.2f}x" if r.batch in baseline and r.p50 else ""
+        table.add_row(r.artifact, r.backend, r.precision, r.device, str(r.batch),
+                      f"{r.p50:.2f}", f"{r.p90:.2f}", f"{r.p99:.2f}", f"{r.mean:.2f}",
+                      f"{r.throughput:.1f}", speedup)
+    budget = (f"{report.settings['seconds']} s" if report.settings["seconds"]
+              else f"{report.settings['runs']} runs")
+    notes = [
+        f"host: {host.short()}",
+        f"threads: {report.settings['threads'] or 'engine default'}, warm-up "
+        f"{report.settings['warmup']}, {budget} per row",
+        "versions: " + ", ".join(f"{k} {v}" for k, v in report.versions.items()),
+    ]
+    notes += [f"skipped {s['artifact']}" + (f" at batch {s['batch']}" if "batch" in s else "")
+              + f": {s['why']}" for s in report.skipped]
+    table.caption = "\n".join(notes)
+    table.caption_justify = "left"
+    return table
+
+
+def write_json(report: BenchReport, path: str | os.PathLike) -> Path:
+    """Write the report atomically as JSON; returns the path."""
+    atomic.write_json(path, report.to_dict())
+    return Path(path)

@@ -1,0 +1,192 @@
+"""Stage configs: frozen dataclasses, every user choice validated before any work starts.
+
+CLI flags map one-to-one to fields; `--config run.yaml` sets defaults and flags override
+it; the resolved config is written into the run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Literal, get_args
+
+from edgetune.errors import ConfigError, did_you_mean
+
+Optimizer = Literal["adamw", "sgd"]
+Augment = Literal["none", "light", "standard"]
+Balance = Literal["none", "loss", "sampler"]
+Device = Literal["auto", "cpu", "cuda"]
+CalibMethod = Literal["minmax", "entropy", "percentile"]
+Target = Literal["cpu", "tensorrt", "gpu"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str | None = None  # None: the embedded demo data set
+    model: str = "resnet18"
+    weights: str = "DEFAULT"  # DEFAULT | none | a torchvision weights name | PATH
+    image_size: int | None = None  # required with --weights none
+    unfreeze: str = "2"  # K (top K blocks + head) | head | all
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    backbone_lr_scale: float | None = None  # None: 0.1 for pretrained weights, 1.0 from scratch
+    optimizer: Optimizer = "adamw"
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.1
+    dropout: float = 0.0
+    warmup_epochs: float = 1.0
+    patience: int | None = None  # early stopping on val top-1
+    augment: Augment = "standard"
+    balance: Balance = "none"
+    val_fraction: float = 0.2
+    device: Device = "auto"
+    seed: int = 0
+    workers: int | None = None
+    checkpoint_every: int | None = None  # also checkpoint every N steps
+
+    def __post_init__(self):
+        _check_choices(self)
+        _positive(self, "epochs", "batch_size", "lr")
+        if not re.fullmatch(r"\d+|head|all", self.unfreeze):
+            raise ConfigError(
+                f"--unfreeze {self.unfreeze!r} is not allowed; use a number of top blocks "
+                "(e.g. 2), 'head' or 'all'"
+            )
+        if self.image_size is not None and not 16 <= self.image_size <= 1024:
+            raise ConfigError(f"--image-size {self.image_size} is out of range; use 16..1024")
+        if self.weights.lower() == "none" and self.image_size is None:
+            raise ConfigError(
+                "--weights none has no preprocessing of its own; add --image-size (e.g. 64 or 224)"
+            )
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"--val-fraction {self.val_fraction} must be between 0 and 1")
+        for name in ("label_smoothing", "dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"--{_flag(name)} {getattr(self, name)} must be in [0, 1)")
+        if self.weight_decay < 0 or self.warmup_epochs < 0:
+            raise ConfigError("--weight-decay and --warmup-epochs must not be negative")
+        if self.patience is not None and self.patience < 1:
+            raise ConfigError(f"--patience {self.patience} must be at least 1")
+
+    @property
+    def from_scratch(self) -> bool:
+        return self.weights.lower() == "none"
+
+    @property
+    def resolved_backbone_lr_scale(self) -> float:
+        if self.backbone_lr_scale is not None:
+            return self.backbone_lr_scale
+        # Pretrained features need small steps; random ones need the full rate.
+        return 1.0 if self.from_scratch else 0.1
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    calib_samples: int = 300
+    calib_method: CalibMethod = "minmax"
+    targets: tuple[str, ...] = ("cpu",)
+    max_drop: float = 1.0  # top-1 points INT8 may lose against fp32
+    bench_runs: int = 50
+    threads: int | None = None
+    parity_images: int = 64
+
+    def __post_init__(self):
+        _check_choices(self)
+        _positive(self, "calib_samples", "bench_runs", "parity_images")
+        allowed = get_args(Target)
+        for t in self.targets:
+            if t not in allowed:
+                raise ConfigError(
+                    f"--targets {t!r} is not a target{did_you_mean(t, allowed)}; allowed: "
+                    + ", ".join(allowed)
+                )
+        if self.max_drop < 0:
+            raise ConfigError(f"--max-drop {self.max_drop} must not be negative")
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+# Fields whose values come from a fixed set (the Literal aliases above).
+_CHOICES = {
+    "optimizer": Optimizer,
+    "augment": Augment,
+    "balance": Balance,
+    "device": Device,
+    "calib_method": CalibMethod,
+}
+
+
+def _check_choices(cfg) -> None:
+    for name, alias in _CHOICES.items():
+        if not hasattr(cfg, name):
+            continue
+        value, allowed = getattr(cfg, name), get_args(alias)
+        if value not in allowed:
+            raise ConfigError(
+                f"--{_flag(name)} {value!r} is not allowed{did_you_mean(str(value), allowed)}; "
+                f"choose one of: {', '.join(allowed)}"
+            )
+
+
+def _positive(cfg, *names: str) -> None:
+    for name in names:
+        if getattr(cfg, name) <= 0:
+            raise ConfigError(f"--{_flag(name)} {getattr(cfg, name)} must be positive")
+
+
+def field_names(cls) -> set[str]:
+    return {f.name for f in fields(cls)}
+
+
+def build(cls, *layers: dict):
+    """`cls` from layers of settings, later ones winning; None means 'not set'."""
+    merged: dict = {}
+    for layer in layers:
+        merged.update({k: v for k, v in layer.items() if v is not None})
+    known = {k: v for k, v in merged.items() if k in field_names(cls)}
+    if "targets" in known and isinstance(known["targets"], (list, str)):
+        t = known["targets"]
+        known["targets"] = tuple(t.split(",") if isinstance(t, str) else t)
+    try:
+        return cls(**known)
+    except TypeError as exc:
+        raise ConfigError(f"bad configuration: {exc}") from None
+
+
+def load_yaml(path: str | Path, allowed: set[str]) -> dict:
+    """A YAML file of flag names (dashes or underscores) -> settings; unknown keys are refused."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--config {path}: no such file; pass a YAML file of flag: value lines")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0]
+        raise ConfigError(f"--config {path} is not valid YAML ({first})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"--config {path} must be a mapping of flag: value lines")
+    out = {}
+    for key, value in raw.items():
+        name = str(key).replace("-", "_")
+        if name not in allowed:
+            raise ConfigError(
+                f"--config {path}: unknown key {key!r}{did_you_mean(name, allowed)}; "
+                "keys are the command's flag names"
+            )
+        out[name] = value
+    return out
+
+
+def to_dict(*cfgs) -> dict:
+    out: dict = {}
+    for cfg in cfgs:
+        d = dataclasses.asdict(cfg)
+        out.update({k: list(v) if isinstance(v, tuple) else v for k, v in d.items()})
+    return out

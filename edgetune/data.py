@@ -1,0 +1,95 @@
+"""Datasets and loaders for training: the train preset augments, the eval preset is
+exactly `Preprocess.apply`, the function deployment code runs."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
+from torchvision.transforms import v2
+
+from edgetune.dataset_scan import Sample
+from edgetune.errors import DataError, InputError
+from edgetune.preprocess import Preprocess, load_image
+
+
+class ImageDataset(Dataset):
+    def __init__(self, samples: list[Sample], transform):
+        self.samples = samples
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        s = self.samples[i]
+        try:
+            image = load_image(s.path)
+        except InputError as exc:
+            raise DataError(str(exc)) from None
+        return self.transform(image), s.label
+
+
+def train_transform(pre: Preprocess, augment: str):
+    """Augmentation that ends in the same normalisation as `pre`."""
+    size = list(pre.size)
+    interp = v2.InterpolationMode(pre.interpolation)
+    if augment == "none":
+        return eval_transform(pre)
+    if augment == "light":
+        # Mild scale jitter, no flips: safe for digits, text and other handed images.
+        ops = [v2.RandomResizedCrop(size, scale=(0.7, 1.0), ratio=(0.9, 1.1), interpolation=interp)]
+    else:
+        ops = [v2.RandomResizedCrop(size, interpolation=interp), v2.RandomHorizontalFlip()]
+    return v2.Compose([
+        v2.PILToTensor(), *ops, v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(list(pre.mean), list(pre.std)),
+    ])
+
+
+def eval_transform(pre: Preprocess):
+    return lambda image: torch.from_numpy(pre.apply(image))
+
+
+class EpochSampler(Sampler[int]):
+    """A seeded permutation per epoch, so a run resumed at any epoch and step sees
+    the same order it would have seen uninterrupted."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch, self.start = n, seed, 0, 0
+
+    def set_position(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.n, generator=g).tolist()
+        return iter(order[self.start:])
+
+    def __len__(self) -> int:
+        return self.n - self.start
+
+
+def class_weights(samples: list[Sample], num_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights, mean 1: each class contributes equally to the loss."""
+    counts = Counter(s.label for s in samples)
+    w = torch.tensor([1.0 / counts.get(c, 1) for c in range(num_classes)])
+    return w * num_classes / w.sum()
+
+
+def make_loader(ds: ImageDataset, batch_size: int, workers: int, sampler=None, balance=None, seed=0):
+    if balance is not None:
+        weights = balance[[s.label for s in ds.samples]]
+        sampler = WeightedRandomSampler(weights, len(ds), generator=torch.Generator().manual_seed(seed))
+    return DataLoader(
+        ds, batch_size=batch_size, sampler=sampler, num_workers=workers,
+        persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
+    )
+
+
+def default_workers() -> int:
+    # On small machines decoding in-process beats fighting the training threads for cores.
+    cores = os.cpu_count() or 1
+    return 0 if cores <= 2 else min(8, cores - 1)
