@@ -1,0 +1,42 @@
+"""Shared fixtures: small real data (scikit-learn's digits on disk) and one tiny trained run,
+built once per session so the suite stays fast."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edgetune.demo_data import ensure_digits
+
+
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory) -> Path:
+    """The full demo data: DIR/train/<0-9>/*.png and DIR/val/<0-9>/*.png."""
+    return ensure_digits(tmp_path_factory.mktemp("digits"))
+
+
+@pytest.fixture(scope="session")
+def small_digits(digits_dir, tmp_path_factory) -> Path:
+    """Three classes, 24 images each, in the single-folder layout (split by edgetune)."""
+    root = tmp_path_factory.mktemp("small") / "data"
+    for c in ("0", "1", "7"):
+        (root / c).mkdir(parents=True)
+        for p in sorted((digits_dir / "train" / c).glob("*.png"))[:24]:
+            shutil.copy(p, root / c / p.name)
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_run(digits_dir, tmp_path_factory):
+    """A resnet18 trained from scratch on the digits at 32 px, exported for cpu and tensorrt."""
+    from edgetune.config import ExportConfig, TrainConfig
+    from edgetune.pipeline import run
+
+    out = tmp_path_factory.mktemp("run") / "bundle"
+    train_cfg = TrainConfig(data=str(digits_dir), model="resnet18", weights="none", image_size=32,
+                            unfreeze="all", epochs=2, lr=3e-3, batch_size=64, augment="light")
+    export_cfg = ExportConfig(targets=("cpu", "tensorrt"), calib_samples=100, bench_runs=5)
+    manifest = run(train_cfg, export_cfg, out, log=lambda *_: None)
+    return out, manifest

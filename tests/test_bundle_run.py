@@ -1,0 +1,81 @@
+"""The spine end to end on real data: the manifest, export parity, and the QDQ graphs."""
+
+import json
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from edgetune.atomic import sha256_file
+from edgetune.bundle import read_manifest
+from edgetune.runtime.ort_backend import OrtSession
+
+
+def test_manifest_lists_measured_artifacts(trained_run):
+    out, _ = trained_run
+    raw = json.loads((out / "manifest.json").read_text())
+    assert raw["format"] == "edgetune-bundle" and raw["version"] == 1
+    m = read_manifest(out)
+    assert m.classes == [str(i) for i in range(10)]
+    assert m.input["size"] == [32, 32] and m.input["name"] == "input"
+    by_file = {a.file: a for a in m.artifacts}
+    assert set(by_file) == {"model.onnx", "model.int8.cpu.onnx", "model.int8.tensorrt.onnx"}
+    for a in m.artifacts:
+        assert a.sha256 == sha256_file(out / a.file)
+        assert 0.5 < a.top1 <= 1.0  # two epochs on digits: well above chance (0.1)
+    fp32, int8 = by_file["model.onnx"], by_file["model.int8.cpu.onnx"]
+    assert fp32.latency_ms["p50"] > 0 and int8.latency_ms["p99"] >= int8.latency_ms["p50"]
+    assert abs(fp32.top1 - int8.top1) <= 0.02
+    assert int8.calibration["samples"] == 100 and int8.calibration["method"] == "minmax"
+    assert m.recommended["cpu"]["file"] in by_file and m.recommended["cpu"]["why"]
+    assert m.versions["onnxruntime"] and (out / m.checkpoint).is_file()
+
+
+def test_export_parity_recorded_and_batch_is_dynamic(trained_run):
+    out, m = trained_run
+    parity = m.artifact("model.onnx").parity
+    assert parity["top1_agreement"] >= 0.99 and parity["max_abs_diff"] < 1e-2
+    session = OrtSession(out / "model.onnx", device="cpu")
+    for n in (1, 5):
+        assert session.run(np.zeros((n, 3, 32, 32), np.float32)).shape == (n, 10)
+
+
+def _qdq(path):
+    g = onnx.load(path).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    q = [n for n in g.node if n.op_type == "QuantizeLinear"]
+    dq = [n for n in g.node if n.op_type == "DequantizeLinear"]
+    return g, inits, q, dq
+
+
+def test_cpu_graph_uint8_activations_int8_per_channel_weights(trained_run):
+    out, _ = trained_run
+    g, inits, q, dq = _qdq(out / "model.int8.cpu.onnx")
+    assert len(q) >= 10 and len(dq) >= len(q)
+    for node in q:  # activations are quantized at run time: unsigned
+        assert inits[node.input[2]].dtype == np.uint8
+    weight_dq = [n for n in dq if n.input[0] in inits and inits[n.input[0]].ndim == 4]
+    assert len(weight_dq) == 20  # resnet18 has 20 convolutions
+    for node in weight_dq:
+        assert inits[node.input[0]].dtype == np.int8
+        scale = inits[node.input[1]]
+        assert scale.ndim == 1 and scale.shape[0] == inits[node.input[0]].shape[0]  # per channel
+        assert not inits[node.input[2]].any()  # symmetric weights
+
+
+def test_tensorrt_graph_is_symmetric_int8(trained_run):
+    out, _ = trained_run
+    g, inits, q, dq = _qdq(out / "model.int8.tensorrt.onnx")
+    assert q and dq
+    for node in q + dq:
+        zp = inits[node.input[2]]
+        assert zp.dtype == np.int8 and not zp.any(), node.name
+    # Biases stay float: no int32 initializers feed a DequantizeLinear.
+    assert not [n for n in dq if inits.get(n.input[0], np.zeros(1, np.int8)).dtype == np.int32]
+
+
+def test_calibration_ranges_are_cached(trained_run):
+    out, _ = trained_run
+    caches = list((out / "calib").glob("ranges-minmax-*.json"))
+    assert len(caches) == 1
+    assert json.loads(caches[0].read_text())

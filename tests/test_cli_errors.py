@@ -1,0 +1,89 @@
+"""User errors: one line on stderr, exit code 2, no traceback."""
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+
+def edgetune(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "edgetune.cli", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def assert_user_error(proc, *needles):
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("edgetune: error: ")
+    assert "Traceback" not in proc.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+FAST = ["--weights", "none", "--image-size", "32", "--epochs", "1"]
+
+
+def test_missing_data_dir(tmp_path):
+    assert_user_error(edgetune("run", "--data", tmp_path / "nope", "--out", tmp_path / "o", *FAST),
+                      "nope", "does not exist")
+
+
+def test_empty_data_dir(tmp_path):
+    (tmp_path / "d").mkdir()
+    assert_user_error(edgetune("run", "--data", tmp_path / "d", "--out", tmp_path / "o", *FAST),
+                      "no class folders")
+
+
+def test_class_folder_without_images(small_digits, tmp_path):
+    data = tmp_path / "d"
+    shutil.copytree(small_digits, data)
+    (data / "9").mkdir()
+    (data / "9" / "notes.txt").write_text("hello")
+    assert_user_error(edgetune("run", "--data", data, "--out", tmp_path / "o", *FAST),
+                      "9", "has no images")
+
+
+def test_unknown_model_suggests(small_digits, tmp_path):
+    assert_user_error(edgetune("run", "--data", small_digits, "--model", "resnet181",
+                               "--out", tmp_path / "o", *FAST), "did you mean 'resnet18'")
+
+
+def test_unreadable_image_is_named(small_digits, tmp_path):
+    data = tmp_path / "d"
+    shutil.copytree(small_digits, data)
+    (data / "7" / "torn.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    assert_user_error(edgetune("run", "--data", data, "--out", tmp_path / "o", *FAST), "torn.jpg")
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--epoch", "3"], "did you mean '--epochs'"),
+    (["--optimizer", "adam"], "adamw"),
+    (["--unfreeze", "some"], "'head' or 'all'"),
+    (["--targets", "cpu,jetsn"], "allowed"),
+    (["--weights", "none"], "--image-size"),
+])
+def test_bad_flags(small_digits, tmp_path, args, needle):
+    assert_user_error(edgetune("run", "--data", small_digits, "--out", tmp_path / "o", *args), needle)
+
+
+def test_non_empty_out_is_refused(small_digits, tmp_path):
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "keep.txt").write_text("mine")
+    assert_user_error(edgetune("run", "--data", small_digits, "--out", tmp_path / "o", *FAST),
+                      "--overwrite")
+    assert (tmp_path / "o" / "keep.txt").read_text() == "mine"
+
+
+def test_yaml_config_sets_defaults_and_flags_override(small_digits, tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("model: resnet18\nweights: none\nimage-size: 32\nepochs: 1\nbatch_size: 32\n")
+    proc = edgetune("train", "--config", cfg, "--data", small_digits, "--out", tmp_path / "o",
+                    "--unfreeze", "head")
+    assert proc.returncode == 0, proc.stderr
+    written = (tmp_path / "o" / "config.yaml").read_text()
+    assert "unfreeze: head" in written and "image_size: 32" in written
+    cfg.write_text("epohcs: 1\n")
+    assert_user_error(edgetune("train", "--config", cfg, "--data", small_digits, "--out", tmp_path / "p"),
+                      "did you mean 'epochs'")
