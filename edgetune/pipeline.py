@@ -96,6 +96,8 @@ def export_bundle(ckpt_path: str | Path, out: str | Path, cfg: ExportConfig, dat
             name = f"model.int8.{target}.onnx"
             log(f"quantize: INT8 for {target} ({cfg.calib_method}, {cal.samples} images) → {out / name}")
             RECIPES[target](cal, out / name)
+            if target == "tensorrt":
+                _lint_for_tensorrt(out / name)
             artifacts.append(_measure(out, name, target, "int8", val, pre, cfg,
                                       calibration={**cal.to_dict(), "recipe": target},
                                       timed=target == "cpu"))
@@ -120,6 +122,14 @@ def export_bundle(ckpt_path: str | Path, out: str | Path, cfg: ExportConfig, dat
         log(f"  {a.file:28s} {a.precision:5s} top-1 {a.top1:.2%}  batch-1 p50 {lat}")
     log(f"recommended for cpu: {manifest.recommended['cpu']['file']} ({manifest.recommended['cpu']['why']})")
     return manifest
+
+
+def _lint_for_tensorrt(path: Path) -> None:
+    from edgetune.calib.lint import lint_tensorrt_qdq
+
+    issues = lint_tensorrt_qdq(path)
+    if issues:  # our recipe produced a graph TensorRT would reject: a bug, not a user error
+        raise RuntimeError(f"{path.name} fails the TensorRT QDQ lint: " + "; ".join(map(str, issues[:5])))
 
 
 def _calibrate(out: Path, splits, pre: Preprocess, cfg: ExportConfig, log):

@@ -79,3 +79,35 @@ def test_calibration_ranges_are_cached(trained_run):
     caches = list((out / "calib").glob("ranges-minmax-*.json"))
     assert len(caches) == 1
     assert json.loads(caches[0].read_text())
+
+
+def test_tensorrt_lint_passes_and_names_a_broken_node(trained_run):
+    from onnx import numpy_helper as nh
+
+    from edgetune.calib.lint import lint_tensorrt_qdq
+
+    out, _ = trained_run
+    model = onnx.load(out / "model.int8.tensorrt.onnx")
+    assert lint_tensorrt_qdq(model) == []
+    # Break one zero-point: the lint names the node that uses it.
+    q = next(n for n in model.graph.node if n.op_type == "QuantizeLinear")
+    init = next(i for i in model.graph.initializer if i.name == q.input[2])
+    init.CopyFrom(nh.from_array(np.array(3, np.int8), init.name))
+    issues = lint_tensorrt_qdq(model)
+    assert issues and any("not 0" in i.problem for i in issues)
+    assert any(i.node == q.name for i in issues)
+    # The cpu graph (uint8 activations) is not fit for TensorRT.
+    assert any("uint8" in i.problem for i in lint_tensorrt_qdq(out / "model.int8.cpu.onnx"))
+
+
+def test_tensorrt_lint_finds_dangling_q(trained_run):
+    from edgetune.calib.lint import lint_tensorrt_qdq
+
+    out, _ = trained_run
+    model = onnx.load(out / "model.int8.tensorrt.onnx")
+    q = next(n for n in model.graph.node if n.op_type == "QuantizeLinear")
+    users = [n for n in model.graph.node if q.output[0] in n.input]
+    for u in users:
+        model.graph.node.remove(u)
+    issues = lint_tensorrt_qdq(model)
+    assert any(i.node == q.name and "dangling Q" in i.problem for i in issues)
