@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/edgetune run --demo --out runs/demo --overwrite
+	$(BIN)/edgetune run --out runs/demo --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
