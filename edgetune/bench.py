@@ -242,11 +242,12 @@ def render_table(report: BenchReport):
     """A rich Table: one row per artifact × batch, speed-up against ONNX Runtime fp32."""
     from rich.table import Table
 
-    table = Table(title=f"edgetune bench: {report.source}", title_justify="left")
-    for name in ("artifact", "backend", "precision", "device", "batch"):
-        table.add_column(name)
-    for name in ("p50 ms", "p90 ms", "p99 ms", "mean ms", "img/s", "vs fp32"):
-        table.add_column(name, justify="right")
+    table = Table(title=f"edgetune bench: {report.source} (latency in ms per call)",
+                  title_justify="left")
+    for name in ("artifact", "backend", "precision", "device"):
+        table.add_column(name, no_wrap=True)
+    for name in ("batch", "p50", "p90", "p99", "mean", "img/s", "speed-up"):
+        table.add_column(name, justify="right", no_wrap=True)
     baseline = {r.batch: r.p50 for r in report.rows
                 if r.backend == "onnxruntime" and r.precision == "fp32"}
     for r in report.rows:
@@ -261,6 +262,7 @@ def render_table(report: BenchReport):
         f"threads: {report.settings['threads'] or 'engine default'}, warm-up "
         f"{report.settings['warmup']}, {budget} per row",
         "versions: " + ", ".join(f"{k} {v}" for k, v in report.versions.items()),
+        "speed-up: p50 of the ONNX Runtime fp32 graph at the same batch / this row's p50",
     ]
     notes += [f"skipped {s['artifact']}" + (f" at batch {s['batch']}" if "batch" in s else "")
               + f": {s['why']}" for s in report.skipped]
