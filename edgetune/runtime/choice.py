@@ -13,6 +13,10 @@ from edgetune.errors import BundleError, ConfigError, MissingDependencyError, di
 from edgetune.runtime import backends, ort_backend
 
 BACKEND_CHOICES = ("auto", "onnxruntime", "tensorrt")
+# The engine each target means. A bundle may recommend a TensorRT-recipe QDQ .onnx for
+# the tensorrt target before any engine is built; run in ONNX Runtime it would be slow
+# (s8 activations on CPU), so it only counts once it is an engine.
+_TARGET_BACKEND = {"tensorrt": "tensorrt", "gpu": "onnxruntime", "cpu": "onnxruntime"}
 
 
 def hardware_targets(backend: str = "auto", device: str = "auto") -> list[str]:
@@ -50,7 +54,7 @@ def choose_artifact(
         if file is None:
             continue
         candidate = manifest.artifact(file)
-        if backends.is_available(candidate.backend)[0]:
+        if candidate.backend == _TARGET_BACKEND[target] and backends.is_available(candidate.backend)[0]:
             return candidate
     for a in manifest.artifacts:
         if a.backend == "onnxruntime" and a.precision == "fp32" and backend != "tensorrt":
