@@ -87,10 +87,12 @@ def benchmark(
         settings={"batches": batches, "threads": threads, "warmup": warmup, "runs": runs,
                   "seconds": seconds, "device": device},
     )
+    # Load the PyTorch baseline first: a missing torch or checkpoint fails before any timing.
+    baseline = torch_baseline(path) if compare_torch else None
     for model in _models(path, artifacts, device, threads, report.skipped):
         _time_model(model, report, warmup, runs, seconds)
-    if compare_torch:
-        report.rows.extend(torch_rows(path, batches, threads, warmup, runs, seconds))
+    if baseline is not None:
+        report.rows.extend(_time_torch(baseline, batches, threads, warmup, runs, seconds))
     return report
 
 
@@ -141,8 +143,9 @@ def _row(artifact: str, backend: str, precision: str, device: str, lat: dict) ->
                     mean=lat["mean"], throughput=lat["throughput"], runs=lat["runs"])
 
 
-def torch_rows(path: Path, batches, threads, warmup, runs, seconds) -> list[BenchRow]:
-    """PyTorch eager fp32 rows from the bundle's checkpoint: the baseline users ask about."""
+def torch_baseline(path: Path) -> _TorchSession:
+    """The bundle's checkpoint as an eval-mode PyTorch model behind the Session interface.
+    The only place bench imports torch."""
     from edgetune.errors import require
 
     torch = require("torch", "train", "--compare-torch (timing the PyTorch checkpoint)")
@@ -155,13 +158,18 @@ def torch_rows(path: Path, batches, threads, warmup, runs, seconds) -> list[Benc
     if not file.is_file():
         raise BundleError(f"checkpoint {manifest.checkpoint} listed in the manifest is missing from {path}")
     ckpt = torch.load(file, map_location="cpu", weights_only=True)
-    session = _TorchSession(torch, _build_torch_model(ckpt), (3, *manifest.preprocess.size))
+    model = _build_torch_model(ckpt)
+    return _TorchSession(torch, model, manifest.checkpoint, (3, *manifest.preprocess.size))
+
+
+def _time_torch(session: _TorchSession, batches, threads, warmup, runs, seconds) -> list[BenchRow]:
+    torch = session.torch
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
         return [
-            _row(manifest.checkpoint, TORCH_BACKEND, "fp32", "cpu",
+            _row(session.name, TORCH_BACKEND, "fp32", "cpu",
                  measure_latency(session, session.input.shape[1:], batch=b, warmup=warmup,
                                  runs=runs, seconds=seconds))
             for b in batches
@@ -192,13 +200,13 @@ class _TorchSession:
     backend = TORCH_BACKEND
     device = "cpu"
 
-    def __init__(self, torch, model, chw: tuple[int, int, int]):
-        self._torch, self._model = torch, model
+    def __init__(self, torch, model, name: str, chw: tuple[int, int, int]):
+        self.torch, self._model, self.name = torch, model, name
         self.input = InputSpec("input", (None, *chw), "float32")
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        with self._torch.inference_mode():
-            return self._model(self._torch.from_numpy(batch)).numpy()
+        with self.torch.inference_mode():
+            return self._model(self.torch.from_numpy(batch)).numpy()
 
 
 def library_versions(with_torch: bool = False) -> dict:
