@@ -1,0 +1,125 @@
+"""bench: every artifact × batch timed, reported as JSON and a table; bad settings refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+from tiny_bundle import CHECKPOINT, FP32, INT8, tiny_bundle
+
+from edgetune import bench, runtime
+from edgetune.errors import BundleError, ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    return tiny_bundle(tmp_path_factory.getbasetemp() / "tiny")
+
+
+@pytest.fixture(scope="module")
+def report(tiny):
+    return bench.benchmark(tiny.bundle, batches=[1, 3], warmup=1, runs=4, compare_torch=True)
+
+
+def test_json_has_percentiles_for_every_artifact_and_batch(report, tmp_path):
+    data = json.loads(bench.write_json(report, tmp_path / "bench.json").read_text())
+    rows = {(r["artifact"], r["batch"]): r for r in data["rows"]}
+    assert set(rows) == {(a, b) for a in (FP32, INT8, CHECKPOINT) for b in (1, 3)}
+    for r in rows.values():
+        assert 0 < r["p50"] <= r["p90"] <= r["p99"] and r["mean"] > 0 and r["runs"] == 4
+        assert r["throughput"] == pytest.approx(r["batch"] * 1e3 / r["mean"], rel=0.01, abs=0.06)
+    assert rows[(INT8, 1)]["precision"] == "int8" and rows[(FP32, 3)]["backend"] == "onnxruntime"
+    assert data["host"]["cores"] and data["versions"]["onnxruntime"] and data["versions"]["torch"]
+    assert data["settings"] == {"batches": [1, 3], "threads": None, "warmup": 1, "runs": 4,
+                                "seconds": None, "device": "auto"}
+
+
+def test_torch_rows_time_the_same_model_as_the_onnx_graph(tiny, report):
+    """The PyTorch baseline is built from the bundle's checkpoint: same logits as model.onnx."""
+    import torch
+
+    torch_rows = [r for r in report.rows if r.backend == bench.TORCH_BACKEND]
+    assert [(r.batch, r.precision, r.device) for r in torch_rows] == [(1, "fp32", "cpu"), (3, "fp32", "cpu")]
+    ckpt = torch.load(tiny.bundle / CHECKPOINT, map_location="cpu", weights_only=True)
+    model = bench._build_torch_model(ckpt)
+    onnx_model = runtime.load(tiny.bundle, artifact=FP32)
+    batch = onnx_model.preprocess.batch(tiny.images)
+    with torch.inference_mode():
+        ref = model(torch.from_numpy(batch)).numpy()
+    np.testing.assert_allclose(onnx_model.run(batch), ref, rtol=1e-3, atol=1e-4)
+
+
+def test_table_lists_every_row_and_the_host(report):
+    console = Console(record=True, width=200)
+    console.print(bench.render_table(report))
+    text = console.export_text()
+    for name in (FP32, INT8, CHECKPOINT, "pytorch eager", "p50", "p99", "img/s", "host:"):
+        assert name in text
+    assert "1.00x" in text  # the fp32 ONNX Runtime row is the speed-up baseline
+
+
+def test_named_artifacts_time_budget_and_bare_onnx(tiny):
+    by_time = bench.benchmark(tiny.bundle, artifacts=[INT8], batches=[2], warmup=0, seconds=0.05)
+    assert [(r.artifact, r.batch) for r in by_time.rows] == [(INT8, 2)] and by_time.rows[0].runs >= 3
+    bare = bench.benchmark(tiny.bundle / FP32, batches=[1], warmup=0, runs=2)
+    assert [(r.artifact, r.precision) for r in bare.rows] == [(FP32, "fp32")]
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"artifacts": ["nope.onnx"]}, BundleError, "no artifact named 'nope.onnx'"),
+    ({"batches": [1, 0]}, ConfigError, "batch size 0 is not allowed"),
+    ({"batches": 8}, ConfigError, "non-empty list"),
+    ({"runs": 5, "seconds": 1.0}, ConfigError, "exclusive"),
+    ({"runs": 0}, ConfigError, "runs must be a positive integer"),
+    ({"warmup": -1}, ConfigError, "warmup must be an integer >= 0"),
+    ({"threads": 0}, ConfigError, "threads must be a positive integer"),
+    ({"device": "gpu"}, ConfigError, "device 'gpu' is not one of"),
+])
+def test_bad_settings_fail_before_timing(tiny, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        bench.benchmark(tiny.bundle, **kwargs)
+
+
+def test_compare_torch_needs_a_checkpoint(tiny):
+    with pytest.raises(ConfigError, match="needs a bundle folder with a checkpoint"):
+        bench.benchmark(tiny.bundle / FP32, batches=[1], runs=1, warmup=0, compare_torch=True)
+
+
+def edgetune_cli(*args: str, torch_free: bool = False) -> subprocess.CompletedProcess:
+    hide = "import sys; sys.modules['torch'] = None; " if torch_free else "import sys; "
+    code = hide + "from edgetune.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+
+
+def test_cli_bench_writes_json_and_prints_the_table(tiny, tmp_path):
+    out = edgetune_cli("bench", str(tiny.bundle), "--batch", "1,2", "--runs", "3", "--warmup", "1",
+                       "--json", str(tmp_path / "r.json"), "--threads", "1")
+    assert out.returncode == 0, out.stderr
+    assert FP32 in out.stdout and INT8 in out.stdout and "p99" in out.stdout
+    rows = json.loads((tmp_path / "r.json").read_text())["rows"]
+    assert {(r["artifact"], r["batch"]) for r in rows} == {(a, b) for a in (FP32, INT8) for b in (1, 2)}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batch", "1,x"], "--batch '1,x' is not allowed: 'x' is not a batch size"),
+    (["--batch", "1,,8"], "--batch '1,,8' is not allowed"),
+    (["--runs", "3", "--seconds", "1"], "--runs and --seconds are exclusive"),
+    (["--seconds", "-1"], "--seconds '-1' is not allowed"),
+    (["--threads", "two"], "--threads 'two' is not allowed: expected an integer >= 1"),
+    (["--artifact", "model.onxx"], "no artifact named 'model.onxx'"),
+    (["--compare-torch"], "needs the Python package 'torch'"),
+])
+def test_cli_bench_errors_are_one_line(tiny, args, message):
+    out = edgetune_cli("bench", str(tiny.bundle), *args, torch_free=True)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stderr.startswith("edgetune: error: ") and message in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
