@@ -79,13 +79,17 @@ def class_weights(samples: list[Sample], num_classes: int) -> torch.Tensor:
     return w * num_classes / w.sum()
 
 
-def make_loader(ds: ImageDataset, batch_size: int, workers: int, sampler=None, balance=None, seed=0):
+def make_loader(ds: ImageDataset, batch_size: int, workers: int, sampler=None, balance=None, seed=0,
+                drop_last: bool = False, generator=None):
     if balance is not None:
         weights = balance[[s.label for s in ds.samples]]
         sampler = WeightedRandomSampler(weights, len(ds), generator=torch.Generator().manual_seed(seed))
     return DataLoader(
         ds, batch_size=batch_size, sampler=sampler, num_workers=workers,
-        persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
+        persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(), drop_last=drop_last,
+        # Its own generator: starting an epoch must not draw from the global RNG, whose
+        # state a resumed run restores mid-epoch.
+        generator=generator if generator is not None else torch.Generator().manual_seed(seed),
     )
 
 

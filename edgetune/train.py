@@ -65,11 +65,14 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print) ->
 
     workers = default_workers() if cfg.workers is None else cfg.workers
     sampler = EpochSampler(len(splits.train), cfg.seed)
+    loader_rng = torch.Generator()  # seeds the loader workers, re-seeded per epoch
     weights = class_weights(splits.train, len(splits.classes))
     train_ds = ImageDataset(splits.train, train_transform(pre, cfg.augment))
     train_loader = make_loader(train_ds, cfg.batch_size, workers,
                                sampler=None if cfg.balance == "sampler" else sampler,
-                               balance=weights if cfg.balance == "sampler" else None, seed=cfg.seed)
+                               balance=weights if cfg.balance == "sampler" else None, seed=cfg.seed,
+                               # A last batch of one breaks BatchNorm in training mode.
+                               drop_last=len(splits.train) > cfg.batch_size, generator=loader_rng)
     val_loader = make_loader(ImageDataset(splits.val, eval_transform(pre)), cfg.batch_size, workers)
 
     optimizer = make_optimizer(model, plan, cfg)
@@ -99,7 +102,8 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print) ->
     with _SaveOnInterrupt(save_last, out):
         while state["epoch"] < cfg.epochs:
             epoch = state["epoch"]
-            sampler.set_position(epoch, state["step"])
+            sampler.set_position(epoch, state["step"] * cfg.batch_size)  # skip the batches done
+            loader_rng.manual_seed(cfg.seed * 100_003 + epoch)
             t0 = time.perf_counter()
             loss = train_one_epoch(model, plan, train_loader, criterion, optimizer, scheduler, scaler,
                                    device, state, cfg, save_last, log)
