@@ -53,6 +53,13 @@ class BenchReport:
     settings: dict  # {"batches", "threads", "warmup", "runs", "seconds", "device"}
     rows: list[BenchRow] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)  # {"artifact", "batch"?, "why"}
+    load_average: list[float] | None = None  # 1/5/15-minute, when the run started
+
+    def busy(self) -> bool:
+        """Other work was running: timings on a busy host are pessimistic, and OpenMP
+        engines (PyTorch) degrade far more than others when cores are oversubscribed."""
+        cores = self.host.get("cores") or 1
+        return bool(self.load_average) and self.load_average[0] > 0.5 * cores
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -86,6 +93,7 @@ def benchmark(
         versions=library_versions(with_torch=compare_torch),
         settings={"batches": batches, "threads": threads, "warmup": warmup, "runs": runs,
                   "seconds": seconds, "device": device},
+        load_average=_load_average(),
     )
     # Load the PyTorch baseline first: a missing torch or checkpoint fails before any timing.
     baseline = torch_baseline(path) if compare_torch else None
@@ -220,6 +228,13 @@ def library_versions(with_torch: bool = False) -> dict:
     return versions
 
 
+def _load_average() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):  # not on Windows
+        return None
+
+
 def check_batches(batches) -> list[int]:
     if isinstance(batches, int) or not isinstance(batches, Sequence) or not batches:
         raise ConfigError(f"batches must be a non-empty list of positive integers, got {batches!r}")
@@ -272,6 +287,10 @@ def render_table(report: BenchReport):
         "versions: " + ", ".join(f"{k} {v}" for k, v in report.versions.items()),
         "speed-up: p50 of the ONNX Runtime fp32 graph at the same batch / this row's p50",
     ]
+    if report.busy():
+        notes.append(f"warning: the host was busy (load average {report.load_average[0]} on "
+                     f"{report.host.get('cores')} cores): these timings are pessimistic; "
+                     "re-run on an idle machine")
     notes += [f"skipped {s['artifact']}" + (f" at batch {s['batch']}" if "batch" in s else "")
               + f": {s['why']}" for s in report.skipped]
     table.caption = "\n".join(notes)
