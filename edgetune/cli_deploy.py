@@ -20,12 +20,12 @@ def add_parsers(subparsers) -> None:
         "predict", help="classify images with a bundle (no PyTorch needed)",
         description="Top-k classes per image, using the artifact recommended for this machine.",
     )
-    p.add_argument("bundle", help="bundle folder (with manifest.json) or a single .onnx file")
+    p.add_argument("bundle", metavar="BUNDLE", help="bundle folder (with manifest.json) or a single .onnx file")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, …)")
-    p.add_argument("--topk", default="5", help="classes to show per image (default 5)")
+    p.add_argument("--topk", default="5", metavar="K", help="classes to show per image (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p.add_argument("--artifact", help="artifact file to use instead of the recommended one")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    p.add_argument("--artifact", metavar="NAME", help="artifact file to use instead of the recommended one")
+    p.add_argument("--device", default="auto", metavar="DEVICE", help="auto | cpu | cuda (default auto)")
     p.set_defaults(func=run_predict)
 
     p = subparsers.add_parser(
@@ -33,13 +33,13 @@ def add_parsers(subparsers) -> None:
         description="Latency percentiles and throughput per artifact and batch size.",
     )
     p.add_argument("bundle", metavar="BUNDLE|MODEL", help="bundle folder or a single .onnx file")
-    p.add_argument("--artifact", default="all", help="comma list of artifact files, or all (default)")
-    p.add_argument("--batch", default="1,8", help="comma list of batch sizes (default 1,8)")
-    p.add_argument("--threads", help="engine threads (default: the engine's own choice)")
-    p.add_argument("--warmup", default="10", help="untimed calls first (default 10)")
-    p.add_argument("--runs", help="timed calls per row (default 50)")
-    p.add_argument("--seconds", help="time budget per row instead of --runs")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    p.add_argument("--artifact", default="all", metavar="NAME|all", help="comma list of artifact files, or all (default)")
+    p.add_argument("--batch", default="1,8", metavar="1,8", help="comma list of batch sizes (default 1,8)")
+    p.add_argument("--threads", metavar="N", help="engine threads (default: the engine's own choice)")
+    p.add_argument("--warmup", default="10", metavar="N", help="untimed calls first (default 10)")
+    p.add_argument("--runs", metavar="N", help="timed calls per row (default 50)")
+    p.add_argument("--seconds", metavar="S", help="time budget per row instead of --runs")
+    p.add_argument("--device", default="auto", metavar="DEVICE", help="auto | cpu | cuda (default auto)")
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
     p.add_argument("--compare-torch", action="store_true",
                    help="add PyTorch eager fp32 rows from the bundle's checkpoint (needs torch)")
