@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import platform
+import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,6 +29,7 @@ from edgetune.runtime.classifier import Model, check_threads, load
 from edgetune.runtime.session import InputSpec
 
 TORCH_BACKEND = "pytorch eager"
+BUSY = 0.25  # above this share of the CPU used by others, the report carries a warning
 
 
 @dataclass
@@ -53,13 +55,13 @@ class BenchReport:
     settings: dict  # {"batches", "threads", "warmup", "runs", "seconds", "device"}
     rows: list[BenchRow] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)  # {"artifact", "batch"?, "why"}
-    load_average: list[float] | None = None  # 1/5/15-minute, when the run started
+    # Share of the CPU other work used just before and just after timing (None off Linux).
+    cpu_busy: dict | None = None  # {"before": 0.03, "after": 0.02}
 
     def busy(self) -> bool:
         """Other work was running: timings on a busy host are pessimistic, and OpenMP
         engines (PyTorch) degrade far more than others when cores are oversubscribed."""
-        cores = self.host.get("cores") or 1
-        return bool(self.load_average) and self.load_average[0] > 0.5 * cores
+        return bool(self.cpu_busy) and max(self.cpu_busy.values()) > BUSY
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -93,14 +95,17 @@ def benchmark(
         versions=library_versions(with_torch=compare_torch),
         settings={"batches": batches, "threads": threads, "warmup": warmup, "runs": runs,
                   "seconds": seconds, "device": device},
-        load_average=_load_average(),
     )
+    before = cpu_busy()
     # Load the PyTorch baseline first: a missing torch or checkpoint fails before any timing.
     baseline = torch_baseline(path) if compare_torch else None
     for model in _models(path, artifacts, device, threads, report.skipped):
         _time_model(model, report, warmup, runs, seconds)
     if baseline is not None:
         report.rows.extend(_time_torch(baseline, batches, threads, warmup, runs, seconds))
+    after = cpu_busy()
+    if before is not None and after is not None:
+        report.cpu_busy = {"before": before, "after": after}
     return report
 
 
@@ -228,11 +233,22 @@ def library_versions(with_torch: bool = False) -> dict:
     return versions
 
 
-def _load_average() -> list[float] | None:
+def cpu_busy(window: float = 0.3) -> float | None:
+    """Share of all cores busy over `window` seconds while this process sleeps: other work.
+    Sampled from /proc/stat; the load average would also count our own previous run."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:9]]  # user … steal
+        return sum(ticks), ticks[3] + ticks[4]  # total, idle + iowait
+
     try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except (AttributeError, OSError):  # not on Windows
+        total0, idle0 = sample()
+        time.sleep(window)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
         return None
+    total = total1 - total0
+    return round(1.0 - (idle1 - idle0) / total, 2) if total > 0 else None
 
 
 def check_batches(batches) -> list[int]:
@@ -288,9 +304,8 @@ def render_table(report: BenchReport):
         "speed-up: p50 of the ONNX Runtime fp32 graph at the same batch / this row's p50",
     ]
     if report.busy():
-        notes.append(f"warning: the host was busy (load average {report.load_average[0]} on "
-                     f"{report.host.get('cores')} cores): these timings are pessimistic; "
-                     "re-run on an idle machine")
+        notes.append(f"warning: other work used {max(report.cpu_busy.values()):.0%} of the CPU "
+                     "around this run: these timings are pessimistic; re-run on an idle machine")
     notes += [f"skipped {s['artifact']}" + (f" at batch {s['batch']}" if "batch" in s else "")
               + f": {s['why']}" for s in report.skipped]
     table.caption = "\n".join(notes)

@@ -38,7 +38,7 @@ def test_json_has_percentiles_for_every_artifact_and_batch(report, tmp_path):
         assert r["throughput"] == pytest.approx(r["batch"] * 1e3 / r["mean"], rel=0.01, abs=0.06)
     assert rows[(INT8, 1)]["precision"] == "int8" and rows[(FP32, 3)]["backend"] == "onnxruntime"
     assert data["host"]["cores"] and data["versions"]["onnxruntime"] and data["versions"]["torch"]
-    assert len(data["load_average"]) == 3  # a busy host is flagged, never hidden
+    assert set(data["cpu_busy"]) == {"before", "after"}  # a busy host is flagged, never hidden
     assert data["settings"] == {"batches": [1, 3], "threads": None, "warmup": 1, "runs": 4,
                                 "seconds": None, "device": "auto"}
 

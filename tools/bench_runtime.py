@@ -95,17 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     console.print(bench.render_table(report))
     console.print(f"command: {shlex.join([sys.executable, *sys.argv])}")
     console.print(f"host: {host.short()}, {host.describe()['system']} {host.describe()['machine']}, "
-                  f"load average {_load()}")
+                  f"CPU used by other work before/after: {report.cpu_busy}")
     if args.json:
         console.print(f"report: {bench.write_json(report, args.json)}")
     return 0
-
-
-def _load() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "unknown"
 
 
 if __name__ == "__main__":
