@@ -124,3 +124,26 @@ def test_cli_bench_errors_are_one_line(tiny, args, message):
     assert out.returncode == 2, out.stdout + out.stderr
     assert out.stderr.startswith("edgetune: error: ") and message in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+
+
+def test_tensorrt_recipe_graph_is_skipped_unless_named(tiny, tmp_path):
+    """A QDQ graph made for TensorRT would be timed in ONNX Runtime on the CPU: misleading."""
+    from edgetune.bundle import artifact_record, read_manifest, write_manifest
+
+    bundle = tmp_path / "b"
+    bundle.mkdir()
+    for f in tiny.bundle.iterdir():
+        if f.name != "manifest.json":
+            os.link(f, bundle / f.name)  # read-only use: hard links, not 100 MB of copies
+    os.link(tiny.bundle / INT8, bundle / "model.int8.tensorrt.onnx")
+    manifest = read_manifest(tiny.bundle)
+    manifest.artifacts.append(artifact_record(bundle, "model.int8.tensorrt.onnx", backend="onnxruntime",
+                                              target="tensorrt", precision="int8"))
+    write_manifest(bundle, manifest)
+
+    everything = bench.benchmark(bundle, batches=[1], warmup=0, runs=1)
+    assert {r.artifact for r in everything.rows} == {FP32, INT8}
+    assert everything.skipped == [{"artifact": "model.int8.tensorrt.onnx",
+                                   "why": "TensorRT-recipe graph: build an engine and time that on the target"}]
+    named = bench.benchmark(bundle, artifacts=["model.int8.tensorrt.onnx"], batches=[1], warmup=0, runs=1)
+    assert [r.artifact for r in named.rows] == ["model.int8.tensorrt.onnx"]
