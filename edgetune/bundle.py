@@ -41,6 +41,7 @@ class Manifest:
     input: dict  # Preprocess.to_dict() plus "name"
     artifacts: list[Artifact] = field(default_factory=list)
     recommended: dict = field(default_factory=dict)  # target -> {"file", "why"}
+    candidates: dict = field(default_factory=dict)  # target -> rows: candidate, top1, p50_ms, size, verdict
     checkpoint: str | None = None
     evaluation: dict = field(default_factory=dict)  # {"split", "images"}
     versions: dict = field(default_factory=dict)

@@ -1,4 +1,4 @@
-"""Latency of one Session at one batch size: warm-up, then timed engine calls only.
+"""Latency of Sessions at one batch size: warm-up, then timed engine calls only.
 
 Torch-free. Inputs are made before the clock starts; the warm-up is excluded.
 """
@@ -23,21 +23,52 @@ def measure_latency(
     seed: int = 0,
 ) -> dict:
     """p50/p90/p99/mean in ms and images/s for `session` on random inputs of `shape` (C, H, W)."""
-    x = np.random.default_rng(seed).standard_normal((batch, *shape), dtype=np.float32)
+    x = _inputs(shape, batch, seed)
     for _ in range(warmup):
         session.run(x)
     times = []
     deadline = time.perf_counter() + seconds if seconds else None
     while True:
-        t0 = time.perf_counter()
-        session.run(x)
-        times.append(time.perf_counter() - t0)
+        times.append(_time_call(session, x))
         if deadline is not None:
             if time.perf_counter() >= deadline and len(times) >= 3:
                 break
         elif len(times) >= (runs or 50):
             break
-    ms = np.asarray(times) * 1e3
+    return _summary(times, batch, session)
+
+
+def measure_interleaved(sessions: dict[str, Session], shape: tuple[int, int, int], batch: int = 1,
+                        rounds: int = 5, runs: int = 10, warmup: int = 5) -> dict[str, dict]:
+    """Latency of several sessions, measured in turns: each round times every session,
+    so a burst of load on a shared machine hits all candidates alike, not just one."""
+    x = _inputs(shape, batch, 0)
+    for s in sessions.values():
+        for _ in range(warmup):
+            s.run(x)
+    times: dict[str, list[float]] = {name: [] for name in sessions}
+    for _ in range(rounds):
+        for name, s in sessions.items():
+            # The previous session's worker threads spin for a while after their last call
+            # and steal the cores: let them settle, and re-warm this one, before timing.
+            time.sleep(0.05)
+            s.run(x)
+            times[name] += [_time_call(s, x) for _ in range(runs)]
+    return {name: _summary(ts, batch, sessions[name]) for name, ts in times.items()}
+
+
+def _inputs(shape, batch: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((batch, *shape), dtype=np.float32)
+
+
+def _time_call(session: Session, x: np.ndarray) -> float:
+    t0 = time.perf_counter()
+    session.run(x)
+    return time.perf_counter() - t0
+
+
+def _summary(seconds: list[float], batch: int, session: Session) -> dict:
+    ms = np.asarray(seconds) * 1e3
     mean = float(ms.mean())
     return {
         "batch": batch,
@@ -46,6 +77,6 @@ def measure_latency(
         "p99": round(float(np.percentile(ms, 99)), 3),
         "mean": round(mean, 3),
         "throughput": round(batch * 1e3 / mean, 1),
-        "runs": len(times),
+        "runs": len(seconds),
         "device": f"{session.backend}/{session.device} on {host.short()}",
     }

@@ -9,9 +9,9 @@ import datetime as dt
 import platform
 from pathlib import Path
 
-from edgetune import __version__, checkpoint
+from edgetune import __version__, checkpoint, report, targets
 from edgetune.atomic import write_text
-from edgetune.bundle import Artifact, Manifest, artifact_record, write_manifest
+from edgetune.bundle import Manifest, artifact_record, write_manifest
 from edgetune.config import ExportConfig, TrainConfig, to_dict
 from edgetune.errors import ConfigError
 from edgetune.evaluate import EvalSet, top1
@@ -85,51 +85,42 @@ def export_bundle(ckpt_path: str | Path, out: str | Path, cfg: ExportConfig, dat
     export_onnx(model, pre.size, out / FP32)
     val = EvalSet(splits.val, pre)
     parity = check_parity(model, out / FP32, val.x[: cfg.parity_images])
-    artifacts = [_measure(out, FP32, "cpu", "fp32", val, pre, cfg, parity=parity.to_dict())]
+    fp32 = artifact_record(out, FP32, backend="onnxruntime", target="cpu", precision="fp32",
+                           top1=top1(OrtSession(out / FP32, device="cpu"), val), parity=parity.to_dict())
+    artifacts, recommended, candidates = [fp32], {}, {}
 
-    int8_targets = [t for t in cfg.targets if t in ("cpu", "tensorrt")]
-    if int8_targets:
-        cal = _calibrate(out, splits, pre, cfg, log)
-        from edgetune.calib.quantize import RECIPES
-
-        for target in int8_targets:
-            name = f"model.int8.{target}.onnx"
-            log(f"quantize: INT8 for {target} ({cfg.calib_method}, {cal.samples} images) → {out / name}")
-            RECIPES[target](cal, out / name)
-            if target == "tensorrt":
-                _lint_for_tensorrt(out / name)
-            artifacts.append(_measure(out, name, target, "int8", val, pre, cfg,
-                                      calibration={**cal.to_dict(), "recipe": target},
-                                      timed=target == "cpu"))
+    if "cpu" in cfg.targets or "tensorrt" in cfg.targets:
+        cal, calib_batch = _calibrate(out, splits, pre, cfg, log)
+    if "cpu" in cfg.targets:
+        artifacts, candidates["cpu"], recommended["cpu"] = targets.build_cpu(
+            out, cal, val, calib_batch, pre, cfg, fp32, log)
+    else:
+        fp32.latency_ms = measure_latency(OrtSession(out / FP32, device="cpu", threads=cfg.threads),
+                                          (3, *pre.size), runs=cfg.bench_runs)
+        recommended["cpu"] = {"file": FP32, "why": "the only CPU artifact (--targets has no cpu)"}
+    if "tensorrt" in cfg.targets:
+        artifacts.append(targets.build_tensorrt(out, cal, val, cfg, log))
+    if "gpu" in cfg.targets:
+        artifacts.append(targets.build_gpu_fp16(out, val, cfg, log))
+    for target in cfg.targets:
+        if target != "cpu":
+            recommended[target] = recommend(artifacts, target, cfg.max_drop)
 
     manifest = Manifest(
         model={"arch": ckpt["arch"], "weights": ckpt["weights"], "classes": ckpt["classes"],
                "num_classes": len(ckpt["classes"])},
         input={"name": "input", **pre.to_dict()},
         artifacts=artifacts,
+        recommended=recommended,
+        candidates=candidates,
         checkpoint=CHECKPOINT,
-        evaluation={"split": "val", "images": len(val)},
+        evaluation={"split": "val", "images": len(val), "max_drop": cfg.max_drop},
         versions=_versions(),
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
-    for target in ("cpu", *[t for t in cfg.targets if t != "cpu"]):
-        choice = recommend(artifacts, target, cfg.max_drop)
-        if choice:
-            manifest.recommended[target] = choice
     write_manifest(out, manifest)
-    for a in artifacts:
-        lat = f"{a.latency_ms['p50']:.2f} ms" if a.latency_ms else "not timed here"
-        log(f"  {a.file:28s} {a.precision:5s} top-1 {a.top1:.2%}  batch-1 p50 {lat}")
-    log(f"recommended for cpu: {manifest.recommended['cpu']['file']} ({manifest.recommended['cpu']['why']})")
+    report.show_choice(manifest, log)
     return manifest
-
-
-def _lint_for_tensorrt(path: Path) -> None:
-    from edgetune.calib.lint import lint_tensorrt_qdq
-
-    issues = lint_tensorrt_qdq(path)
-    if issues:  # our recipe produced a graph TensorRT would reject: a bug, not a user error
-        raise RuntimeError(f"{path.name} fails the TensorRT QDQ lint: " + "; ".join(map(str, issues[:5])))
 
 
 def _calibrate(out: Path, splits, pre: Preprocess, cfg: ExportConfig, log):
@@ -146,19 +137,9 @@ def _calibrate(out: Path, splits, pre: Preprocess, cfg: ExportConfig, log):
     else:
         log(f"calibrate: {len(sample)} images, {cfg.calib_method} → {cache}")
         reader = ImageReader(sample, pre, "input")
-    return Calibration(prepared, cache, cfg.calib_method, len(sample), reader)
-
-
-def _measure(out: Path, file: str, target: str, precision: str, val: EvalSet, pre: Preprocess,
-             cfg: ExportConfig, timed: bool = True, **extra) -> Artifact:
-    session = OrtSession(out / file, device="cpu", threads=cfg.threads)
-    latency = None
-    if timed:
-        latency = measure_latency(session, (3, *pre.size), batch=1, runs=cfg.bench_runs)
-        latency["threads"] = cfg.threads
-    notes = "" if timed else "QDQ graph for TensorRT: top-1 measured in ONNX Runtime; time it on the target"
-    return artifact_record(out, file, backend="onnxruntime", target=target, precision=precision,
-                           top1=top1(session, val), latency_ms=latency, notes=notes, **extra)
+    # A few images of every class for the sensitivity ranking, should INT8 miss the budget.
+    batch = EvalSet(stratified_sample(sample, 32, seed=1), pre).x
+    return Calibration(prepared, cache, cfg.calib_method, len(sample), reader), batch
 
 
 def _versions() -> dict:

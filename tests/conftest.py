@@ -30,13 +30,13 @@ def small_digits(digits_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_run(digits_dir, tmp_path_factory):
-    """A resnet18 trained from scratch on the digits at 32 px, exported for cpu and tensorrt."""
+    """A resnet18 trained from scratch on the digits at 32 px, exported for cpu, tensorrt and gpu."""
     from edgetune.config import ExportConfig, TrainConfig
     from edgetune.pipeline import run
 
     out = tmp_path_factory.mktemp("run") / "bundle"
     train_cfg = TrainConfig(data=str(digits_dir), model="resnet18", weights="none", image_size=32,
                             unfreeze="all", epochs=2, lr=3e-3, batch_size=64, augment="light")
-    export_cfg = ExportConfig(targets=("cpu", "tensorrt"), calib_samples=100, bench_runs=5)
+    export_cfg = ExportConfig(targets=("cpu", "tensorrt", "gpu"), calib_samples=100, bench_runs=30)
     manifest = run(train_cfg, export_cfg, out, log=lambda *_: None)
     return out, manifest

@@ -19,7 +19,8 @@ def test_manifest_lists_measured_artifacts(trained_run):
     assert m.classes == [str(i) for i in range(10)]
     assert m.input["size"] == [32, 32] and m.input["name"] == "input"
     by_file = {a.file: a for a in m.artifacts}
-    assert set(by_file) == {"model.onnx", "model.int8.cpu.onnx", "model.int8.tensorrt.onnx"}
+    assert set(by_file) == {"model.onnx", "model.int8.cpu.onnx", "model.int8.tensorrt.onnx",
+                            "model.fp16.onnx"}
     for a in m.artifacts:
         assert a.sha256 == sha256_file(out / a.file)
         assert 0.5 < a.top1 <= 1.0  # two epochs on digits: well above chance (0.1)

@@ -1,0 +1,36 @@
+"""What the export chose and why, as a table on the terminal. Torch-free."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from edgetune.bundle import Manifest
+
+
+def show_choice(manifest: Manifest, log=print) -> None:
+    """The artifacts and the CPU candidates with top-1, latency, size and verdict."""
+    table = Table(title="edgetune: artifacts", title_justify="left")
+    for col in ("artifact", "target", "precision", "top-1", "p50 ms (b=1)", "size MB", "note"):
+        table.add_column(col, justify="right" if col in ("top-1", "p50 ms (b=1)", "size MB") else "left")
+    for a in manifest.artifacts:
+        p50 = f"{a.latency_ms['p50']:.2f}" if a.latency_ms else "on device"
+        top1 = f"{a.top1:.2%}" if a.top1 is not None else "-"
+        table.add_row(a.file, a.target, a.precision, top1, p50, f"{a.size_bytes / 1e6:.1f}",
+                      (a.calibration or {}).get("candidate", ""))
+    rows = manifest.candidates.get("cpu", [])
+    cand = Table(title="cpu candidates (timed side by side on this machine)", title_justify="left")
+    for col in ("candidate", "top-1", "p50 ms", "size MB", "float nodes", "verdict"):
+        cand.add_column(col)
+    for r in rows:
+        cand.add_row(r["candidate"], f"{r['top1']:.2%}", f"{r['p50_ms']:.2f}",
+                     f"{(r['size_bytes'] or 0) / 1e6:.1f}", str(r["float_nodes"]), r["verdict"])
+    if log is not print:  # tests and library callers pass their own log: no terminal output
+        return
+    console = Console()
+    console.print(table)
+    if rows:
+        console.print(cand)
+    for target, choice in manifest.recommended.items():
+        if choice:
+            console.print(f"recommended for {target}: [bold]{choice['file']}[/bold] ({choice['why']})")

@@ -1,0 +1,104 @@
+"""Per-target artifacts after the fp32 graph: build, evaluate, time, and explain the choice.
+
+cpu: INT8 candidates (calib.select) timed side by side with fp32 on this machine; the
+fastest within the accuracy budget is recommended. tensorrt: the symmetric QDQ graph, linted
+here and evaluated in ONNX Runtime; timed only on the device. gpu: an fp16 graph.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from edgetune.atomic import atomic_path
+from edgetune.bundle import Artifact, artifact_record
+from edgetune.config import ExportConfig
+from edgetune.evaluate import EvalSet, top1
+from edgetune.latency import measure_interleaved
+from edgetune.preprocess import Preprocess
+from edgetune.runtime.ort_backend import OrtSession
+
+FP32 = "model.onnx"
+
+
+def build_cpu(out: Path, cal, val: EvalSet, calib_batch: np.ndarray, pre: Preprocess,
+              cfg: ExportConfig, fp32: Artifact, log) -> tuple[list[Artifact], list[dict], dict]:
+    """fp32 re-timed beside the INT8 candidates; returns (artifacts, candidate rows, recommendation)."""
+    from edgetune.calib.select import Candidate, choose, int8_candidates
+
+    def evaluate(path: Path) -> float:
+        return top1(OrtSession(path, device="cpu", threads=cfg.threads), val)
+
+    def run(path: Path, batch: np.ndarray) -> np.ndarray:
+        return OrtSession(path, device="cpu").run(batch)
+
+    floor = fp32.top1 - cfg.max_drop / 100.0
+    work = out / "calib" / "candidates"
+    log(f"quantize: INT8 candidates for cpu ({cal.method}, {cal.samples} images)")
+    candidates = [Candidate("fp32", out / FP32, "fp32", top1=fp32.top1)]
+    candidates += int8_candidates(cal, work, evaluate, floor, calib_batch, run, log)
+    sessions = {c.name: OrtSession(c.path, device="cpu", threads=cfg.threads) for c in candidates}
+    rounds = max(3, cfg.bench_runs // 10)
+    for name, lat in measure_interleaved(sessions, (3, *pre.size), rounds=rounds).items():
+        next(c for c in candidates if c.name == name).latency = {**lat, "threads": cfg.threads}
+    winner = choose(candidates, floor, cfg.max_drop)
+
+    int8s = [c for c in candidates if c.precision == "int8"]
+    within = [c for c in int8s if c.within(floor)]
+    best_int8 = (min(within, key=lambda c: c.latency["p50"]) if within
+                 else max(int8s, key=lambda c: c.top1))
+    name = "model.int8.cpu.onnx"
+    with atomic_path(out / name) as tmp:
+        shutil.copyfile(best_int8.path, tmp)
+    rows = [c.row() for c in candidates]
+    shutil.rmtree(work, ignore_errors=True)
+
+    fp32.latency_ms = next(c for c in candidates if c.name == "fp32").latency
+    int8 = artifact_record(
+        out, name, backend="onnxruntime", target="cpu", precision="int8", top1=best_int8.top1,
+        latency_ms=best_int8.latency,
+        calibration={**cal.to_dict(), "recipe": "cpu", "candidate": best_int8.name,
+                     "op_types": best_int8.op_types or "all", "float_nodes": best_int8.excluded},
+        notes="" if best_int8.within(floor) else
+        f"over the {cfg.max_drop:g}-point budget even with layers in float; fp32 is recommended",
+    )
+    chosen = FP32 if winner.precision == "fp32" else name
+    why = winner.verdict
+    if winner.precision == "fp32":
+        why += "; INT8 does not pay on this machine" if within else "; no INT8 candidate within budget"
+    why += f" ({winner.latency['p50']:.2f} ms p50 at batch 1)"
+    return [fp32, int8], rows, {"file": chosen, "why": why}
+
+
+def build_tensorrt(out: Path, cal, val: EvalSet, cfg: ExportConfig, log) -> Artifact:
+    from edgetune.calib.lint import lint_tensorrt_qdq
+    from edgetune.calib.quantize import quantize_tensorrt
+
+    name = "model.int8.tensorrt.onnx"
+    log(f"quantize: INT8 QDQ for tensorrt (symmetric) → {out / name}")
+    quantize_tensorrt(cal, out / name)
+    issues = lint_tensorrt_qdq(out / name)
+    if issues:  # our recipe produced a graph TensorRT would reject: a bug, not a user error
+        raise RuntimeError(f"{name} fails the TensorRT QDQ lint: " + "; ".join(map(str, issues[:5])))
+    session = OrtSession(out / name, device="cpu", threads=cfg.threads)
+    return artifact_record(
+        out, name, backend="onnxruntime", target="tensorrt", precision="int8",
+        top1=top1(session, val), calibration={**cal.to_dict(), "recipe": "tensorrt", "lint": "passed"},
+        notes="QDQ graph for a strongly typed TensorRT build; top-1 measured in ONNX Runtime; "
+              "time it on the device with edgetune bench",
+    )
+
+
+def build_gpu_fp16(out: Path, val: EvalSet, cfg: ExportConfig, log) -> Artifact:
+    from edgetune.export.fp16 import convert_fp16
+
+    name = "model.fp16.onnx"
+    log(f"export: fp16 graph for gpu → {out / name}")
+    convert_fp16(out / FP32, out / name)
+    session = OrtSession(out / name, device="cpu", threads=cfg.threads)
+    return artifact_record(
+        out, name, backend="onnxruntime", target="gpu", precision="fp16", top1=top1(session, val),
+        notes="fp16 with float32 inputs/outputs; top-1 measured in ONNX Runtime on CPU; time it on the GPU",
+    )
