@@ -6,6 +6,8 @@ and every recipe reuses them (ONNX Runtime's calibration cache).
 
 from __future__ import annotations
 
+import contextlib
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,7 +47,8 @@ def prepare(fp32: Path, out: Path) -> Path:
 
 def _quantize(cal: Calibration, out: Path, activation: QuantType, exclude, op_types, extra) -> Path:
     options = {"CalibPercentile": 99.999, **extra} if cal.method == "percentile" else dict(extra)
-    with atomic_path(out) as tmp:
+    # ORT's histogram calibrators narrate on stdout; our users get one line per stage.
+    with atomic_path(out) as tmp, contextlib.redirect_stdout(io.StringIO()):
         quantize_static(
             str(cal.model), str(tmp), cal.reader if not cal.cache.is_file() else None,
             quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=False,
