@@ -25,7 +25,7 @@ from edgetune import atomic, host
 from edgetune.bundle import read_manifest, safe_member
 from edgetune.errors import BundleError, ConfigError
 from edgetune.latency import measure_latency
-from edgetune.runtime import backends
+from edgetune.runtime import backends, choice
 from edgetune.runtime.classifier import Model, check_threads, load
 from edgetune.runtime.session import InputSpec
 
@@ -98,7 +98,7 @@ def benchmark(
                   "seconds": seconds, "device": device},
     )
     # Everything that can fail (names, torch, checkpoint) fails before any timing.
-    plan = _plan(path, artifacts, report.skipped)
+    plan = _plan(path, artifacts, device, report.skipped)
     baseline = torch_baseline(path) if compare_torch else None
     before = cpu_busy()
     # One engine alive at a time: an idle ONNX Runtime session beside PyTorch slowed
@@ -117,7 +117,7 @@ def benchmark(
     return report
 
 
-def _plan(path: Path, artifacts, skipped: list[dict]) -> list[str | None]:
+def _plan(path: Path, artifacts, device: str, skipped: list[dict]) -> list[str | None]:
     """The artifact names to time (None: the single .onnx file itself), recording in
     `skipped` those this host cannot run when "all" was asked for."""
     if path.is_file():
@@ -135,17 +135,27 @@ def _plan(path: Path, artifacts, skipped: list[dict]) -> list[str | None]:
             manifest.artifact(name)  # an unknown name fails before any timing starts
         return names
     names = []
+    serves = choice.hardware_targets(device=device)
     for artifact in manifest.artifacts:
         ok, why = backends.is_available(artifact.backend)
-        if ok and artifact.target == "tensorrt" and artifact.backend != "tensorrt":
-            # A TensorRT-recipe QDQ graph (s8 activations) runs slowly in ONNX Runtime: its
-            # number would mislead. Named explicitly, it is still timed.
-            ok, why = False, "TensorRT-recipe graph: build an engine and time that on the target"
         if ok:
-            names.append(artifact.file)
-        else:
+            why = _not_for_here(artifact, serves)
+        if why:
             skipped.append({"artifact": artifact.file, "why": why})
+        else:
+            names.append(artifact.file)
     return names
+
+
+def _not_for_here(artifact, serves: list[str]) -> str:
+    """Why timing this artifact here would mislead ('' when it would not). A graph made for
+    a GPU target, run by ONNX Runtime on this CPU, is slow for reasons the target never
+    sees (s8 activations, fp16 casts). Named explicitly, it is still timed."""
+    if artifact.target == "tensorrt" and artifact.backend != "tensorrt":
+        return "TensorRT-recipe graph: build an engine and time that on the target"
+    if artifact.target in ("gpu", "tensorrt") and artifact.target not in serves:
+        return f"made for the {artifact.target} target, which this host cannot run"
+    return ""
 
 
 def _open(path: Path, name: str | None, device: str, threads) -> Model:

@@ -126,8 +126,8 @@ def test_cli_bench_errors_are_one_line(tiny, args, message):
     assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
 
 
-def test_tensorrt_recipe_graph_is_skipped_unless_named(tiny, tmp_path):
-    """A QDQ graph made for TensorRT would be timed in ONNX Runtime on the CPU: misleading."""
+def test_gpu_target_graphs_are_skipped_on_cpu_unless_named(tiny, tmp_path):
+    """Graphs made for TensorRT or the GPU, timed by ONNX Runtime on a CPU, would mislead."""
     from edgetune.bundle import artifact_record, read_manifest, write_manifest
 
     bundle = tmp_path / "b"
@@ -136,14 +136,20 @@ def test_tensorrt_recipe_graph_is_skipped_unless_named(tiny, tmp_path):
         if f.name != "manifest.json":
             os.link(f, bundle / f.name)  # read-only use: hard links, not 100 MB of copies
     os.link(tiny.bundle / INT8, bundle / "model.int8.tensorrt.onnx")
+    os.link(tiny.bundle / FP32, bundle / "model.fp16.onnx")  # stands in for the gpu graph
     manifest = read_manifest(tiny.bundle)
     manifest.artifacts.append(artifact_record(bundle, "model.int8.tensorrt.onnx", backend="onnxruntime",
                                               target="tensorrt", precision="int8"))
+    manifest.artifacts.append(artifact_record(bundle, "model.fp16.onnx", backend="onnxruntime",
+                                              target="gpu", precision="fp16"))
     write_manifest(bundle, manifest)
 
-    everything = bench.benchmark(bundle, batches=[1], warmup=0, runs=1)
+    everything = bench.benchmark(bundle, batches=[1], warmup=0, runs=1, device="cpu")
     assert {r.artifact for r in everything.rows} == {FP32, INT8}
-    assert everything.skipped == [{"artifact": "model.int8.tensorrt.onnx",
-                                   "why": "TensorRT-recipe graph: build an engine and time that on the target"}]
+    assert everything.skipped == [
+        {"artifact": "model.int8.tensorrt.onnx",
+         "why": "TensorRT-recipe graph: build an engine and time that on the target"},
+        {"artifact": "model.fp16.onnx", "why": "made for the gpu target, which this host cannot run"},
+    ]
     named = bench.benchmark(bundle, artifacts=["model.int8.tensorrt.onnx"], batches=[1], warmup=0, runs=1)
     assert [r.artifact for r in named.rows] == ["model.int8.tensorrt.onnx"]
