@@ -27,7 +27,10 @@ def show_choice(manifest: Manifest, log=print) -> None:
                      f"{(r['size_bytes'] or 0) / 1e6:.1f}", str(r["float_nodes"]), r["verdict"])
     if log is not print:  # tests and library callers pass their own log: no terminal output
         return
-    console = Console()
+    import sys
+
+    # Piped to a file, rich would wrap at 80 columns; a log reads better unwrapped.
+    console = Console() if sys.stdout.isatty() else Console(width=140)
     console.print(table)
     if rows:
         console.print(cand)
