@@ -8,9 +8,11 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import warnings
+from pathlib import Path
 
 from edgetune import __version__
-from edgetune.errors import ConfigError, EdgetuneError, did_you_mean
+from edgetune.errors import ConfigError, EdgetuneError, EdgetuneWarning, did_you_mean
 
 # Defaults for `edgetune run` without --data: the embedded digits, trained from scratch
 # (no internet needed) at a size where INT8 is worth measuring.
@@ -44,6 +46,10 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weights", help="DEFAULT | none | a weights name | PATH to a state_dict or checkpoint")
     g.add_argument("--image-size", type=int, help="input size; required with --weights none")
     g.add_argument("--unfreeze", help="top blocks to train besides the head: K | head | all (default 2)")
+    g.add_argument("--verify-images", action="store_true", default=None,
+                   help="decode every image before training (finds truncated files; slower)")
+    g.add_argument("--skip-bad-images", action="store_true", default=None,
+                   help="leave unreadable images out, with a warning, instead of stopping")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int)
@@ -107,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     _export_flags(p), _out_flags(p)
     p.set_defaults(func=_cmd_export)
 
+    p = sub.add_parser("build-engine", help="on the device: a TensorRT engine from the bundle's QDQ/fp16 graph")
+    p.add_argument("bundle", help="a bundle folder exported with --targets tensorrt or gpu")
+    p.add_argument("--source", help="graph to build from (default: model.int8.tensorrt.onnx, else model.fp16.onnx)")
+    p.add_argument("--max-batch", type=int, default=8, help="largest batch the engine accepts")
+    p.add_argument("--workspace-gb", type=float, default=2.0, help="builder workspace")
+    p.set_defaults(func=_cmd_build_engine)
+
     try:
         from edgetune import cli_deploy
     except ImportError:
@@ -121,7 +134,13 @@ def _settings(args, cls) -> dict:
 
     allowed = field_names(cls) | {"targets"}
     flags = {k: v for k, v in vars(args).items() if k in field_names(cls)}
-    yaml = load_yaml(args.config, _all_fields()) if getattr(args, "config", None) else {}
+    yaml = {}
+    saved = Path(args.out) / "config.yaml" if getattr(args, "resume", False) and args.out else None
+    if saved is not None and saved.is_file():
+        # --resume continues the run as it was configured; --config and flags still override.
+        yaml.update(load_yaml(saved, _all_fields()))
+    if getattr(args, "config", None):
+        yaml.update(load_yaml(args.config, _all_fields()))
     return {k: v for k, v in yaml.items() if k in allowed}, flags
 
 
@@ -165,7 +184,7 @@ def _cmd_train(args) -> int:
     cfg = _train_config(args)
     out = pipeline.prepare_out(args.out, args.overwrite, args.resume)
     pipeline.write_config(out, cfg)
-    result = train(cfg, out, resume=args.resume)
+    result = train(cfg, out, resume=args.resume, command="train")
     print(f"best val top-1 {result.best_top1:.2%}; next: edgetune export {result.best} --out {out}")
     return 0
 
@@ -179,6 +198,16 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_build_engine(args) -> int:
+    from edgetune.engines import add_engine
+
+    if args.max_batch < 1:
+        raise ConfigError(f"--max-batch {args.max_batch} must be at least 1")
+    name = add_engine(args.bundle, args.source, args.max_batch, args.workspace_gb)
+    print(f"engine: {args.bundle}/{name}; next: edgetune bench {args.bundle} --artifact {name}")
+    return 0
+
+
 def _next_steps(out, manifest) -> None:
     print(f"bundle: {out}/manifest.json")
     print(f"next:   edgetune predict {out} IMAGE   |   edgetune bench {out} --batch 1,8")
@@ -188,8 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
     try:
-        args = build_parser().parse_args(argv)
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            args = build_parser().parse_args(argv)
+            return args.func(args)
     except EdgetuneError as exc:
         if debug:
             raise
@@ -198,6 +229,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edgetune: interrupted", file=sys.stderr)
         return 130
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    # Ours read like our errors, one line; a dependency's keep Python's format and location.
+    if issubclass(category, EdgetuneWarning) or Path(filename).resolve().is_relative_to(_PACKAGE):
+        print(f"edgetune: warning: {message}", file=sys.stderr)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_PACKAGE = Path(__file__).resolve().parent
+_python_show_warning = warnings.showwarning
 
 
 if __name__ == "__main__":

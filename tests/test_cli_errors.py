@@ -87,3 +87,13 @@ def test_yaml_config_sets_defaults_and_flags_override(small_digits, tmp_path):
     cfg.write_text("epohcs: 1\n")
     assert_user_error(edgetune("train", "--config", cfg, "--data", small_digits, "--out", tmp_path / "p"),
                       "did you mean 'epochs'")
+
+
+def test_build_engine_without_tensorrt_is_one_line(trained_run):
+    pytest.importorskip("edgetune.export.tensorrt")
+    from edgetune.export.tensorrt import is_available
+
+    if is_available()[0]:
+        pytest.skip("TensorRT is installed here: the GPU test builds a real engine")
+    out, _ = trained_run
+    assert_user_error(edgetune("build-engine", out), "TensorRT", "edgetune[tensorrt]")
