@@ -46,10 +46,15 @@ class TrainConfig:
     seed: int = 0
     workers: int | None = None
     checkpoint_every: int | None = None  # also checkpoint every N steps
+    verify_images: bool = False  # decode every image before training (finds truncated files)
+    skip_bad_images: bool = False  # leave unreadable images out instead of stopping
 
     def __post_init__(self):
         _check_choices(self)
         _positive(self, "epochs", "batch_size", "lr")
+        for name in ("verify_images", "skip_bad_images"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{_flag(name)}: {getattr(self, name)!r} is not allowed; use true or false")
         if not re.fullmatch(r"\d+|head|all", self.unfreeze):
             raise ConfigError(
                 f"--unfreeze {self.unfreeze!r} is not allowed; use a number of top blocks "

@@ -4,6 +4,7 @@ exactly `Preprocess.apply`, the function deployment code runs."""
 from __future__ import annotations
 
 import os
+import warnings
 from collections import Counter
 
 import torch
@@ -11,25 +12,38 @@ from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
 from torchvision.transforms import v2
 
 from edgetune.dataset_scan import Sample
-from edgetune.errors import DataError, InputError
+from edgetune.errors import DataError, DataWarning, InputError
 from edgetune.preprocess import Preprocess, load_image
 
 
 class ImageDataset(Dataset):
-    def __init__(self, samples: list[Sample], transform):
+    """Samples decoded on demand. `skip_bad`: an image that no longer reads (changed after the
+    scan) gives its place to the next readable one, so batch shapes, the sampler's order and
+    an exact resume stay as they were; each skipped file is named once per process."""
+
+    def __init__(self, samples: list[Sample], transform, skip_bad: bool = False):
         self.samples = samples
         self.transform = transform
+        self.skip_bad = skip_bad
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, i: int):
-        s = self.samples[i]
-        try:
-            image = load_image(s.path)
-        except InputError as exc:
-            raise DataError(str(exc)) from None
-        return self.transform(image), s.label
+        n = len(self.samples)
+        for j in range(n):
+            s = self.samples[(i + j) % n]
+            try:
+                image = load_image(s.path)
+            except InputError as exc:
+                if not self.skip_bad:
+                    raise DataError(f"{exc}; --verify-images finds every such file before training, "
+                                    "--skip-bad-images leaves them out") from None
+                warnings.warn(f"--skip-bad-images: left out {s.path}, unreadable while loading "
+                              "(changed since the scan?); the next image takes its place", DataWarning)
+                continue
+            return self.transform(image), s.label
+        raise DataError(f"none of the {n} images could be read; check that the data folder is still there")
 
 
 def train_transform(pre: Preprocess, augment: str):

@@ -2,20 +2,36 @@
 
 Layouts: `DIR/train/<class>/*` + `DIR/val/<class>/*`, or `DIR/<class>/*` split into
 train/val by a seeded, stratified split. Torch-free: calibration and evaluation use it too.
+
+Messy data, as a user expects it handled:
+- hidden files and folders, `__MACOSX`, `Thumbs.db`, `desktop.ini`: skipped silently (OS droppings);
+- other files without an image extension (`notes.txt`, `IMG_1.heic`): left out with one warning
+  naming them, since a photo in a format we do not read must not vanish unnoticed;
+- unreadable images (zero bytes, not an image, truncated with --verify-images): one error naming
+  them, or with --skip-bad-images left out of every stage with one warning;
+- no class folders, one class, an empty class folder, classes that differ between train/ and
+  val/, no validation images at all: one error each;
+- classes with few training images, or none in val: a warning, since training still works.
 """
 
 from __future__ import annotations
 
 import random
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from edgetune.errors import DataError, DataWarning
+from edgetune.image_check import describe, find_unreadable
 
-from edgetune.errors import DataError
-
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
+                    ".ppm", ".pgm"}
+# Written by operating systems and zip tools, never by the user: skipped like hidden files.
+OS_DROPPINGS = {"__macosx", "thumbs.db", "desktop.ini"}
+READABLE = "JPEG, PNG, BMP, GIF, TIFF, WebP, PPM/PGM"
+MIN_TRAIN_IMAGES = 5  # per class: below this, its val accuracy says little
+SHOWN = 3
 
 
 @dataclass(frozen=True)
@@ -35,60 +51,167 @@ class Splits:
         return Counter(s.label for s in getattr(self, split))
 
 
-def scan(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Splits:
-    """The classes and the train/val samples under `data`, checked for obvious problems."""
+def scan(data: str | Path, val_fraction: float = 0.2, seed: int = 0, *,
+         verify_images: bool = False, skip_bad_images: bool = False) -> Splits:
+    """The classes and the train/val samples under `data`, checked before any training.
+
+    `verify_images` decodes every image (finds truncated files); otherwise only headers are
+    read. `skip_bad_images` leaves unreadable images out instead of raising; it decodes every
+    image too, because a file left out must be left out of training, validation and
+    calibration alike, and only a full decode finds them all up front.
+    Problems that stop the run raise `DataError`; the rest warn with `DataWarning`, and only
+    once no error was found, so a refused data set gets one line, not a list.
+    """
     root = Path(data)
     if not root.is_dir():
         raise DataError(
             f"data directory {root} does not exist; pass --data DIR with one sub-folder of images per class"
         )
-    if (root / "train").is_dir() and (root / "val").is_dir():
-        train_by_class = _class_files(root / "train")
-        val_by_class = _class_files(root / "val")
-        classes = sorted(train_by_class)
-        missing = sorted(set(classes) ^ set(val_by_class))
-        if missing:
+    full = verify_images or skip_bad_images
+    notes: list[str] = []
+    if (root / "train").is_dir():
+        if not (root / "val").is_dir():
             raise DataError(
-                f"{root}: class folders differ between train/ and val/ ({', '.join(missing)}); "
-                "give both splits the same class folders"
+                f"{root} has train/ but no val/; add {root}/val/<class>/ folders, or pass "
+                f"--data {root / 'train'} to split it by --val-fraction"
             )
-        train = _samples(train_by_class, classes)
-        val = _samples(val_by_class, classes)
+        found = {"train/": _class_files(root / "train"), "val/": _class_files(root / "val")}
+        _same_classes(root, found["train/"].images, found["val/"].images)
+        classes = sorted(found["train/"].images)
+        _at_least_two(root, classes)
+        _note_ignored(found["train/"].ignored + found["val/"].ignored, notes)
+        train_by = _readable(found["train/"].images, full, skip_bad_images, notes)
+        val_by = _readable(found["val/"].images, full, skip_bad_images, notes)
+        _none_empty(train_by, "train/")
+        train, val = _samples(train_by, classes), _samples(val_by, classes)
         layout = "train/val"
     else:
-        by_class = _class_files(root)
-        classes = sorted(by_class)
+        found = {"": _class_files(root)}
+        classes = sorted(found[""].images)
+        _at_least_two(root, classes)
+        _note_ignored(found[""].ignored, notes)
+        by_class = _readable(found[""].images, full, skip_bad_images, notes)
+        _none_empty(by_class, "")
         train, val = _stratified_split(by_class, classes, val_fraction, seed)
         layout = "split"
+    splits = Splits(classes, train, val, layout)
+    _check_sizes(root, splits, notes)
+    for note in notes:
+        warnings.warn(note, DataWarning, stacklevel=2)
+    return splits
+
+
+@dataclass
+class _Found:
+    images: dict[str, list[Path]]  # class -> image files (by extension)
+    ignored: list[Path]  # files without an image extension
+
+
+def _class_files(folder: Path) -> _Found:
+    subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not _skipped(p.name))
+    if not subdirs:
+        loose = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
+        hint = f" (it holds {len(loose)} images directly: move them into one folder per class)" if loose else ""
+        raise DataError(
+            f"{folder} has no class folders{hint}; expected {folder}/<class>/<image files> "
+            "(or train/ and val/ folders holding them)"
+        )
+    images: dict[str, list[Path]] = {}
+    ignored: list[Path] = []
+    empty: list[str] = []
+    for d in subdirs:
+        files = sorted(
+            p for p in d.rglob("*")
+            if (p.is_file() or p.is_symlink())  # a broken link is reported, not dropped
+            and not any(_skipped(part) for part in p.relative_to(d).parts)
+        )
+        images[d.name] = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+        ignored += [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
+        if not images[d.name]:
+            empty.append(str(d))
+    if empty:
+        raise DataError(
+            f"class folder{'s' if len(empty) > 1 else ''} {_names(empty)} "
+            f"{'have' if len(empty) > 1 else 'has'} no images; add images ({READABLE}) or remove the folder"
+        )
+    return _Found(images, ignored)
+
+
+def _skipped(name: str) -> bool:
+    return name.startswith(".") or name.lower() in OS_DROPPINGS
+
+
+def _same_classes(root: Path, train: dict, val: dict) -> None:
+    only_train, only_val = sorted(set(train) - set(val)), sorted(set(val) - set(train))
+    if only_train or only_val:
+        parts = [f"only in {split}: {_names(names)}" for split, names
+                 in (("train/", only_train), ("val/", only_val)) if names]
+        raise DataError(
+            f"{root}: class folders differ between train/ and val/ ({'; '.join(parts)}); "
+            "give both splits the same class folders"
+        )
+
+
+def _at_least_two(root: Path, classes: list[str]) -> None:
     if len(classes) < 2:
         raise DataError(
             f"{root} holds one class ({classes[0]}); a classifier needs at least two class folders"
         )
-    check_headers([s.path for s in train + val])
-    return Splits(classes, train, val, layout)
 
 
-def _class_files(folder: Path) -> dict[str, list[Path]]:
-    subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not subdirs:
+def _note_ignored(ignored: list[Path], notes: list[str]) -> None:
+    if not ignored:
+        return
+    kinds = Counter(p.suffix.lower() or "no extension" for p in ignored)
+    summary = ", ".join(f"{k} ×{n}" for k, n in kinds.most_common())
+    notes.append(
+        f"left out {len(ignored)} file(s) that are not images by extension ({summary}): "
+        f"{_names(ignored)}; edgetune reads {READABLE}: convert any you meant to train on"
+    )
+
+
+def _readable(by_class: dict[str, list[Path]], full: bool, skip: bool,
+              notes: list[str]) -> dict[str, list[Path]]:
+    """`by_class` without its unreadable images; raises unless `skip`."""
+    bad = find_unreadable([p for files in by_class.values() for p in files], full=full)
+    if not bad:
+        return by_class
+    if not skip:
+        deeper = "" if full else " (--verify-images also finds truncated files)"
         raise DataError(
-            f"{folder} has no class folders; expected {folder}/<class>/<image files> "
-            "(or train/ and val/ folders holding them)"
+            f"cannot read {len(bad)} image file(s): {describe(bad)}; remove or replace them, or pass "
+            f"--skip-bad-images to train without them{deeper}"
         )
-    out = {}
-    for d in subdirs:
-        files = sorted(
-            p for p in d.rglob("*")
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(d).parts)
-            and p.suffix.lower() in IMAGE_EXTENSIONS
+    notes.append(f"--skip-bad-images: left out {len(bad)} unreadable image(s): {describe(bad)}")
+    return {c: [p for p in files if p not in bad] for c, files in by_class.items()}
+
+
+def _none_empty(by_class: dict[str, list[Path]], split: str) -> None:
+    # Reached only when --skip-bad-images took a class's last image: a class needs training images.
+    empty = [c for c, files in by_class.items() if not files]
+    if empty:
+        raise DataError(
+            f"class{'es' if len(empty) > 1 else ''} {_names(empty)} in {split or 'the data'} "
+            f"{'have' if len(empty) > 1 else 'has'} no readable images left; replace the unreadable "
+            "ones or remove the class folder"
         )
-        if not files:
-            raise DataError(
-                f"class folder {d} has no images ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
-                "add images or remove the folder"
-            )
-        out[d.name] = files
-    return out
+
+
+def _check_sizes(root: Path, splits: Splits, notes: list[str]) -> None:
+    if not splits.val:
+        raise DataError(
+            f"{root} leaves no validation images (every class has fewer than 2 images); "
+            "add images, or give a val/ folder"
+        )
+    train_n, val_n = splits.counts("train"), splits.counts("val")
+    few = [f"{c} ({train_n[i]})" for i, c in enumerate(splits.classes) if train_n[i] < MIN_TRAIN_IMAGES]
+    if few:
+        notes.append(f"class(es) with fewer than {MIN_TRAIN_IMAGES} training images: {_names(few)}; "
+                     "the model will barely learn them: add images")
+    unjudged = [c for i, c in enumerate(splits.classes) if val_n[i] == 0]
+    if unjudged:
+        notes.append(f"class(es) with no validation image: {_names(unjudged)}; their accuracy is "
+                     "not measured: add images")
 
 
 def _samples(by_class: dict[str, list[Path]], classes: list[str]) -> list[Sample]:
@@ -111,17 +234,7 @@ def _stratified_split(by_class, classes, val_fraction, seed):
     return train, val
 
 
-def check_headers(paths: list[Path]) -> None:
-    """Open each file's header (cheap: no full decode) and name every file PIL can't read."""
-    bad = []
-    for p in paths:
-        try:
-            with Image.open(p) as im:
-                im.size  # noqa: B018  (the header is parsed on open)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-            bad.append(p)
-    if bad:
-        shown = ", ".join(str(p) for p in bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
-        raise DataError(
-            f"cannot read {len(bad)} image file(s): {shown}; remove or replace them"
-        )
+def _names(items: list, shown: int = SHOWN) -> str:
+    text = ", ".join(str(x) for x in items[:shown])
+    return text + (f" and {len(items) - shown} more" if len(items) > shown else "")
+

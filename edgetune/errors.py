@@ -35,6 +35,15 @@ class MissingDependencyError(EdgetuneError):
     """An optional dependency is needed for this command."""
 
 
+class EdgetuneWarning(UserWarning):
+    """Something the user should know that does not stop the run: the CLI prints it as
+    one line, `edgetune: warning: …`; library callers filter or record it as usual."""
+
+
+class DataWarning(EdgetuneWarning):
+    """The dataset is usable, but not as given: files left out, classes too small to judge."""
+
+
 def did_you_mean(value: str, allowed: Iterable[str]) -> str:
     """' (did you mean 'x'?)' for the closest allowed value, or ''."""
     close = difflib.get_close_matches(value, list(allowed), n=1, cutoff=0.6)

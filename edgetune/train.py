@@ -49,10 +49,13 @@ class TrainResult:
     stopped_early: bool = False
 
 
-def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print) -> TrainResult:
-    """Train per `cfg`, writing checkpoints under `out`; `resume` continues from out/last.pt."""
+def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print,
+          command: str = "run") -> TrainResult:
+    """Train per `cfg`, writing checkpoints under `out`; `resume` continues from out/last.pt.
+    `command`: the `edgetune` subcommand that Ctrl-C's resume hint names."""
     out = Path(out)
-    splits = scan(data_dir(cfg), cfg.val_fraction, cfg.seed)
+    splits = scan(data_dir(cfg), cfg.val_fraction, cfg.seed, verify_images=cfg.verify_images,
+                  skip_bad_images=cfg.skip_bad_images)
     pre = preprocess_for(cfg.model, cfg.weights, cfg.image_size)
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
@@ -67,13 +70,14 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print) ->
     sampler = EpochSampler(len(splits.train), cfg.seed)
     loader_rng = torch.Generator()  # seeds the loader workers, re-seeded per epoch
     weights = class_weights(splits.train, len(splits.classes))
-    train_ds = ImageDataset(splits.train, train_transform(pre, cfg.augment))
+    train_ds = ImageDataset(splits.train, train_transform(pre, cfg.augment), cfg.skip_bad_images)
     train_loader = make_loader(train_ds, cfg.batch_size, workers,
                                sampler=None if cfg.balance == "sampler" else sampler,
                                balance=weights if cfg.balance == "sampler" else None, seed=cfg.seed,
                                # A last batch of one breaks BatchNorm in training mode.
                                drop_last=len(splits.train) > cfg.batch_size, generator=loader_rng)
-    val_loader = make_loader(ImageDataset(splits.val, eval_transform(pre)), cfg.batch_size, workers)
+    val_loader = make_loader(ImageDataset(splits.val, eval_transform(pre), cfg.skip_bad_images), cfg.batch_size,
+                             workers)
 
     optimizer = make_optimizer(model, plan, cfg)
     steps_per_epoch = len(train_loader)
@@ -234,7 +238,8 @@ def load_splits(ckpt: dict, data: str | None = None) -> Splits:
     """The same train/val split the checkpoint was trained on (or on `data`)."""
     c = ckpt["config"]
     cfg = TrainConfig(**{**c, "data": data or c.get("data")})
-    splits = scan(data_dir(cfg), cfg.val_fraction, cfg.seed)
+    splits = scan(data_dir(cfg), cfg.val_fraction, cfg.seed, verify_images=cfg.verify_images,
+                  skip_bad_images=cfg.skip_bad_images)  # the same files left out as in training
     if splits.classes != ckpt["classes"]:
         raise DataError(
             f"the data's classes {splits.classes} differ from the checkpoint's {ckpt['classes']}; "
