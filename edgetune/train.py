@@ -6,10 +6,12 @@ decay (not on norms and biases), class balancing, early stopping, seeded and res
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,15 +105,17 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print,
                                      **state})
 
     stopped_early = False
-    with _SaveOnInterrupt(save_last, out):
+    with _SaveOnInterrupt(save_last, out, command) as stop:
         while state["epoch"] < cfg.epochs:
+            stop.check()
             epoch = state["epoch"]
             sampler.set_position(epoch, state["step"] * cfg.batch_size)  # skip the batches done
             loader_rng.manual_seed(cfg.seed * 100_003 + epoch)
             t0 = time.perf_counter()
             loss = train_one_epoch(model, plan, train_loader, criterion, optimizer, scheduler, scaler,
-                                   device, state, cfg, save_last, log)
-            metrics = evaluate(model, val_loader, device, criterion)
+                                   device, state, cfg, save_last, log, stop)
+            with stop.at_once():  # evaluation changes no state: a Ctrl-C may stop it anywhere
+                metrics = evaluate(model, val_loader, device, criterion)
             seconds = time.perf_counter() - t0
             record = {"epoch": epoch + 1, "train_loss": round(loss, 4), **metrics,
                       "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2)}
@@ -136,7 +140,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print,
 
 
 def train_one_epoch(model, plan, loader, criterion, optimizer, scheduler, scaler, device, state,
-                    cfg: TrainConfig, save_last, log) -> float:
+                    cfg: TrainConfig, save_last, log, stop=None) -> float:
     plan.set_train_mode(model)
     total, count = 0.0, 0
     bar = _progress(loader, state["epoch"] + 1, cfg.epochs)
@@ -161,6 +165,8 @@ def train_one_epoch(model, plan, loader, criterion, optimizer, scheduler, scaler
             bar.set_postfix(loss=f"{total / count:.4f}")
         if cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0:
             save_last()
+        if stop is not None:
+            stop.check()  # between steps: the state a checkpoint here would hold
     return total / max(count, 1)
 
 
@@ -255,10 +261,16 @@ def _restore(path, model, optimizer, scheduler, scaler, meta) -> dict:
             f"--resume: {path} holds {ckpt['arch']} for classes {ckpt['classes']}, not this run's "
             f"{meta['arch']}; resume with the same --model and --data, or use --overwrite"
         )
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    scheduler.load_state_dict(ckpt["scheduler"])
-    scaler.load_state_dict(ckpt["scaler"])
+    try:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise EdgetuneError(
+            f"--resume: {path} was trained with other settings ({str(exc).splitlines()[0][:80]}); "
+            "resume without changing --model, --weights, --unfreeze, --optimizer or --dropout, or use --overwrite"
+        ) from None
     checkpoint.set_rng_state(ckpt["rng"])
     return {k: ckpt[k] for k in ("epoch", "step", "best_top1", "history", "bad_epochs")}
 
@@ -282,19 +294,61 @@ def _guard(loader):
 
 
 class _SaveOnInterrupt:
-    """Ctrl-C saves the state and exits with the resume command instead of a traceback."""
+    """Ctrl-C stops training at the next step boundary, saves, and names the resume command.
 
-    def __init__(self, save, out: Path):
-        self.save, self.out = save, out
+    Only between steps do the weights, step count, RNG and BatchNorm statistics agree (a batch
+    half drawn or a forward half run has moved some of them), so the signal is held until then
+    and the resume is exact. A second Ctrl-C stops at once and keeps the last checkpoint.
+    """
+
+    def __init__(self, save, out: Path, command: str):
+        self.save, self.out, self.command = save, out, command
+        self.requested = self.forced = self.anytime = False
+        self.previous = None
 
     def __enter__(self):
+        # Only the main thread can take signals; a SIGINT the caller ignores or handles stays theirs.
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self.previous = signal.signal(signal.SIGINT, self._on_sigint)
         return self
 
+    def _on_sigint(self, *_):
+        if self.anytime:
+            raise KeyboardInterrupt
+        if self.requested:
+            self.forced = True
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def check(self) -> None:
+        """Stop here if Ctrl-C was pressed: call only where the state is consistent."""
+        if self.requested:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def at_once(self):
+        """A block that changes no training state: Ctrl-C stops it immediately."""
+        self.check()
+        self.anytime = True
+        try:
+            yield
+        finally:
+            self.anytime = False
+
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is KeyboardInterrupt:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the save
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        if exc_type is not KeyboardInterrupt:
+            return False
+        resume = f"resume with: edgetune {self.command} --resume --out {self.out}"
+        if self.forced:
+            kept = (f"{self.out / LAST} keeps the last checkpoint" if (self.out / LAST).is_file()
+                    else "no checkpoint was written yet")
+            raise Interrupted(f"interrupted twice: stopped without saving, {kept}; {resume}") from None
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C must not cut the save
+        try:
             self.save()
-            raise Interrupted(
-                f"interrupted; state saved to {self.out / LAST}. Resume with: edgetune run --resume {self.out}"
-            ) from None
-        return False
+        finally:  # a notebook's kernel must still answer the next Ctrl-C
+            signal.signal(signal.SIGINT, previous)
+        raise Interrupted(f"interrupted; state saved to {self.out / LAST}; {resume}") from None

@@ -1,11 +1,15 @@
-"""Nothing lost: a run killed with SIGKILL resumes to the same weights as an uninterrupted one."""
+"""Nothing lost: a run killed with SIGKILL, or stopped with Ctrl-C, resumes to the same
+weights as an uninterrupted one."""
 
+import shlex
 import signal
 import subprocess
 import sys
 import time
 
+import pytest
 import torch
+from cli_helpers import assert_user_error
 
 from edgetune import checkpoint
 
@@ -16,17 +20,35 @@ def _train_cmd(data, out, *extra):
             "--epochs", "3", "--batch-size", "8", "--checkpoint-every", "2", "--workers", "0", *extra]
 
 
-def test_sigkill_then_resume_matches_uninterrupted(small_digits, tmp_path):
-    whole = subprocess.run(_train_cmd(small_digits, tmp_path / "whole"), capture_output=True, text=True)
-    assert whole.returncode == 0, whole.stderr
+@pytest.fixture(scope="module")
+def whole(small_digits, tmp_path_factory):
+    """The uninterrupted run both tests compare against."""
+    out = tmp_path_factory.mktemp("whole")
+    proc = subprocess.run(_train_cmd(small_digits, out), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return out
 
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(small_digits, killed), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    last = killed / "checkpoints" / "last.pt"
+
+def _start_and_wait_for_a_checkpoint(cmd, last, **popen):
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, **popen)
     deadline = time.time() + 120
     while not last.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
+        time.sleep(0.02)
+    return proc
+
+
+def _same_weights(a_path, b_path):
+    a, b = checkpoint.load(a_path), checkpoint.load(b_path)
+    assert b["epoch"] == a["epoch"] == 3
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+def test_sigkill_then_resume_matches_uninterrupted(small_digits, whole, tmp_path):
+    killed = tmp_path / "killed"
+    last = killed / "checkpoints" / "last.pt"
+    proc = _start_and_wait_for_a_checkpoint(_train_cmd(small_digits, killed), last,
+                                            stderr=subprocess.DEVNULL)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert last.exists(), "the run never wrote a checkpoint"
@@ -35,8 +57,27 @@ def test_sigkill_then_resume_matches_uninterrupted(small_digits, tmp_path):
 
     resumed = subprocess.run(_train_cmd(small_digits, killed, "--resume"), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
-    a = checkpoint.load(tmp_path / "whole" / "checkpoints" / "last.pt")
-    b = checkpoint.load(last)
-    assert b["epoch"] == 3
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
+    _same_weights(whole / "checkpoints" / "last.pt", last)
+
+
+def test_ctrl_c_saves_names_the_resume_command_and_that_command_finishes_exactly(
+        small_digits, whole, tmp_path):
+    out = tmp_path / "stopped"
+    last = out / "checkpoints" / "last.pt"
+    proc = _start_and_wait_for_a_checkpoint(_train_cmd(small_digits, out), last,
+                                            stderr=subprocess.PIPE, text=True)
+    assert proc.poll() is None, "the run ended before Ctrl-C could be sent"
+    proc.send_signal(signal.SIGINT)
+    stderr = proc.communicate(timeout=120)[1]
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, None, stderr)
+    line = assert_user_error(done, "interrupted; state saved to", str(last))
+    command = line.split("resume with: ", 1)[1]
+    assert command == f"edgetune train --resume --out {out}"
+    stopped = checkpoint.load(last)
+    assert (stopped["epoch"], stopped["step"]) < (3, 0)
+    # The printed command, as typed: the run's settings come back from OUT/config.yaml.
+    argv = shlex.split(command)
+    resumed = subprocess.run([sys.executable, "-m", "edgetune.cli", *argv[1:]], capture_output=True,
+                             text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    _same_weights(whole / "checkpoints" / "last.pt", last)
