@@ -22,7 +22,7 @@ import numpy as np
 
 import edgetune
 from edgetune import atomic, host
-from edgetune.bundle import read_manifest, safe_member
+from edgetune.bundle import read_manifest, verify_checkpoint
 from edgetune.errors import BundleError, ConfigError
 from edgetune.latency import measure_latency
 from edgetune.runtime import backends, choice
@@ -196,9 +196,7 @@ def torch_baseline(path: Path) -> _TorchSession:
     manifest = read_manifest(path)
     if not manifest.checkpoint:
         raise BundleError(f"{path} records no checkpoint, so there is no PyTorch model to compare")
-    file = safe_member(path, manifest.checkpoint)
-    if not file.is_file():
-        raise BundleError(f"checkpoint {manifest.checkpoint} listed in the manifest is missing from {path}")
+    file = verify_checkpoint(path, manifest)
     ckpt = torch.load(file, map_location="cpu", weights_only=True)
     model = _build_torch_model(ckpt)
     return _TorchSession(torch, model, manifest.checkpoint, (3, *manifest.preprocess.size))

@@ -43,6 +43,7 @@ class Manifest:
     recommended: dict = field(default_factory=dict)  # target -> {"file", "why"}
     candidates: dict = field(default_factory=dict)  # target -> rows: candidate, top1, p50_ms, size, verdict
     checkpoint: str | None = None
+    checkpoint_sha256: str | None = None
     evaluation: dict = field(default_factory=dict)  # {"split", "images"}
     versions: dict = field(default_factory=dict)
     created: str = ""
@@ -140,5 +141,20 @@ def verify_artifact(bundle: str | Path, artifact: Artifact) -> Path:
             f"artifact {artifact.file} fails its integrity check (sha256 {digest[:12]}… != "
             f"manifest {artifact.sha256[:12]}…); the file was changed or corrupted: "
             "re-copy the bundle or re-run `edgetune export`"
+        )
+    return path
+
+
+def verify_checkpoint(bundle: str | Path, manifest: Manifest) -> Path:
+    """The bundle's PyTorch checkpoint, after the same integrity check as any artifact."""
+    if not manifest.checkpoint:
+        raise BundleError(f"{bundle} records no checkpoint")
+    path = safe_member(Path(bundle), manifest.checkpoint)
+    if not path.is_file():
+        raise BundleError(f"checkpoint {manifest.checkpoint} listed in the manifest is missing from {bundle}")
+    if manifest.checkpoint_sha256 and sha256_file(path) != manifest.checkpoint_sha256:
+        raise BundleError(
+            f"checkpoint {manifest.checkpoint} fails its integrity check (sha256 differs from the "
+            "manifest); re-copy the bundle or re-run `edgetune export`"
         )
     return path

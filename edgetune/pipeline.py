@@ -10,7 +10,7 @@ import platform
 from pathlib import Path
 
 from edgetune import __version__, checkpoint, report, targets
-from edgetune.atomic import write_text
+from edgetune.atomic import sha256_file, write_text
 from edgetune.bundle import Manifest, artifact_record, write_manifest
 from edgetune.config import ExportConfig, TrainConfig, to_dict
 from edgetune.errors import ConfigError
@@ -114,6 +114,7 @@ def export_bundle(ckpt_path: str | Path, out: str | Path, cfg: ExportConfig, dat
         recommended=recommended,
         candidates=candidates,
         checkpoint=CHECKPOINT,
+        checkpoint_sha256=sha256_file(out / CHECKPOINT),
         evaluation={"split": "val", "images": len(val), "max_drop": cfg.max_drop},
         versions=_versions(),
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

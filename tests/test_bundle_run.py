@@ -112,3 +112,22 @@ def test_tensorrt_lint_finds_dangling_q(trained_run):
         model.graph.node.remove(u)
     issues = lint_tensorrt_qdq(model)
     assert any(i.node == q.name and "dangling Q" in i.problem for i in issues)
+
+
+def test_tampered_checkpoint_is_refused(trained_run, tmp_path):
+    import shutil
+
+    import pytest
+
+    from edgetune.bundle import verify_checkpoint
+    from edgetune.errors import BundleError
+
+    out, _ = trained_run
+    copy = tmp_path / "bundle"
+    shutil.copytree(out, copy)
+    m = read_manifest(copy)
+    assert verify_checkpoint(copy, m) == (copy / "model.pt").resolve()
+    with open(copy / "model.pt", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(BundleError, match="integrity"):
+        verify_checkpoint(copy, m)

@@ -17,7 +17,7 @@ from PIL import Image
 from edgetune.atomic import sha256_file
 from edgetune.bundle import MANIFEST, Artifact, read_manifest, verify_artifact
 from edgetune.errors import BundleError, ConfigError, InputError
-from edgetune.preprocess import Preprocess, as_image
+from edgetune.preprocess import Preprocess
 from edgetune.runtime import backends, choice
 from edgetune.runtime.session import InputSpec, Session
 
