@@ -24,7 +24,8 @@ FP32 = "model.onnx"
 CHECKPOINT = "model.pt"
 # Files and folders a run writes: the only things --overwrite removes.
 OWNED = ("manifest.json", "config.yaml", CHECKPOINT, "checkpoints", "calib", "model.onnx",
-         "model.int8.cpu.onnx", "model.int8.tensorrt.onnx", "model.fp16.onnx")
+         "model.int8.cpu.onnx", "model.int8.tensorrt.onnx", "model.fp16.onnx",
+         "model.int8.tensorrt.engine", "model.fp16.engine")
 
 
 def prepare_out(out: str | Path, overwrite: bool, resume: bool) -> Path:
@@ -130,7 +131,9 @@ def _calibrate(out: Path, splits, pre: Preprocess, cfg: ExportConfig, log):
 
     sample = stratified_sample(splits.train, cfg.calib_samples, seed=0)
     prepared = prepare(out / FP32, out / "calib" / "model.prep.onnx")
-    key = fingerprint(sample, pre)[:16]
+    # Ranges belong to one graph and one sample: a re-export of the same checkpoint reuses
+    # them, a different model never does.
+    key = sha256_of_text(fingerprint(sample, pre) + sha256_file(prepared))[:16]
     cache = out / "calib" / f"ranges-{cfg.calib_method}-{key}.json"
     reader = None
     if cache.is_file():
@@ -141,6 +144,12 @@ def _calibrate(out: Path, splits, pre: Preprocess, cfg: ExportConfig, log):
     # A few images of every class for the sensitivity ranking, should INT8 miss the budget.
     batch = EvalSet(stratified_sample(sample, 32, seed=1), pre).x
     return Calibration(prepared, cache, cfg.calib_method, len(sample), reader), batch
+
+
+def sha256_of_text(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _versions() -> dict:
