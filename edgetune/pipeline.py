@@ -133,7 +133,7 @@ def _calibrate(out: Path, splits, pre: Preprocess, cfg: ExportConfig, log):
     prepared = prepare(out / FP32, out / "calib" / "model.prep.onnx")
     # Ranges belong to one graph and one sample: a re-export of the same checkpoint reuses
     # them, a different model never does.
-    key = sha256_of_text(fingerprint(sample, pre) + sha256_file(prepared))[:16]
+    key = _hash_text(fingerprint(sample, pre) + sha256_file(prepared))[:16]
     cache = out / "calib" / f"ranges-{cfg.calib_method}-{key}.json"
     reader = None
     if cache.is_file():
@@ -146,7 +146,7 @@ def _calibrate(out: Path, splits, pre: Preprocess, cfg: ExportConfig, log):
     return Calibration(prepared, cache, cfg.calib_method, len(sample), reader), batch
 
 
-def sha256_of_text(text: str) -> str:
+def _hash_text(text: str) -> str:
     import hashlib
 
     return hashlib.sha256(text.encode()).hexdigest()
