@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import pickle
 import random
 from pathlib import Path
 
@@ -28,15 +29,26 @@ def load(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - truncated, tampered or foreign pickles all land here
-        raise BundleError(
-            f"checkpoint {path} cannot be loaded safely ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:100]}); it is corrupt or not an edgetune checkpoint"
-        ) from None
+        raise BundleError(_refusal(path, exc)) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise BundleError(f"{path} is not an edgetune checkpoint")
     if ckpt.get("version", 0) > VERSION:
         raise BundleError(f"{path} has checkpoint version {ckpt['version']}; upgrade edgetune to read it")
     return ckpt
+
+
+def _refusal(path: Path, exc: Exception) -> str:
+    # Never pass on torch's unpickling text: it suggests weights_only=False, which would run
+    # whatever code the file carries.
+    if isinstance(exc, pickle.UnpicklingError) and "GLOBAL" in str(exc):
+        return (f"checkpoint {path} holds Python objects besides tensors and plain values; edgetune "
+                "loads checkpoints with weights_only=True and never runs their code: use a .pt "
+                "written by `edgetune train`")
+    if isinstance(exc, pickle.UnpicklingError):
+        why = "not a readable pickle"
+    else:
+        why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:100]}" if str(exc) else type(exc).__name__
+    return f"checkpoint {path} cannot be loaded safely ({why}); it is corrupt or not an edgetune checkpoint"
 
 
 def rng_state() -> dict:

@@ -71,7 +71,7 @@ def test_a_checkpoint_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
     torch.save({"format": checkpoint.FORMAT, "version": 1, "payload": _RunsCode(marker)},
                tmp_path / "evil.pt")
     assert_user_error(edgetune("export", tmp_path / "evil.pt", "--out", tmp_path / "o"),
-                      "evil.pt cannot be loaded safely")
+                      "evil.pt holds Python objects", "never runs their code")
     assert not marker.exists()
 
 
