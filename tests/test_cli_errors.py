@@ -1,25 +1,9 @@
 """User errors: one line on stderr, exit code 2, no traceback."""
 
 import shutil
-import subprocess
-import sys
 
 import pytest
-
-
-def edgetune(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "edgetune.cli", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd, timeout=300)
-
-
-def assert_user_error(proc, *needles):
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("edgetune: error: ")
-    assert "Traceback" not in proc.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
+from cli_helpers import assert_user_error, edgetune
 
 
 FAST = ["--weights", "none", "--image-size", "32", "--epochs", "1"]
