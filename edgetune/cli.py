@@ -234,12 +234,16 @@ def main(argv: list[str] | None = None) -> int:
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     # Ours read like our errors, one line; a dependency's keep Python's format and location.
     if issubclass(category, EdgetuneWarning) or Path(filename).resolve().is_relative_to(_PACKAGE):
-        print(f"edgetune: warning: {message}", file=sys.stderr)
+        # `run` scans the data twice (training, then export): say each thing once.
+        if str(message) not in _shown:
+            _shown.add(str(message))
+            print(f"edgetune: warning: {message}", file=sys.stderr)
     else:
         _python_show_warning(message, category, filename, lineno, file, line)
 
 
 _PACKAGE = Path(__file__).resolve().parent
+_shown: set[str] = set()
 _python_show_warning = warnings.showwarning
 
 

@@ -224,3 +224,12 @@ def test_yaml_can_set_the_flags_and_nonsense_is_refused(small_digits, tmp_path):
     cfg.write_text("verify-images: maybe\n")
     assert_user_error(edgetune("train", "--config", cfg, "--data", d, "--out", tmp_path / "p", *FAST),
                       "verify-images: 'maybe' is not allowed", "true or false")
+
+
+def test_run_scans_twice_but_warns_once(small_digits, tmp_path):
+    d = copy_of(small_digits, tmp_path / "d")
+    (d / "0" / "notes.txt").write_text("who took these")
+    proc = edgetune("run", "--data", d, "--out", tmp_path / "o", *FAST, "--calib-samples", "16",
+                    "--bench-runs", "2")
+    lines = warning_lines(proc)  # training's scan and export's re-scan say the same thing
+    assert len(lines) == 1 and "notes.txt" in lines[0], lines
