@@ -109,8 +109,9 @@ def _edit(b, change):
 @pytest.mark.parametrize("damage, message", [
     (_tamper, f"{INT8} fails its integrity check"),
     (lambda b: _edit(b, lambda m: m["artifacts"][0].update(file="../x")), "'../x'"),
+    (lambda b: _edit(b, lambda m: m["artifacts"][0].update(file="/etc/passwd")), "must be relative"),
     (lambda b: _edit(b, lambda m: m.update(version=99)), "upgrade edgetune"),
-], ids=["tampered-artifact", "path-leaving-bundle", "newer-version"])
+], ids=["tampered-artifact", "path-leaving-bundle", "absolute-path", "newer-version"])
 def test_predict_refuses_an_untrustworthy_bundle_in_one_line(tiny, tmp_path, damage, message):
     bundle = _copy(tiny.bundle, tmp_path / "b")
     damage(bundle)
