@@ -80,8 +80,8 @@ def scan(data: str | Path, val_fraction: float = 0.2, seed: int = 0, *,
         classes = sorted(found["train/"].images)
         _at_least_two(root, classes)
         _note_ignored(found["train/"].ignored + found["val/"].ignored, notes)
-        train_by = _readable(found["train/"].images, full, skip_bad_images, notes)
-        val_by = _readable(found["val/"].images, full, skip_bad_images, notes)
+        train_by, val_by = _readable([found["train/"].images, found["val/"].images], full,
+                                     skip_bad_images, notes)
         _none_empty(train_by, "train/")
         train, val = _samples(train_by, classes), _samples(val_by, classes)
         layout = "train/val"
@@ -90,7 +90,7 @@ def scan(data: str | Path, val_fraction: float = 0.2, seed: int = 0, *,
         classes = sorted(found[""].images)
         _at_least_two(root, classes)
         _note_ignored(found[""].ignored, notes)
-        by_class = _readable(found[""].images, full, skip_bad_images, notes)
+        (by_class,) = _readable([found[""].images], full, skip_bad_images, notes)
         _none_empty(by_class, "")
         train, val = _stratified_split(by_class, classes, val_fraction, seed)
         layout = "split"
@@ -170,12 +170,13 @@ def _note_ignored(ignored: list[Path], notes: list[str]) -> None:
     )
 
 
-def _readable(by_class: dict[str, list[Path]], full: bool, skip: bool,
-              notes: list[str]) -> dict[str, list[Path]]:
-    """`by_class` without its unreadable images; raises unless `skip`."""
-    bad = find_unreadable([p for files in by_class.values() for p in files], full=full)
+def _readable(groups: list[dict[str, list[Path]]], full: bool, skip: bool,
+              notes: list[str]) -> list[dict[str, list[Path]]]:
+    """Each `class -> files` map without its unreadable images; raises unless `skip`.
+    train/ and val/ are checked together so one line names the bad files of both."""
+    bad = find_unreadable([p for g in groups for files in g.values() for p in files], full=full)
     if not bad:
-        return by_class
+        return groups
     if not skip:
         deeper = "" if full else " (--verify-images also finds truncated files)"
         raise DataError(
@@ -183,7 +184,7 @@ def _readable(by_class: dict[str, list[Path]], full: bool, skip: bool,
             f"--skip-bad-images to train without them{deeper}"
         )
     notes.append(f"--skip-bad-images: left out {len(bad)} unreadable image(s): {describe(bad)}")
-    return {c: [p for p in files if p not in bad] for c, files in by_class.items()}
+    return [{c: [p for p in files if p not in bad] for c, files in g.items()} for g in groups]
 
 
 def _none_empty(by_class: dict[str, list[Path]], split: str) -> None:

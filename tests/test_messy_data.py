@@ -69,6 +69,13 @@ def _many_bad_files_are_counted(d):
     return d, [], ["cannot read 5 image file(s)", "bad0.png", "and 2 more"]
 
 
+def _bad_files_in_both_splits(d):
+    as_train_val(d)
+    (d / "train" / "0" / "a.png").write_bytes(b"")
+    (d / "val" / "1" / "b.png").write_bytes(b"")
+    return d, [], ["cannot read 2 image file(s)", "a.png (0 bytes)", "b.png (0 bytes)"]
+
+
 def _empty_class_folder(d):
     (d / "9").mkdir()
     return d, [], ["9 has no images", "remove the folder"]
@@ -114,7 +121,7 @@ def _loose_images(d):
 
 
 ERRORS = [_zero_byte, _not_an_image, _truncated_verified, _truncated_found_while_loading,
-          _many_bad_files_are_counted, _empty_class_folder, _single_class, _classes_differ,
+          _many_bad_files_are_counted, _bad_files_in_both_splits, _empty_class_folder, _single_class, _classes_differ,
           _train_without_val, _no_validation_images, _every_image_of_a_class_unreadable, _loose_images]
 
 
