@@ -149,9 +149,11 @@ def train_one_epoch(model, plan, loader, criterion, optimizer, scheduler, scaler
         with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
             loss = criterion(model(images), labels)
         if not torch.isfinite(loss):
+            saved = state["epoch"] > 0 or (cfg.checkpoint_every and state["step"] >= cfg.checkpoint_every)
             raise DivergedError(
                 f"the loss became {loss.item()} at epoch {state['epoch'] + 1}, step {state['step'] + 1}; "
-                "the last good checkpoint is kept: lower --lr (e.g. by 10x) or raise --warmup-epochs"
+                + ("the last good checkpoint is kept" if saved else "no checkpoint was written yet")
+                + ": lower --lr (e.g. by 10x) or raise --warmup-epochs"
             )
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
