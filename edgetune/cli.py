@@ -62,6 +62,8 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--warmup-epochs", type=float)
     g.add_argument("--patience", type=int, help="early stop after N epochs without val top-1 gain")
     g.add_argument("--augment", help="none | light | standard")
+    g.add_argument("--bn-adapt-batches", type=int,
+                   help="batches to re-estimate slow BatchNorm statistics on after each epoch (default 50; 0: off)")
     g.add_argument("--balance", help="class imbalance: none | loss (weighted) | sampler")
     g = p.add_argument_group("machine")
     g.add_argument("--device", help="auto | cpu | cuda")

@@ -48,6 +48,7 @@ class TrainConfig:
     checkpoint_every: int | None = None  # also checkpoint every N steps
     verify_images: bool = False  # decode every image before training (finds truncated files)
     skip_bad_images: bool = False  # leave unreadable images out instead of stopping
+    bn_adapt_batches: int = 50  # re-estimate slow (momentum < 0.1) BatchNorm stats per epoch; 0: off
 
     def __post_init__(self):
         _check_choices(self)
@@ -73,6 +74,8 @@ class TrainConfig:
                 raise ConfigError(f"--{_flag(name)} {getattr(self, name)} must be in [0, 1)")
         if self.weight_decay < 0 or self.warmup_epochs < 0:
             raise ConfigError("--weight-decay and --warmup-epochs must not be negative")
+        if self.bn_adapt_batches < 0:
+            raise ConfigError(f"--bn-adapt-batches {self.bn_adapt_batches} must be 0 (off) or more")
         if self.patience is not None and self.patience < 1:
             raise ConfigError(f"--patience {self.patience} must be at least 1")
 

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from edgetune import checkpoint, config as cfgmod
+from edgetune.bn_adapt import adapt_batchnorm, adaptation_subset, slow_batchnorms
 from edgetune.config import TrainConfig
 from edgetune.data import (EpochSampler, ImageDataset, class_weights, default_workers,
                            eval_transform, make_loader, train_transform)
@@ -28,7 +29,6 @@ from edgetune.dataset_scan import Splits, scan
 from edgetune.errors import DataError, EdgetuneError
 from edgetune.freeze import FreezePlan
 from edgetune.model import create_model, preprocess_for
-from edgetune.preprocess import Preprocess
 
 LAST, BEST = "checkpoints/last.pt", "checkpoints/best.pt"
 
@@ -81,6 +81,15 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print,
     val_loader = make_loader(ImageDataset(splits.val, eval_transform(pre), cfg.skip_bad_images), cfg.batch_size,
                              workers)
 
+    bn_layers = slow_batchnorms(model) if cfg.bn_adapt_batches else []
+    bn_loader = None
+    if bn_layers:
+        subset = adaptation_subset(splits.train, cfg.bn_adapt_batches * cfg.batch_size, cfg.seed)
+        bn_loader = make_loader(ImageDataset(subset, eval_transform(pre), cfg.skip_bad_images),
+                                cfg.batch_size, workers)
+        log(f"edgetune: {len(bn_layers)} BatchNorm layers have momentum < 0.1: their statistics "
+            f"are re-estimated on {len(subset)} training images after every epoch")
+
     optimizer = make_optimizer(model, plan, cfg)
     steps_per_epoch = len(train_loader)
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
@@ -114,7 +123,11 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print,
             t0 = time.perf_counter()
             loss = train_one_epoch(model, plan, train_loader, criterion, optimizer, scheduler, scaler,
                                    device, state, cfg, save_last, log, stop)
-            with stop.at_once():  # evaluation changes no state: a Ctrl-C may stop it anywhere
+            # Evaluation changes no state, and the BatchNorm re-estimate starts from a reset
+            # on fixed images, so a resumed run redoes it identically: a Ctrl-C may stop either.
+            with stop.at_once():
+                if bn_loader is not None:
+                    adapt_batchnorm(model, bn_layers, bn_loader, device)
                 metrics = evaluate(model, val_loader, device, criterion)
             seconds = time.perf_counter() - t0
             record = {"epoch": epoch + 1, "train_loss": round(loss, 4), **metrics,
