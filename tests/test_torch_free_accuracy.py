@@ -1,0 +1,36 @@
+"""Issue 3's promise, end to end: without PyTorch, the bundle predicts the val images with
+exactly the top-1 its manifest reports, through the runtime's own preprocessing."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+
+def test_torch_free_predictions_reproduce_the_manifest_top1(trained_run, digits_dir):
+    out, manifest = trained_run
+    script = textwrap.dedent(f"""
+        import json, sys
+        from pathlib import Path
+        sys.modules["torch"] = None          # import torch now raises ImportError
+        sys.modules["torchvision"] = None
+        from edgetune import runtime
+
+        model = runtime.load({str(out)!r})
+        val = Path({str(digits_dir / "val")!r})
+        paths = sorted(val.glob("*/*.png"))
+        hits = 0
+        for i in range(0, len(paths), 64):
+            chunk = paths[i:i + 64]
+            for path, top in zip(chunk, model.predict([str(p) for p in chunk], topk=1)):
+                hits += top[0][0] == path.parent.name
+        loaded = sorted(m for m in sys.modules if m.startswith(("torch", "edgetune.train", "edgetune.model")))
+        print(json.dumps({{"file": model.artifact.file, "top1": round(hits / len(paths), 4),
+                          "n": len(paths), "loaded": [m for m in loaded if sys.modules[m] is not None]}}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["loaded"] == []
+    assert got["n"] == manifest.evaluation["images"]
+    assert got["top1"] == manifest.artifact(got["file"]).top1
