@@ -22,14 +22,13 @@ import numpy as np
 
 import edgetune
 from edgetune import atomic, host
-from edgetune.bundle import read_manifest, verify_checkpoint
-from edgetune.errors import BundleError, ConfigError
+from edgetune.bundle import read_manifest
+from edgetune.errors import ConfigError
 from edgetune.latency import measure_latency
 from edgetune.runtime import backends, choice
 from edgetune.runtime.classifier import Model, check_threads, load
-from edgetune.runtime.session import InputSpec
 
-TORCH_BACKEND = "pytorch eager"
+TORCH_BACKEND = "pytorch eager"  # edgetune.torch_baseline.BACKEND, without importing torch
 BUSY = 0.25  # above this share of the CPU used by others, the report carries a warning
 
 
@@ -185,68 +184,25 @@ def _row(artifact: str, backend: str, precision: str, device: str, lat: dict) ->
                     mean=lat["mean"], throughput=lat["throughput"], runs=lat["runs"])
 
 
-def torch_baseline(path: Path) -> _TorchSession:
-    """The bundle's checkpoint as an eval-mode PyTorch model behind the Session interface.
-    The only place bench imports torch."""
+def torch_baseline(path: Path):
+    """The bundle's checkpoint in PyTorch eager fp32, behind the Session interface. The one
+    place bench reaches the training side, and only after torch is known to be there."""
     from edgetune.errors import require
 
-    torch = require("torch", "train", "--compare-torch (timing the PyTorch checkpoint)")
-    if not path.is_dir():
-        raise ConfigError(f"--compare-torch needs a bundle folder with a checkpoint, not {path.name}")
-    manifest = read_manifest(path)
-    if not manifest.checkpoint:
-        raise BundleError(f"{path} records no checkpoint, so there is no PyTorch model to compare")
-    file = verify_checkpoint(path, manifest)
-    ckpt = torch.load(file, map_location="cpu", weights_only=True)
-    model = _build_torch_model(ckpt)
-    return _TorchSession(torch, model, manifest.checkpoint, (3, *manifest.preprocess.size))
+    require("torch", "train", "--compare-torch (timing the PyTorch checkpoint)")
+    from edgetune.torch_baseline import TorchSession
+
+    return TorchSession(path)
 
 
-def _time_torch(session: _TorchSession, batches, threads, warmup, runs, seconds) -> list[BenchRow]:
-    torch = session.torch
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
+def _time_torch(session, batches, threads, warmup, runs, seconds) -> list[BenchRow]:
+    with session.threads(threads):
         return [
             _row(session.name, TORCH_BACKEND, "fp32", "cpu",
                  measure_latency(session, session.input.shape[1:], batch=b, warmup=warmup,
                                  runs=runs, seconds=seconds))
             for b in batches
         ]
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _build_torch_model(ckpt: dict):
-    # The training side knows how heads are wrapped (dropout, …); ask it when it is there.
-    try:
-        from edgetune.model import build_from_checkpoint
-    except ImportError:
-        build_from_checkpoint = None
-    if build_from_checkpoint is not None:
-        return build_from_checkpoint(ckpt)
-    from edgetune.errors import require
-
-    torchvision = require("torchvision", "train", "--compare-torch")
-    model = torchvision.models.get_model(ckpt["arch"], num_classes=len(ckpt["classes"]))
-    model.load_state_dict(ckpt["model"])
-    return model.eval()
-
-
-class _TorchSession:
-    """The Session interface over an eval-mode nn.Module, for measure_latency."""
-
-    backend = TORCH_BACKEND
-    device = "cpu"
-
-    def __init__(self, torch, model, name: str, chw: tuple[int, int, int]):
-        self.torch, self._model, self.name = torch, model, name
-        self.input = InputSpec("input", (None, *chw), "float32")
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        with self.torch.inference_mode():
-            return self._model(self.torch.from_numpy(batch)).numpy()
 
 
 def library_versions(with_torch: bool = False) -> dict:

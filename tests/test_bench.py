@@ -45,16 +45,14 @@ def test_json_has_percentiles_for_every_artifact_and_batch(report, tmp_path):
 
 def test_torch_rows_time_the_same_model_as_the_onnx_graph(tiny, report):
     """The PyTorch baseline is built from the bundle's checkpoint: same logits as model.onnx."""
-    import torch
-
     torch_rows = [r for r in report.rows if r.backend == bench.TORCH_BACKEND]
     assert [(r.batch, r.precision, r.device) for r in torch_rows] == [(1, "fp32", "cpu"), (3, "fp32", "cpu")]
-    ckpt = torch.load(tiny.bundle / CHECKPOINT, map_location="cpu", weights_only=True)
-    model = bench._build_torch_model(ckpt)
+    from edgetune.torch_baseline import BACKEND, TorchSession
+
+    assert BACKEND == bench.TORCH_BACKEND
     onnx_model = runtime.load(tiny.bundle, artifact=FP32)
     batch = onnx_model.preprocess.batch(tiny.images)
-    with torch.inference_mode():
-        ref = model(torch.from_numpy(batch)).numpy()
+    ref = TorchSession(tiny.bundle).run(batch)
     np.testing.assert_allclose(onnx_model.run(batch), ref, rtol=1e-3, atol=1e-4)
 
 
