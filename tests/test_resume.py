@@ -29,8 +29,14 @@ def whole(small_digits, tmp_path_factory):
     return out
 
 
+def _as_from_a_terminal():
+    # A shell starts background jobs with SIGINT ignored, and Python keeps an ignored SIGINT
+    # ignored (so does edgetune). CI may run us that way; a user's terminal never does.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_and_wait_for_a_checkpoint(cmd, last, **popen):
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, **popen)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, preexec_fn=_as_from_a_terminal, **popen)
     deadline = time.time() + 120
     while not last.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)

@@ -246,7 +246,9 @@ def _(ctx, w):
     out = w / "out"
     proc = subprocess.Popen([sys.executable, "-m", "edgetune.cli", "train", "--data", str(ctx.data),
                              "--out", str(out), *LONG], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            # As from a terminal: a background shell job starts with SIGINT ignored.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_for(out / LAST, proc)
     proc.send_signal(signal.SIGINT)
     stderr = proc.communicate(timeout=300)[1]
