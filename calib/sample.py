@@ -7,11 +7,10 @@ import hashlib
 import random
 from collections import defaultdict
 
-import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
 from edgetune.dataset_scan import Sample
-from edgetune.preprocess import Preprocess, load_image
+from edgetune.preprocess import Preprocess
 
 
 def stratified_sample(samples: list[Sample], n: int, seed: int = 0) -> list[Sample]:
@@ -45,7 +44,7 @@ class ImageReader(CalibrationDataReader):
     """ONNX Runtime's calibration protocol over preprocessed images, in batches."""
 
     def __init__(self, samples: list[Sample], pre: Preprocess, input_name: str, batch: int = 32):
-        self.arrays = np.stack([pre.apply(load_image(s.path)) for s in samples])
+        self.arrays = pre.batch([s.path for s in samples])
         self.input_name, self.batch = input_name, batch
         self.rewind()
 

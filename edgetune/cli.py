@@ -82,10 +82,11 @@ def _export_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, help="inference threads when timing")
 
 
-def _out_flags(p: argparse.ArgumentParser, required: bool = True) -> None:
+def _out_flags(p: argparse.ArgumentParser, required: bool = True, training: bool = True) -> None:
     p.add_argument("--out", required=required, help="run/bundle folder")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    if training:  # export writes its artifacts beside a run's checkpoints: nothing to resume
+        p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+        p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--config", help="YAML file of flag: value defaults; flags override it")
 
 
@@ -112,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="the stages after training, from a checkpoint")
     p.add_argument("checkpoint", help="a .pt written by `edgetune train` (OUT/checkpoints/best.pt)")
     p.add_argument("--data", help="the data it was trained on (default: as recorded in the checkpoint)")
-    _export_flags(p), _out_flags(p)
+    _export_flags(p), _out_flags(p, training=False)
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("build-engine", help="on the device: a TensorRT engine from the bundle's QDQ/fp16 graph")

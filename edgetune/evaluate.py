@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgetune.dataset_scan import Sample
-from edgetune.preprocess import Preprocess, load_image
+from edgetune.preprocess import Preprocess
 from edgetune.runtime.session import Session
 
 
@@ -14,7 +14,7 @@ class EvalSet:
     """Labelled images preprocessed once, reused for every artifact."""
 
     def __init__(self, samples: list[Sample], pre: Preprocess):
-        self.x = np.stack([pre.apply(load_image(s.path)) for s in samples])
+        self.x = pre.batch([s.path for s in samples])
         self.y = np.asarray([s.label for s in samples])
 
     def __len__(self) -> int:

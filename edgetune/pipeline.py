@@ -17,7 +17,6 @@ from edgetune.errors import ConfigError
 from edgetune.evaluate import EvalSet, top1
 from edgetune.latency import measure_latency
 from edgetune.preprocess import Preprocess
-from edgetune.recommend import recommend
 from edgetune.runtime.ort_backend import OrtSession
 
 FP32 = "model.onnx"
@@ -103,9 +102,10 @@ def export_bundle(ckpt_path: str | Path, out: str | Path, cfg: ExportConfig, dat
         artifacts.append(targets.build_tensorrt(out, cal, val, cfg, log))
     if "gpu" in cfg.targets:
         artifacts.append(targets.build_gpu_fp16(out, val, cfg, log))
+    floor = fp32.top1 - cfg.max_drop / 100.0
     for target in cfg.targets:
         if target != "cpu":
-            recommended[target] = recommend(artifacts, target, cfg.max_drop)
+            recommended[target] = targets.recommend_untimed(artifacts, target, floor)
 
     manifest = Manifest(
         model={"arch": ckpt["arch"], "weights": ckpt["weights"], "classes": ckpt["classes"],

@@ -102,3 +102,14 @@ def build_gpu_fp16(out: Path, val: EvalSet, cfg: ExportConfig, log) -> Artifact:
         out, name, backend="onnxruntime", target="gpu", precision="fp16", top1=top1(session, val),
         notes="fp16 with float32 inputs/outputs; top-1 measured in ONNX Runtime on CPU; time it on the GPU",
     )
+
+
+def recommend_untimed(artifacts: list[Artifact], target: str, floor: float) -> dict | None:
+    """The one graph made for a GPU target. It cannot be timed here, so there is nothing to
+    weigh yet: `edgetune build-engine` / `bench` on the device measure it."""
+    a = next((a for a in artifacts if a.target == target), None)
+    if a is None:
+        return None
+    budget = "within" if a.top1 >= floor - 1e-9 else "OVER"
+    return {"file": a.file, "why": f"the {target} graph, top-1 {a.top1:.2%} ({budget} the accuracy budget); "
+                                   "not timed here: time it on the device with edgetune bench"}
