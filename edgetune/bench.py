@@ -28,7 +28,7 @@ from edgetune.latency import measure_latency
 from edgetune.runtime import backends, choice
 from edgetune.runtime.classifier import Model, check_threads, load
 
-TORCH_BACKEND = "pytorch eager"  # edgetune.torch_baseline.BACKEND, without importing torch
+TORCH_BACKEND = "pytorch eager"  # edgetune.train.torch_baseline.BACKEND, without importing torch
 BUSY = 0.25  # above this share of the CPU used by others, the report carries a warning
 
 
@@ -190,7 +190,7 @@ def torch_baseline(path: Path):
     from edgetune.errors import require
 
     require("torch", "train", "--compare-torch (timing the PyTorch checkpoint)")
-    from edgetune.torch_baseline import TorchSession
+    from edgetune.train.torch_baseline import TorchSession
 
     return TorchSession(path)
 

@@ -9,7 +9,7 @@ import datetime as dt
 import platform
 from pathlib import Path
 
-from edgetune import __version__, checkpoint, report, targets
+from edgetune import __version__, report, targets
 from edgetune.atomic import sha256_file, write_text
 from edgetune.bundle import Manifest, artifact_record, write_manifest
 from edgetune.config import ExportConfig, TrainConfig, to_dict
@@ -69,7 +69,8 @@ def export_bundle(ckpt_path: str | Path, out: str | Path, cfg: ExportConfig, dat
                   log=print) -> Manifest:
     """From a trained checkpoint: the ONNX fp32 graph, INT8 per target, each measured, and the manifest."""
     from edgetune.export.onnx import check_parity, export_onnx
-    from edgetune.model import build_from_checkpoint
+    from edgetune.train import checkpoint
+    from edgetune.train.model import build_from_checkpoint
     from edgetune.train import load_splits
 
     out = Path(out)

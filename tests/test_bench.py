@@ -47,7 +47,7 @@ def test_torch_rows_time_the_same_model_as_the_onnx_graph(tiny, report):
     """The PyTorch baseline is built from the bundle's checkpoint: same logits as model.onnx."""
     torch_rows = [r for r in report.rows if r.backend == bench.TORCH_BACKEND]
     assert [(r.batch, r.precision, r.device) for r in torch_rows] == [(1, "fp32", "cpu"), (3, "fp32", "cpu")]
-    from edgetune.torch_baseline import BACKEND, TorchSession
+    from edgetune.train.torch_baseline import BACKEND, TorchSession
 
     assert BACKEND == bench.TORCH_BACKEND
     onnx_model = runtime.load(tiny.bundle, artifact=FP32)

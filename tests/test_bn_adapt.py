@@ -2,10 +2,10 @@
 
 import torch
 
-from edgetune import checkpoint
-from edgetune.bn_adapt import slow_batchnorms
+from edgetune.train import checkpoint
+from edgetune.train.bn_adapt import slow_batchnorms
 from edgetune.config import TrainConfig
-from edgetune.model import create_model
+from edgetune.train.model import create_model
 from edgetune.train import train
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from edgetune import checkpoint
+from edgetune.train import checkpoint
 from edgetune.config import TrainConfig
 from edgetune.train import train
 

@@ -13,7 +13,7 @@ import torch
 from cli_helpers import FAST, assert_user_error, edgetune
 from tiny_bundle import INT8, tiny_bundle
 
-from edgetune import checkpoint
+from edgetune.train import checkpoint
 from edgetune.bundle import MANIFEST
 
 LAST = "checkpoints/last.pt"

@@ -11,7 +11,7 @@ import pytest
 import torch
 from cli_helpers import assert_user_error
 
-from edgetune import checkpoint
+from edgetune.train import checkpoint
 
 
 def _train_cmd(data, out, *extra):

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from edgetune import bench, checkpoint, host
+from edgetune import bench, host
+from edgetune.train import checkpoint
 from edgetune.bundle import MANIFEST, Manifest, artifact_record, write_manifest
 from edgetune.preprocess import Preprocess
 
@@ -35,7 +36,7 @@ def build_bundle(out: Path, arch: str, size: int, calib_samples: int, console: C
     from edgetune.dataset_scan import scan
     from edgetune.demo_data import ensure_digits
     from edgetune.export.onnx import export_onnx
-    from edgetune.model import create_model
+    from edgetune.train.model import create_model
 
     splits = scan(ensure_digits())
     torch.manual_seed(0)

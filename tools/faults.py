@@ -297,7 +297,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, limit: float = 300) -> None:
 
 
 def _finished(out: Path, epochs: int) -> list[str]:
-    from edgetune import checkpoint
+    from edgetune.train import checkpoint
 
     state = checkpoint.load(out / LAST)
     return [] if state["epoch"] == epochs else [f"stopped at epoch {state['epoch']}"]

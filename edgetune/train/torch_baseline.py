@@ -14,7 +14,7 @@ import torch
 
 from edgetune.bundle import read_manifest, verify_checkpoint
 from edgetune.errors import BundleError, ConfigError
-from edgetune.model import build_from_checkpoint
+from edgetune.train.model import build_from_checkpoint
 from edgetune.runtime.session import InputSpec
 
 BACKEND = "pytorch eager"

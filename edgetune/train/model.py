@@ -11,7 +11,7 @@ import torchvision
 from torch import nn
 
 from edgetune.errors import ConfigError, did_you_mean
-from edgetune.freeze import FAMILIES
+from edgetune.train.freeze import FAMILIES
 from edgetune.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 

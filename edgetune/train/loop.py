@@ -20,15 +20,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgetune import checkpoint, config as cfgmod
-from edgetune.bn_adapt import adapt_batchnorm, adaptation_subset, slow_batchnorms
+from edgetune import config as cfgmod
+from edgetune.train import checkpoint
+from edgetune.train.bn_adapt import adapt_batchnorm, adaptation_subset, slow_batchnorms
 from edgetune.config import TrainConfig
-from edgetune.data import (EpochSampler, ImageDataset, class_weights, default_workers,
+from edgetune.train.data import (EpochSampler, ImageDataset, class_weights, default_workers,
                            eval_transform, make_loader, train_transform)
 from edgetune.dataset_scan import Splits, scan
 from edgetune.errors import DataError, EdgetuneError
-from edgetune.freeze import FreezePlan
-from edgetune.model import create_model, preprocess_for
+from edgetune.train.freeze import FreezePlan
+from edgetune.train.model import create_model, preprocess_for
 
 LAST, BEST = "checkpoints/last.pt", "checkpoints/best.pt"
 
