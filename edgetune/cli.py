@@ -45,7 +45,10 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", help="torchvision model name (default resnet18)")
     g.add_argument("--weights", help="DEFAULT | none | a weights name | PATH to a state_dict or checkpoint")
     g.add_argument("--image-size", type=int, help="input size; required with --weights none")
-    g.add_argument("--unfreeze", help="top blocks to train besides the head: K | head | all (default 2)")
+    g.add_argument("--unfreeze", help="top blocks to train besides the head: K | head | all | auto (default 2)")
+    g.add_argument("--unfreeze-schedule",
+                   help="gradual unfreezing, DEPTH:EPOCHS,...: e.g. head:2,1:2,2 (head for 2 epochs, "
+                        "then the top block too for 2, then 2 blocks)")
     g.add_argument("--verify-images", action="store_true", default=None,
                    help="decode every image before training (finds truncated files; slower)")
     g.add_argument("--skip-bad-images", action="store_true", default=None,
@@ -65,11 +68,18 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--bn-adapt-batches", type=int,
                    help="batches to re-estimate slow BatchNorm statistics on after each epoch (default 50; 0: off)")
     g.add_argument("--balance", help="class imbalance: none | loss (weighted) | sampler")
+    g = p.add_argument_group("feature cache (the frozen prefix runs once per image)")
+    g.add_argument("--cache", help="auto (on where it pays, the reason printed) | off")
+    g.add_argument("--cache-views", type=int, help="augmented views cached per image (default: one per 6 epochs, at most 4)")
+    g.add_argument("--cache-memory", help="memory budget, e.g. 4GB (default 40%% of available memory); larger caches are memory-mapped")
+    g.add_argument("--cache-dir", help="where caches are kept and reused (default OUT/cache)")
+    g.add_argument("--cache-dtype", help="float16 (default) | float32")
     g = p.add_argument_group("machine")
     g.add_argument("--device", help="auto | cpu | cuda")
     g.add_argument("--seed", type=int)
     g.add_argument("--workers", type=int, help="data loader processes")
     g.add_argument("--checkpoint-every", type=int, help="also checkpoint every N steps")
+    g.add_argument("--compile", action="store_true", default=None, help="torch.compile the trained part (CUDA)")
 
 
 def _export_flags(p: argparse.ArgumentParser) -> None:

@@ -20,6 +20,8 @@ Balance = Literal["none", "loss", "sampler"]
 Device = Literal["auto", "cpu", "cuda"]
 CalibMethod = Literal["minmax", "entropy", "percentile"]
 Target = Literal["cpu", "tensorrt", "gpu"]
+CacheMode = Literal["auto", "off"]
+CacheDtype = Literal["float16", "float32"]
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,8 @@ class TrainConfig:
     model: str = "resnet18"
     weights: str = "DEFAULT"  # DEFAULT | none | a torchvision weights name | PATH
     image_size: int | None = None  # required with --weights none
-    unfreeze: str = "2"  # K (top K blocks + head) | head | all
+    unfreeze: str = "2"  # K (top K blocks + head) | head | all | auto
+    unfreeze_schedule: str | None = None  # gradual unfreezing, e.g. "head:2,1:2,2"
     epochs: int = 10
     batch_size: int = 32
     lr: float = 1e-3
@@ -49,18 +52,39 @@ class TrainConfig:
     verify_images: bool = False  # decode every image before training (finds truncated files)
     skip_bad_images: bool = False  # leave unreadable images out instead of stopping
     bn_adapt_batches: int = 50  # re-estimate slow (momentum < 0.1) BatchNorm stats per epoch; 0: off
+    cache: CacheMode = "auto"  # the frozen prefix's features, computed once (where it pays)
+    cache_views: int | None = None  # augmented views cached per image; None: from the epochs
+    cache_memory: str | None = None  # memory budget, e.g. 4GB; None: 40% of available memory
+    cache_dir: str | None = None  # None: OUT/cache
+    cache_dtype: CacheDtype = "float16"
+    compile: bool = False  # torch.compile the trainable part
 
     def __post_init__(self):
         _check_choices(self)
         _positive(self, "epochs", "batch_size", "lr")
-        for name in ("verify_images", "skip_bad_images"):
+        for name in ("verify_images", "skip_bad_images", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{_flag(name)}: {getattr(self, name)!r} is not allowed; use true or false")
-        if not re.fullmatch(r"\d+|head|all", self.unfreeze):
+        if not re.fullmatch(r"\d+|head|all|auto", self.unfreeze):
             raise ConfigError(
                 f"--unfreeze {self.unfreeze!r} is not allowed; use a number of top blocks "
-                "(e.g. 2), 'head' or 'all'"
+                "(e.g. 2), 'head', 'all' or 'auto'"
             )
+        if self.unfreeze_schedule is not None:
+            from edgetune.train.schedule import parse_schedule
+
+            parse_schedule(self.unfreeze_schedule, self.epochs)
+        if self.cache_views is not None:
+            if self.cache_views < 1:
+                raise ConfigError(f"--cache-views {self.cache_views} must be at least 1 (views "
+                                  "cached per image); omit it to choose from the epochs")
+            if self.augment == "none" and self.cache_views > 1:
+                raise ConfigError(f"--cache-views {self.cache_views} with --augment none would cache "
+                                  "identical views; drop --cache-views or use --augment light|standard")
+        if self.cache_memory is not None:
+            from edgetune.sizes import parse_size
+
+            parse_size(self.cache_memory, "--cache-memory")
         if self.image_size is not None and not 16 <= self.image_size <= 1024:
             raise ConfigError(f"--image-size {self.image_size} is out of range; use 16..1024")
         if self.weights.lower() == "none" and self.image_size is None:
@@ -126,6 +150,8 @@ _CHOICES = {
     "balance": Balance,
     "device": Device,
     "calib_method": CalibMethod,
+    "cache": CacheMode,
+    "cache_dtype": CacheDtype,
 }
 
 

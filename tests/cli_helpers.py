@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -9,9 +10,10 @@ import sys
 FAST = ["--weights", "none", "--image-size", "32", "--epochs", "1", "--workers", "0"]
 
 
-def edgetune(*args, cwd=None, timeout=300) -> subprocess.CompletedProcess:
+def edgetune(*args, cwd=None, timeout=300, env=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "edgetune.cli", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd, timeout=timeout)
+                          capture_output=True, text=True, cwd=cwd, timeout=timeout,
+                          env={**os.environ, **env} if env else None)
 
 
 def assert_user_error(proc, *needles) -> str:

@@ -44,7 +44,7 @@ def test_unreadable_image_is_named(small_digits, tmp_path):
 @pytest.mark.parametrize("args,needle", [
     (["--epoch", "3"], "did you mean '--epochs'"),
     (["--optimizer", "adam"], "adamw"),
-    (["--unfreeze", "some"], "'head' or 'all'"),
+    (["--unfreeze", "some"], "'all' or 'auto'"),
     (["--targets", "cpu,jetsn"], "allowed"),
     (["--weights", "none"], "--image-size"),
 ])

@@ -3,12 +3,13 @@ exactly `Preprocess.apply`, the function deployment code runs."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import warnings
 from collections import Counter
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, WeightedRandomSampler
 from torchvision.transforms import v2
 
 from edgetune.dataset_scan import Sample
@@ -67,23 +68,24 @@ def eval_transform(pre: Preprocess):
     return lambda image: torch.from_numpy(pre.apply(image))
 
 
-class EpochSampler(Sampler[int]):
-    """A seeded permutation per epoch, so a run resumed at any epoch and step sees
-    the same order it would have seen uninterrupted."""
+class EpochSampler(DistributedSampler):
+    """torch's DistributedSampler (a seeded permutation per epoch, this process's share of it)
+    that can also start part-way, so a run resumed at any epoch and step sees the same order
+    it would have seen uninterrupted. One process: the whole permutation."""
 
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.epoch, self.start = n, seed, 0, 0
+    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1):
+        super().__init__(range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed)
+        self.start = 0
 
     def set_position(self, epoch: int, start: int = 0) -> None:
-        self.epoch, self.start = epoch, start
+        self.set_epoch(epoch)
+        self.start = start
 
     def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(self.n, generator=g).tolist()
-        return iter(order[self.start:])
+        return itertools.islice(super().__iter__(), self.start, None)
 
     def __len__(self) -> int:
-        return self.n - self.start
+        return self.num_samples - self.start
 
 
 def class_weights(samples: list[Sample], num_classes: int) -> torch.Tensor:

@@ -1,17 +1,15 @@
 """The trainer: fine-tune the head and top blocks, evaluate every epoch, keep the best.
 
-CPU or CUDA (autocast there), AdamW or SGD, warm-up + cosine, label smoothing, weight
-decay (not on norms and biases), class balancing, early stopping, seeded and resumable.
+CPU or CUDA (bf16/fp16 autocast there), one process or torchrun DDP, AdamW or SGD, warm-up +
+cosine, label smoothing, weight decay (not on norms and biases), class balancing, early
+stopping, gradual unfreezing, the frozen prefix cached, seeded and resumable.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,25 +19,27 @@ import torch
 from torch import nn
 
 from edgetune import config as cfgmod
-from edgetune.train import checkpoint
-from edgetune.train.bn_adapt import adapt_batchnorm, adaptation_subset, slow_batchnorms
 from edgetune.config import TrainConfig
-from edgetune.train.data import (EpochSampler, ImageDataset, class_weights, default_workers,
-                           eval_transform, make_loader, train_transform)
 from edgetune.dataset_scan import Splits, scan
 from edgetune.errors import DataError, EdgetuneError
+from edgetune.train import checkpoint, distributed
+from edgetune.train.cache import check_writable
+from edgetune.train.bn_adapt import adapt_batchnorm, adaptation_subset, slow_batchnorms
+from edgetune.train.data import class_weights, default_workers
 from edgetune.train.freeze import FreezePlan
+from edgetune.train.inputs import Sources
+from edgetune.train.interrupt import LAST, Interrupted, SaveOnInterrupt
 from edgetune.train.model import create_model, preprocess_for
+from edgetune.train.prepare import build_stage, resolve_unfreeze
+from edgetune.train.schedule import Stage, check_depths, parse_schedule, stage_at
 
-LAST, BEST = "checkpoints/last.pt", "checkpoints/best.pt"
+BEST = "checkpoints/best.pt"
+__all__ = ["BEST", "LAST", "Interrupted", "DivergedError", "TrainResult", "train", "evaluate",
+           "load_splits"]
 
 
 class DivergedError(EdgetuneError):
     """The loss became NaN or infinite."""
-
-
-class Interrupted(EdgetuneError):
-    """Ctrl-C: the state was saved; the message says how to resume."""
 
 
 @dataclass
@@ -55,91 +55,114 @@ class TrainResult:
 def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print,
           command: str = "run") -> TrainResult:
     """Train per `cfg`, writing checkpoints under `out`; `resume` continues from out/last.pt.
-    `command`: the `edgetune` subcommand that Ctrl-C's resume hint names."""
-    out = Path(out)
+    `command`: the `edgetune` subcommand that Ctrl-C's resume hint names. Under torchrun,
+    every process trains its share and only rank 0 writes or logs."""
+    with distributed.initialized(cfg.device) as (world, device):
+        return _train(cfg, Path(out), resume, log if world.is_main else _quiet, command, world, device)
+
+
+def _quiet(*_args, **_kwargs) -> None:
+    pass
+
+
+def _train(cfg, out, resume, log, command, world, device) -> TrainResult:
+    if cfg.cache != "off" and cfg.cache_dir is not None:
+        check_writable(Path(cfg.cache_dir))
     splits = scan(data_dir(cfg), cfg.val_fraction, cfg.seed, verify_images=cfg.verify_images,
                   skip_bad_images=cfg.skip_bad_images)
     pre = preprocess_for(cfg.model, cfg.weights, cfg.image_size)
     seed_everything(cfg.seed)
-    device = pick_device(cfg.device)
-    model = create_model(cfg.model, cfg.weights, len(splits.classes), cfg.dropout)
-    plan = FreezePlan.build(cfg.model, [n for n, _ in model.named_parameters()], cfg.unfreeze)
-    plan.apply(model)
-    model.to(device)
-    log(f"edgetune: {cfg.model} ({cfg.weights}) on {device}: {len(splits.classes)} classes, "
-        f"{len(splits.train)} train / {len(splits.val)} val images, {plan.describe()}")
-
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: pick the fastest kernels once
+    model = create_model(cfg.model, cfg.weights, len(splits.classes), cfg.dropout).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    names = [n for n, _ in model.named_parameters()]
     workers = default_workers() if cfg.workers is None else cfg.workers
-    sampler = EpochSampler(len(splits.train), cfg.seed)
-    loader_rng = torch.Generator()  # seeds the loader workers, re-seeded per epoch
+    saved = checkpoint.load(out / LAST) if resume and (out / LAST).is_file() else None
+    stages = _stages(cfg, model, names, splits, pre, out, workers, device, saved, log)
+    plans = [FreezePlan.build(cfg.model, names, s.unfreeze) for s in stages]
+    log(f"edgetune: {cfg.model} ({cfg.weights}) on {device}"
+        + (f" × {world.size} processes" if world.distributed else "")
+        + f": {len(splits.classes)} classes, {len(splits.train)} train / {len(splits.val)} val images, "
+        + ", then ".join(f"{p.describe()} from epoch {s.first_epoch + 1}" if len(stages) > 1
+                         else p.describe() for s, p in zip(stages, plans)))
+
     weights = class_weights(splits.train, len(splits.classes))
-    train_ds = ImageDataset(splits.train, train_transform(pre, cfg.augment), cfg.skip_bad_images)
-    train_loader = make_loader(train_ds, cfg.batch_size, workers,
-                               sampler=None if cfg.balance == "sampler" else sampler,
-                               balance=weights if cfg.balance == "sampler" else None, seed=cfg.seed,
-                               # A last batch of one breaks BatchNorm in training mode.
-                               drop_last=len(splits.train) > cfg.batch_size, generator=loader_rng)
-    val_loader = make_loader(ImageDataset(splits.val, eval_transform(pre), cfg.skip_bad_images), cfg.batch_size,
-                             workers)
+    # The optimizer holds every parameter any stage trains; frozen ones get no gradient, and
+    # AdamW and SGD skip a parameter without one, so a later stage's blocks join when unfrozen.
+    plans[-1].apply(model)
+    optimizer = make_optimizer(model, plans[-1], cfg)
+    src = _sources(cfg, model, splits, world)
+    if src.bn:
+        log(f"edgetune: {len(slow_batchnorms(model))} BatchNorm layers have momentum < 0.1: their "
+            f"statistics are re-estimated on {len(src.bn)} training images after every epoch")
+    current = None
 
-    bn_layers = slow_batchnorms(model) if cfg.bn_adapt_batches else []
-    bn_loader = None
-    if bn_layers:
-        subset = adaptation_subset(splits.train, cfg.bn_adapt_batches * cfg.batch_size, cfg.seed)
-        bn_loader = make_loader(ImageDataset(subset, eval_transform(pre), cfg.skip_bad_images),
-                                cfg.batch_size, workers)
-        log(f"edgetune: {len(bn_layers)} BatchNorm layers have momentum < 0.1: their statistics "
-            f"are re-estimated on {len(subset)} training images after every epoch")
+    def activate(epoch: int):
+        i = stage_at(stages, epoch)
+        nonlocal current
+        if current is None or current.index != i:
+            end = stages[i + 1].first_epoch if i + 1 < len(stages) else cfg.epochs
+            current = build_stage(i, stages[i].unfreeze, plans[i], model, cfg, out, src, pre, world,
+                                  workers, weights, device, end - stages[i].first_epoch, log)
+            log(f"edgetune: stage {i + 1}/{len(stages)} ({current.plan.describe()}): {current.why}")
+        return current
 
-    optimizer = make_optimizer(model, plan, cfg)
-    steps_per_epoch = len(train_loader)
+    steps_per_epoch = activate(saved["epoch"] if saved else 0).inputs.steps_per_epoch()
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
-    criterion = nn.CrossEntropyLoss(
-        weight=weights.to(device) if cfg.balance == "loss" else None,
-        label_smoothing=cfg.label_smoothing,
-    )
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    criterion = nn.CrossEntropyLoss(weight=weights.to(device) if cfg.balance == "loss" else None,
+                                    label_smoothing=cfg.label_smoothing)
+    amp = _amp_dtype(device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
     meta = {"arch": cfg.model, "weights": cfg.weights, "classes": splits.classes,
-            "preprocess": pre.to_dict(), "config": cfgmod.to_dict(cfg)}
+            "preprocess": pre.to_dict(), "config": cfgmod.to_dict(cfg),
+            "schedule": [[s.unfreeze, s.first_epoch] for s in stages]}
 
     state = {"epoch": 0, "step": 0, "best_top1": -1.0, "history": [], "bad_epochs": 0}
-    if resume and (out / LAST).is_file():
-        state = _restore(out / LAST, model, optimizer, scheduler, scaler, meta)
+    if saved is not None:
+        state = _restore(out / LAST, saved, model, optimizer, scheduler, scaler, meta)
         log(f"edgetune: resumed from {out / LAST} at epoch {state['epoch'] + 1}, step {state['step']}")
 
     def save_last():
-        checkpoint.save(out / LAST, {**meta, "model": model.state_dict(),
-                                     "optimizer": optimizer.state_dict(),
-                                     "scheduler": scheduler.state_dict(),
-                                     "scaler": scaler.state_dict(), "rng": checkpoint.rng_state(),
-                                     **state})
+        if world.is_main:
+            checkpoint.save(out / LAST, {**meta, "model": model.state_dict(),
+                                         "optimizer": optimizer.state_dict(),
+                                         "scheduler": scheduler.state_dict(),
+                                         "scaler": scaler.state_dict(), "rng": checkpoint.rng_state(),
+                                         **state})
 
     stopped_early = False
-    with _SaveOnInterrupt(save_last, out, command) as stop:
+    with SaveOnInterrupt(save_last, out, command) as stop:
         while state["epoch"] < cfg.epochs:
             stop.check()
             epoch = state["epoch"]
-            sampler.set_position(epoch, state["step"] * cfg.batch_size)  # skip the batches done
-            loader_rng.manual_seed(cfg.seed * 100_003 + epoch)
+            stage = activate(epoch)
             t0 = time.perf_counter()
-            loss = train_one_epoch(model, plan, train_loader, criterion, optimizer, scheduler, scaler,
-                                   device, state, cfg, save_last, log, stop)
+            step_module = _wrap(stage.inputs.module, cfg, world, device)
+            loss = train_one_epoch(step_module, model, stage, criterion, optimizer, scheduler, scaler,
+                                   device, state, cfg, save_last, world, amp, stop)
             # Evaluation changes no state, and the BatchNorm re-estimate starts from a reset
             # on fixed images, so a resumed run redoes it identically: a Ctrl-C may stop either.
             with stop.at_once():
-                if bn_loader is not None:
-                    adapt_batchnorm(model, bn_layers, bn_loader, device)
-                metrics = evaluate(model, val_loader, device, criterion)
+                bn_layers = slow_batchnorms(model) if cfg.bn_adapt_batches else []
+                if bn_layers and stage.inputs.bn_batches() is not None:
+                    adapt_batchnorm(stage.inputs.module, bn_layers, stage.inputs.bn_batches(), device)
+                metrics = evaluate(stage.inputs.module, stage.inputs.val_batches(), device, criterion,
+                                   world)
             seconds = time.perf_counter() - t0
             record = {"epoch": epoch + 1, "train_loss": round(loss, 4), **metrics,
-                      "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2)}
+                      "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2),
+                      "stage": stage.index + 1, "unfreeze": stage.unfreeze,
+                      "cached": stage.inputs.cached}
             state["history"].append(record)
             state["epoch"], state["step"] = epoch + 1, 0
             improved = metrics["top1"] > state["best_top1"]
             if improved:
                 state["best_top1"], state["bad_epochs"] = metrics["top1"], 0
-                checkpoint.save(out / BEST, {**meta, "model": model.state_dict(), "epoch": epoch + 1,
-                                             "metrics": metrics})
+                if world.is_main:
+                    checkpoint.save(out / BEST, {**meta, "model": model.state_dict(),
+                                                 "epoch": epoch + 1, "metrics": metrics})
             else:
                 state["bad_epochs"] += 1
             save_last()
@@ -149,19 +172,68 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print,
                 log(f"edgetune: early stop: no val top-1 gain for {cfg.patience} epochs")
                 stopped_early = True
                 break
+    world.barrier()  # nobody leaves (and exports) before rank 0 has written the checkpoints
     return TrainResult(out / BEST, out / LAST, state["best_top1"], state["epoch"],
                        state["history"], stopped_early)
 
 
-def train_one_epoch(model, plan, loader, criterion, optimizer, scheduler, scaler, device, state,
-                    cfg: TrainConfig, save_last, log, stop=None) -> float:
-    plan.set_train_mode(model)
+def _stages(cfg, model, names, splits, pre, out, workers, device, saved, log) -> tuple[Stage, ...]:
+    """The unfreezing stages: --unfreeze-schedule, or one stage of --unfreeze (auto resolved)."""
+    groups = len(FreezePlan.build(cfg.model, names, "head").groups)
+    if cfg.unfreeze_schedule:
+        stages = parse_schedule(cfg.unfreeze_schedule, cfg.epochs)
+        check_depths(stages, groups, cfg.model, "--unfreeze-schedule")
+        return stages
+    if cfg.unfreeze != "auto":
+        check_depths((Stage(cfg.unfreeze, 0),), groups, cfg.model, "--unfreeze")
+        return (Stage(cfg.unfreeze, 0),)
+    if saved is not None:  # a resumed run keeps the depth it chose
+        return tuple(Stage(u, e) for u, e in saved["schedule"])
+    choice = resolve_unfreeze(cfg, model, names, splits, pre, out, workers, device, log)
+    log(f"edgetune: --unfreeze auto chose {choice.unfreeze}: {choice.why}")
+    return (Stage(choice.unfreeze, 0),)
+
+
+def _sources(cfg, model, splits: Splits, world) -> Sources:
+    """This process's train share (padded to equal length under torchrun), its val share, and
+    the fixed images slow BatchNorm statistics are re-estimated on."""
+    bn = []
+    if cfg.bn_adapt_batches and slow_batchnorms(model):
+        bn = adaptation_subset(splits.train, cfg.bn_adapt_batches * cfg.batch_size, cfg.seed)
+    # Uncached training shards through its sampler; cached training owns a fixed share.
+    return Sources(splits.train, world.shard(splits.val, pad=False), bn)
+
+
+def _wrap(module: nn.Module, cfg, world, device) -> nn.Module:
+    """The module the training step calls: compiled and/or DDP-wrapped when asked."""
+    if cfg.compile:
+        module = torch.compile(module)
+    if world.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        module = DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None)
+    return module
+
+
+def _amp_dtype(device) -> torch.dtype | None:
+    if device.type != "cuda":
+        return None
+    # bf16 needs no loss scaling; fp16 (pre-Ampere GPUs, older Jetsons) does.
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def train_one_epoch(module, model, stage, criterion, optimizer, scheduler, scaler, device, state,
+                    cfg: TrainConfig, save_last, world, amp, stop=None) -> float:
+    stage.plan.set_train_mode(model)
     total, count = 0.0, 0
-    bar = _progress(loader, state["epoch"] + 1, cfg.epochs)
-    for images, labels in _guard(bar):
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-            loss = criterion(model(images), labels)
+    batches = stage.inputs.train_batches(state["epoch"], state["step"])
+    bar = _progress(batches, state["epoch"] + 1, cfg.epochs, stage.inputs.steps_per_epoch() - state["step"])
+    for inputs, labels in _guard(bar):
+        inputs, labels = inputs.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        if device.type == "cuda" and inputs.ndim == 4:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            loss = criterion(module(inputs), labels)
         if not torch.isfinite(loss):
             saved = state["epoch"] > 0 or (cfg.checkpoint_every and state["step"] >= cfg.checkpoint_every)
             raise DivergedError(
@@ -183,24 +255,27 @@ def train_one_epoch(model, plan, loader, criterion, optimizer, scheduler, scaler
             save_last()
         if stop is not None:
             stop.check()  # between steps: the state a checkpoint here would hold
+    total, count = world.sum(total, count)
     return total / max(count, 1)
 
 
 @torch.no_grad()
-def evaluate(model, loader, device, criterion=None) -> dict:
-    """Top-1, top-5 and mean loss of `model` over `loader`."""
+def evaluate(model, batches, device, criterion=None, world=None) -> dict:
+    """Top-1, top-5 and mean loss of `model` over `batches` (summed over processes)."""
     model.eval()
     correct1 = correct5 = n = 0
     loss_sum = 0.0
-    for images, labels in _guard(loader):
-        images, labels = images.to(device), labels.to(device)
-        logits = model(images).float()
+    for inputs, labels in _guard(batches):
+        inputs, labels = inputs.to(device), labels.to(device)
+        logits = model(inputs).float()
         if criterion is not None:
             loss_sum += criterion(logits, labels).item() * len(labels)
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         correct1 += (top[:, 0] == labels).sum().item()
         correct5 += (top == labels[:, None]).any(dim=1).sum().item()
         n += len(labels)
+    if world is not None:
+        correct1, correct5, n, loss_sum = world.sum(correct1, correct5, n, loss_sum)
     return {"top1": round(correct1 / n, 4), "top5": round(correct5 / n, 4),
             "val_loss": round(loss_sum / n, 4)}
 
@@ -242,14 +317,6 @@ def data_dir(cfg: TrainConfig) -> Path:
     return ensure_digits()
 
 
-def pick_device(choice: str) -> torch.device:
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise EdgetuneError("--device cuda: no CUDA GPU is visible to PyTorch; use --device cpu or auto")
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(choice)
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -270,12 +337,17 @@ def load_splits(ckpt: dict, data: str | None = None) -> Splits:
     return splits
 
 
-def _restore(path, model, optimizer, scheduler, scaler, meta) -> dict:
-    ckpt = checkpoint.load(path)
+def _restore(path, ckpt, model, optimizer, scheduler, scaler, meta) -> dict:
     if ckpt["arch"] != meta["arch"] or ckpt["classes"] != meta["classes"]:
         raise EdgetuneError(
             f"--resume: {path} holds {ckpt['arch']} for classes {ckpt['classes']}, not this run's "
             f"{meta['arch']}; resume with the same --model and --data, or use --overwrite"
+        )
+    if [list(s) for s in ckpt.get("schedule", meta["schedule"])] != meta["schedule"]:
+        raise EdgetuneError(
+            f"--resume: {path} was trained with other settings (unfreezing schedule "
+            f"{ckpt['schedule']}); resume without changing --unfreeze or --unfreeze-schedule, "
+            "or use --overwrite"
         )
     try:
         model.load_state_dict(ckpt["model"])
@@ -291,12 +363,12 @@ def _restore(path, model, optimizer, scheduler, scaler, meta) -> dict:
     return {k: ckpt[k] for k in ("epoch", "step", "best_top1", "history", "bad_epochs")}
 
 
-def _progress(loader, epoch: int, epochs: int):
+def _progress(batches, epoch: int, epochs: int, total: int):
     if not sys.stderr.isatty():
-        return loader
+        return batches
     from tqdm import tqdm
 
-    return tqdm(loader, desc=f"epoch {epoch}/{epochs}", leave=False, unit="batch")
+    return tqdm(batches, desc=f"epoch {epoch}/{epochs}", leave=False, unit="batch", total=total)
 
 
 def _guard(loader):
@@ -307,64 +379,3 @@ def _guard(loader):
         lines = [ln for ln in str(exc).splitlines() if ln.strip()]
         last = lines[-1] if lines else str(exc)
         raise DataError(last.split("DataError: ", 1)[-1]) from None
-
-
-class _SaveOnInterrupt:
-    """Ctrl-C stops training at the next step boundary, saves, and names the resume command.
-
-    Only between steps do the weights, step count, RNG and BatchNorm statistics agree (a batch
-    half drawn or a forward half run has moved some of them), so the signal is held until then
-    and the resume is exact. A second Ctrl-C stops at once and keeps the last checkpoint.
-    """
-
-    def __init__(self, save, out: Path, command: str):
-        self.save, self.out, self.command = save, out, command
-        self.requested = self.forced = self.anytime = False
-        self.previous = None
-
-    def __enter__(self):
-        # Only the main thread can take signals; a SIGINT the caller ignores or handles stays theirs.
-        if (threading.current_thread() is threading.main_thread()
-                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
-            self.previous = signal.signal(signal.SIGINT, self._on_sigint)
-        return self
-
-    def _on_sigint(self, *_):
-        if self.anytime:
-            raise KeyboardInterrupt
-        if self.requested:
-            self.forced = True
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def check(self) -> None:
-        """Stop here if Ctrl-C was pressed: call only where the state is consistent."""
-        if self.requested:
-            raise KeyboardInterrupt
-
-    @contextlib.contextmanager
-    def at_once(self):
-        """A block that changes no training state: Ctrl-C stops it immediately."""
-        self.check()
-        self.anytime = True
-        try:
-            yield
-        finally:
-            self.anytime = False
-
-    def __exit__(self, exc_type, exc, tb):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-        if exc_type is not KeyboardInterrupt:
-            return False
-        resume = f"resume with: edgetune {self.command} --resume --out {self.out}"
-        if self.forced:
-            kept = (f"{self.out / LAST} keeps the last checkpoint" if (self.out / LAST).is_file()
-                    else "no checkpoint was written yet")
-            raise Interrupted(f"interrupted twice: stopped without saving, {kept}; {resume}") from None
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C must not cut the save
-        try:
-            self.save()
-        finally:  # a notebook's kernel must still answer the next Ctrl-C
-            signal.signal(signal.SIGINT, previous)
-        raise Interrupted(f"interrupted; state saved to {self.out / LAST}; {resume}") from None

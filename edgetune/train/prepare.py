@@ -1,0 +1,126 @@
+"""Decisions the trainer makes before an unfreezing stage starts: how deep to train
+(`--unfreeze auto`), whether caching the frozen prefix pays, how many augmented views to
+cache, and the inputs that follow from those choices. Each choice is printed with its reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgetune.config import TrainConfig
+from edgetune.train.cache import FeatureCache, Request, feature_shape, memory_budget
+from edgetune.train.data import eval_transform
+from edgetune.train.distributed import World
+from edgetune.train.freeze import FreezePlan
+from edgetune.train.inputs import CachedInputs, ImageInputs, Sources
+from edgetune.train.schedule import AutoChoice, choose_unfreeze
+from edgetune.train.stages import split
+
+MAX_VIEWS = 4
+EPOCHS_PER_VIEW = 6  # views are drawn once; a view pays when several epochs reuse it
+
+
+def cached_views(cfg: TrainConfig, stage_epochs: int) -> tuple[int, str]:
+    """Augmented views to cache per image, and why."""
+    if cfg.augment == "none":
+        return 1, "--augment none: one view"
+    if cfg.cache_views is not None:
+        return cfg.cache_views, f"--cache-views {cfg.cache_views}"
+    views = max(1, min(MAX_VIEWS, stage_epochs // EPOCHS_PER_VIEW))
+    return views, (f"{views} for {stage_epochs} epochs (one per {EPOCHS_PER_VIEW} epochs, at most "
+                   f"{MAX_VIEWS}; filling a view costs about one uncached epoch; set --cache-views)")
+
+
+@dataclass
+class Stage:
+    """One unfreezing stage, ready to train."""
+    index: int
+    unfreeze: str
+    plan: FreezePlan
+    inputs: object  # ImageInputs | CachedInputs
+    why: str
+
+
+def cache_reason(cfg: TrainConfig, prefix_stages: int) -> str | None:
+    """Why the cache is off, or None when it pays."""
+    if cfg.cache == "off":
+        return "--cache off"
+    if prefix_stages == 0:
+        return "nothing is frozen below the trained blocks: there is no prefix to cache"
+    return None
+
+
+def make_cache(model_prefix: nn.Module, cfg: TrainConfig, out, split_index: int, where: str, pre,
+               workers: int, device, log) -> FeatureCache:
+    from pathlib import Path
+
+    folder = Path(cfg.cache_dir) if cfg.cache_dir else Path(out) / "cache"
+    parts = {"arch": cfg.model, "weights": cfg.weights, "split": where, "split_index": split_index,
+             "preprocess": pre.to_dict(), "seed": cfg.seed, "dtype": cfg.cache_dtype}
+    return FeatureCache(model_prefix, parts, folder, memory_budget(cfg.cache_memory), cfg.cache_dtype,
+                        cfg.batch_size, workers, device, cfg.seed, log, skip_bad=cfg.skip_bad_images)
+
+
+def build_stage(index: int, unfreeze: str, plan: FreezePlan, model: nn.Module, cfg: TrainConfig, out,
+                src: Sources, pre, world: World, workers: int, class_weights, device, stage_epochs: int,
+                log) -> Stage:
+    plan.apply(model)
+    s = split(model, cfg.model)
+    off = cache_reason(cfg, s.index)
+    if off is None:
+        views, views_why = cached_views(cfg, stage_epochs)
+        cache = make_cache(s.prefix, cfg, out, s.index, s.where, pre, workers, device, log)
+        inputs = CachedInputs.build(s, cache, src, pre, cfg, world, views, class_weights, device)
+        if inputs is not None:
+            why = (f"cache on: the frozen prefix runs once per image and view instead of every "
+                   f"epoch; training runs from {s.where}; views: {views_why}")
+            return Stage(index, unfreeze, plan, inputs, why)
+        off = "the features fit neither the memory budget nor the disk"
+    return Stage(index, unfreeze, plan, ImageInputs(model, src, pre, cfg, world, workers, class_weights),
+                 f"cache off: {off}")
+
+
+def resolve_unfreeze(cfg: TrainConfig, model: nn.Module, names: list[str], splits, pre, out,
+                     workers: int, device, log) -> AutoChoice:
+    """`--unfreeze auto`: the rule of thumb, from images per class and a head-only probe."""
+    groups = len(FreezePlan.build(cfg.model, names, "head").groups)
+    per_class = len(splits.train) / max(len(splits.classes), 1)
+    probe = None
+    if not cfg.from_scratch:
+        probe = _probe(cfg, model, names, splits, pre, out, workers, device, log)
+    return choose_unfreeze(per_class, probe, cfg.from_scratch, groups)
+
+
+def _probe(cfg, model, names, splits, pre, out, workers, device, log) -> float:
+    """Val top-1 of a logistic-regression head on the frozen pooled features (cached)."""
+    FreezePlan.build(cfg.model, names, "head").apply(model)
+    s = split(model, cfg.model)
+    cache = make_cache(s.prefix, cfg, out, s.index, s.where, pre, workers, device, log)
+    shape = feature_shape(s.prefix, pre.size, device)
+    train = cache.get(Request("probe-train", splits.train, eval_transform(pre), 1, "none"), shape)
+    val = cache.get(Request("probe-val", splits.val, eval_transform(pre), 1, "none"), shape)
+    if train is None or val is None:
+        return 0.0
+    x = torch.from_numpy(np.asarray(train.array[0], np.float32)).flatten(1)
+    xv = torch.from_numpy(np.asarray(val.array[0], np.float32)).flatten(1)
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    x, xv = (x - mean) / std, (xv - mean) / std
+    y = torch.from_numpy(train.labels)
+    head = nn.Linear(x.shape[1], len(splits.classes))
+    opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=100)
+
+    def closure():
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(head(x), y) + 1e-3 * head.weight.square().sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    with torch.no_grad():
+        top1 = (head(xv).argmax(1).numpy() == val.labels).mean()
+    return float(top1)

@@ -1,0 +1,118 @@
+"""The frozen-prefix feature cache: same training as the uncached path, on disk when memory is
+short, reused when valid, rebuilt when stale or corrupt, and bad flags refused in one line."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from cli_helpers import FAST, assert_user_error, edgetune
+
+from edgetune.config import TrainConfig
+from edgetune.train import train
+
+
+def _cfg(data, **kw):
+    base = dict(data=str(data), model="resnet18", weights="none", image_size=32, unfreeze="1",
+                epochs=2, batch_size=16, augment="none", workers=0)
+    return TrainConfig(**{**base, **kw})
+
+
+def _losses(result):
+    return [h["train_loss"] for h in result.history], [h["val_loss"] for h in result.history]
+
+
+def test_cached_and_uncached_train_alike(small_digits, tmp_path):
+    """--augment none, a fixed seed: the suffix sees the same inputs in the same order, so the
+    per-epoch losses agree to float tolerance (fp32 storage) and closely with fp16 storage."""
+    logs = []
+    cached = train(_cfg(small_digits, cache_dtype="float32"), tmp_path / "a", log=logs.append)
+    uncached = train(_cfg(small_digits, cache="off"), tmp_path / "b", log=lambda *_: None)
+    half = train(_cfg(small_digits), tmp_path / "c", log=lambda *_: None)
+    assert all(h["cached"] for h in cached.history) and not any(h["cached"] for h in uncached.history)
+    assert any("cache on" in line for line in logs)
+    np.testing.assert_allclose(_losses(cached), _losses(uncached), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(_losses(half), _losses(uncached), rtol=2e-2, atol=2e-2)
+
+
+def test_small_memory_budget_goes_to_disk_and_estimate_holds(small_digits, tmp_path):
+    logs = []
+    cfg = _cfg(small_digits, augment="light", cache_views=2, cache_memory="0", epochs=1)
+    result = train(cfg, tmp_path / "run", log=logs.append)
+    assert result.epochs == 1
+    fills = [line for line in logs if line.startswith("cache: filling")]
+    assert fills and all("memory-mapped file" in line for line in fills), fills
+    written = {p.parent.name: p.stat().st_size for p in (tmp_path / "run" / "cache").rglob("features.npy")}
+    metas = [json.loads(p.read_text()) for p in (tmp_path / "run" / "cache").rglob("meta.json")]
+    assert len(written) == len(metas) == 2  # train (2 views) and val
+    for meta in metas:
+        estimate = int(np.prod(meta["shape"])) * np.dtype(meta["dtype"]).itemsize
+        actual = written[meta["key"]]
+        assert abs(actual - estimate) <= 0.1 * estimate, (actual, estimate)
+
+
+def test_rerun_reuses_and_corrupt_cache_is_rebuilt(small_digits, tmp_path):
+    cache = tmp_path / "shared-cache"
+    cfg = _cfg(small_digits, epochs=1, cache_dir=str(cache))
+    first = train(cfg, tmp_path / "a", log=lambda *_: None)
+    logs = []
+    again = train(cfg, tmp_path / "b", log=logs.append)
+    assert sum("cache: reusing" in line for line in logs) == 2, logs
+    assert again.history[0]["train_loss"] == first.history[0]["train_loss"]
+    # Flip bytes in the middle of one cache file: its checksum no longer matches.
+    victim = next(cache.rglob("features.npy"))
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    logs = []
+    third = train(cfg, tmp_path / "c", log=logs.append)
+    assert any("checksum" in line and "rebuilding" in line for line in logs), logs
+    assert third.history[0]["train_loss"] == first.history[0]["train_loss"]
+    # Another run's features (other weights, same folder) are never taken for these.
+    other = _cfg(small_digits, epochs=1, cache_dir=str(cache), seed=1)
+    logs = []
+    train(other, tmp_path / "d", log=logs.append)
+    assert not any("reusing" in line for line in logs)
+
+
+def test_unfreeze_all_does_not_cache(small_digits, tmp_path):
+    logs = []
+    result = train(_cfg(small_digits, unfreeze="all", epochs=1), tmp_path / "o", log=logs.append)
+    assert not result.history[0]["cached"]
+    assert any("cache off: nothing is frozen" in line for line in logs)
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["--cache-views", "0"], ["--cache-views 0", "at least 1"]),
+    (["--cache-views", "3", "--augment", "none"], ["identical views"]),
+    (["--cache-memory", "lots"], ["--cache-memory", "4GB"]),
+    (["--cache", "maybe"], ["--cache", "auto, off"]),
+    (["--unfreeze-schedule", "head:2,9", "--epochs", "3"], ["more blocks than resnet18 has", "1..5"]),
+    (["--unfreeze-schedule", "head2"], ["DEPTH:EPOCHS"]),
+    (["--unfreeze-schedule", "head:1,2:1,1", "--epochs", "3"], ["increasing order"]),
+    (["--unfreeze-schedule", "head:4,1"], ["--epochs 1"]),
+    (["--device", "cuda"], ["--device cuda", "no CUDA GPU", "--device cpu"]),
+])
+def test_bad_cache_and_schedule_flags(small_digits, tmp_path, args, needles):
+    flags = FAST + args if "--epochs" not in args else [f for f in FAST if f not in ("--epochs", "1")] + args
+    assert_user_error(edgetune("train", "--data", small_digits, "--out", tmp_path / "o", *flags), *needles)
+
+
+def test_unwritable_cache_dir_is_one_line(small_digits, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert_user_error(edgetune("train", "--data", small_digits, "--out", tmp_path / "o", *FAST,
+                               "--unfreeze", "head", "--cache-dir", blocker / "cache"),
+                      "--cache-dir", "not writable", "--cache off")
+
+
+def test_cuda_missing_under_torchrun_env_is_one_line(small_digits, tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: --device cuda is valid here")
+    proc = edgetune("train", "--data", small_digits, "--out", tmp_path / "o", *FAST, "--device", "cuda",
+                    env={"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"})
+    assert_user_error(proc, "no CUDA GPU", "torchrun")
+    shutil.rmtree(tmp_path / "o", ignore_errors=True)
