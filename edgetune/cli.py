@@ -186,7 +186,8 @@ def _cmd_run(args) -> int:
     if out is None:
         raise ConfigError("--out is required with --data; pass the folder to write the bundle to")
     manifest = pipeline.run(train_cfg, export_cfg, out, overwrite=args.overwrite, resume=args.resume)
-    _next_steps(out, manifest)
+    if manifest is not None:  # None: a torchrun worker other than rank 0, which exports
+        _next_steps(out, manifest)
     return 0
 
 
@@ -198,7 +199,10 @@ def _cmd_train(args) -> int:
     out = pipeline.prepare_out(args.out, args.overwrite, args.resume)
     pipeline.write_config(out, cfg)
     result = train(cfg, out, resume=args.resume, command="train")
-    print(f"best val top-1 {result.best_top1:.2%}; next: edgetune export {result.best} --out {out}")
+    from edgetune.train.distributed import from_env
+
+    if from_env().is_main:
+        print(f"best val top-1 {result.best_top1:.2%}; next: edgetune export {result.best} --out {out}")
     return 0
 
 

@@ -50,12 +50,17 @@ def prepare_out(out: str | Path, overwrite: bool, resume: bool) -> Path:
 
 
 def run(train_cfg: TrainConfig, export_cfg: ExportConfig, out: str | Path, *,
-        overwrite: bool = False, resume: bool = False, log=print) -> Manifest:
+        overwrite: bool = False, resume: bool = False, log=print) -> Manifest | None:
+    """The whole pipeline; under torchrun every process trains and rank 0 alone exports
+    (the others return None)."""
     from edgetune.train import train
+    from edgetune.train.distributed import from_env
 
     out = prepare_out(out, overwrite, resume)
     write_config(out, train_cfg, export_cfg)
     result = train(train_cfg, out, resume=resume, log=log)
+    if not from_env().is_main:
+        return None
     return export_bundle(result.best, out, export_cfg, data=train_cfg.data, log=log)
 
 
