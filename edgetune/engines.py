@@ -18,14 +18,17 @@ SOURCES = ("model.int8.tensorrt.onnx", "model.fp16.onnx")
 
 
 def add_engine(bundle: str | Path, source: str | None = None, max_batch: int = 8,
-               workspace_gb: float = 2.0, log=print, opt_batch: int = 1, device: str = "gpu") -> str:
-    from edgetune.errors import MissingDependencyError
+               workspace_gb: float = 2.0, log=print, opt_batch: int = 1, device: str = "gpu",
+               builder: str = "auto") -> str:
+    from edgetune.errors import ConfigError, MissingDependencyError
     from edgetune.export.tensorrt import build_engine, is_available, trt_version
     from edgetune.export.trt_plan import Profile, build_mode, parse_device
-    from edgetune.runtime.trt_backend import TrtSession
+    from edgetune.runtime import trt_backend
 
     parse_device(device)  # flags are checked before any file is read
     Profile("input", (1, 1), opt_batch, max_batch)
+    if builder not in ("auto", "python", "trtexec"):
+        raise ConfigError(f"--builder {builder!r} is not one of auto, python, trtexec")
     ok, why = is_available()
     if not ok:
         raise MissingDependencyError(why)
@@ -47,9 +50,13 @@ def add_engine(bundle: str | Path, source: str | None = None, max_batch: int = 8
     log(f"tensorrt {version}: building {name} from {source} on {device} (batch 1..{max_batch}, opt {opt_batch})")
     pre = manifest.preprocess
     built = build_engine(bundle / source, bundle / name, pre.size, src.precision, max_batch=max_batch,
-                         opt_batch=opt_batch, workspace_gb=workspace_gb, device=device, log=log)
+                         opt_batch=opt_batch, workspace_gb=workspace_gb, device=device, builder=builder,
+                         log=log)
     info = built.info
-    latency = measure_latency(TrtSession(bundle / name), (3, *pre.size), batch=1)
+    # A trtexec-only host (no Python bindings) builds but cannot time through our Session.
+    timed, why_not = trt_backend.is_available()
+    latency = (measure_latency(trt_backend.TrtSession(bundle / name), (3, *pre.size), batch=1)
+               if timed else None)
     engine = artifact_record(
         bundle, name, backend="tensorrt", target="tensorrt", precision=src.precision, top1=src.top1,
         latency_ms=latency, calibration=src.calibration, engine=info,
@@ -58,8 +65,8 @@ def add_engine(bundle: str | Path, source: str | None = None, max_batch: int = 8
               "engines only run on the TensorRT version and GPU architecture that built them",
     )
     manifest.artifacts = [a for a in manifest.artifacts if a.file != name] + [engine]
-    manifest.recommended["tensorrt"] = {
-        "file": name, "why": f"engine built on this device ({latency['p50']:.2f} ms p50 at batch 1)"}
+    timing = f"{latency['p50']:.2f} ms p50 at batch 1" if latency else f"not timed here: {why_not}"
+    manifest.recommended["tensorrt"] = {"file": name, "why": f"engine built on this device ({timing})"}
     write_manifest(bundle, manifest)
     return name
 

@@ -91,34 +91,43 @@ def timing_cache_path(engine: str | Path) -> Path:
 
 def build_engine(onnx_path: str | Path, engine_path: str | Path, size: tuple[int, int], precision: str,
                  max_batch: int = 8, opt_batch: int = 1, workspace_gb: float = 2.0, device: str = "gpu",
-                 gpu: tuple[str, str] | None = None, log=print) -> EngineBuild:
+                 gpu: tuple[str, str] | None = None, builder: str = "auto", log=print) -> EngineBuild:
     """Serialize an engine for inputs (1…max_batch, 3, H, W) and record what it was built for.
 
     `gpu` is (name, compute capability); measured with cuda-python when not given.
+    `builder`: auto (the Python bindings when present, else trtexec), python or trtexec.
     """
     ok, why = is_available()
     if not ok:
         raise MissingDependencyError(why)
+    if builder not in ("auto", "python", "trtexec"):
+        raise ConfigError(f"builder {builder!r} is not one of auto, python, trtexec")
+    use_python = has_python_bindings() if builder == "auto" else builder == "python"
+    if use_python and not has_python_bindings():
+        raise MissingDependencyError("builder 'python' asked for, but the TensorRT Python bindings are not "
+                                     "installed: pip install 'edgetune[tensorrt]' or use --builder trtexec")
+    if builder == "trtexec" and find_trtexec() is None:
+        raise MissingDependencyError("builder 'trtexec' asked for, but trtexec is neither on PATH nor in "
+                                     f"{Path(JETPACK_TRTEXEC).parent}")
     if workspace_gb <= 0:
         raise ConfigError(f"--workspace-gb {workspace_gb} must be positive")
     version = trt_version()
     mode = build_mode(version, precision, device)
     engine_path = Path(engine_path)
     start = time.perf_counter()
-    if has_python_bindings():
+    if use_python:
         input_name = _build_python(Path(onnx_path), engine_path, mode, size, max_batch, opt_batch, workspace_gb)
-        builder = "python"
     else:
         input_name = _onnx_input_name(onnx_path)
         _build_trtexec(Path(onnx_path), engine_path, mode, Profile(input_name, size, opt_batch, max_batch),
                        workspace_gb, log)
-        builder = "trtexec"
     seconds = time.perf_counter() - start
     name, cc = gpu or _gpu_identity()
     info = {"tensorrt": version, "gpu": name, "compute_capability": cc, "device": device,
             "precision": precision, "typing": mode.typing, "builder_flags": list(mode.builder_flags),
             "profile": Profile(input_name, size, opt_batch, max_batch).to_dict(),
-            "workspace_gb": workspace_gb, "build_seconds": round(seconds, 2), "builder": builder,
+            "workspace_gb": workspace_gb, "build_seconds": round(seconds, 2),
+            "builder": "python" if use_python else "trtexec",
             "timing_cache": timing_cache_path(engine_path).name}
     write_sidecar(engine_path, info)
     return EngineBuild(engine_path, info)
