@@ -23,7 +23,7 @@ from pathlib import Path
 from edgetune.atomic import atomic_path
 from edgetune.errors import BundleError, ConfigError, MissingDependencyError
 from edgetune.export.trt_plan import BuildMode, Profile, TrtVersion, build_mode, parse_version, trtexec_argv
-from edgetune.runtime.engine_info import write_sidecar
+from edgetune.runtime.engine_info import EngineHost, mismatch, read_sidecar, write_sidecar
 
 JETPACK_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
 
@@ -114,6 +114,11 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, size: tuple[int
     version = trt_version()
     mode = build_mode(version, precision, device)
     engine_path = Path(engine_path)
+    name, cc = gpu or _gpu_identity()
+    previous = read_sidecar(engine_path)
+    if previous and mismatch(previous, EngineHost(version, cc, name)):
+        # A timing cache only holds for the TensorRT build and GPU that wrote it.
+        timing_cache_path(engine_path).unlink(missing_ok=True)
     start = time.perf_counter()
     if use_python:
         input_name = _build_python(Path(onnx_path), engine_path, mode, size, max_batch, opt_batch, workspace_gb)
@@ -122,7 +127,6 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, size: tuple[int
         _build_trtexec(Path(onnx_path), engine_path, mode, Profile(input_name, size, opt_batch, max_batch),
                        workspace_gb, log)
     seconds = time.perf_counter() - start
-    name, cc = gpu or _gpu_identity()
     info = {"tensorrt": version, "gpu": name, "compute_capability": cc, "device": device,
             "precision": precision, "typing": mode.typing, "builder_flags": list(mode.builder_flags),
             "profile": Profile(input_name, size, opt_batch, max_batch).to_dict(),

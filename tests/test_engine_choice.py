@@ -35,6 +35,10 @@ def test_mismatch_names_what_differs_and_the_fix():
     assert "this machine has TensorRT 10.13.3.9" in other_trt and "edgetune build-engine" in other_trt
     other_gpu = mismatch(BUILT, EngineHost("10.3.0.30", "8.9", "NVIDIA L4"))
     assert "this GPU is NVIDIA L4 (sm 8.9)" in other_gpu and "\n" not in other_gpu
+    # trtexec's banner gives three components, the bindings four: the same version.
+    assert mismatch({**BUILT, "tensorrt": "10.3.0"}, ORIN) is None
+    assert mismatch({**BUILT, "tensorrt": "10.3.1"}, ORIN) is not None
+    assert mismatch({**BUILT, "tensorrt": "10.3.0.26"}, ORIN) is not None
     # Same architecture, another board name: TensorRT loads it, so do we.
     assert mismatch(BUILT, EngineHost("10.3.0.30", "8.7", "Jetson AGX Orin 64GB")) is None
 

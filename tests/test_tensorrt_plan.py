@@ -126,3 +126,18 @@ def test_parser_errors_become_one_line_naming_node_and_op():
 def test_timing_cache_lives_beside_the_engine(tmp_path):
     engine = tmp_path / "model.int8.tensorrt.engine"
     assert timing_cache_path(engine) == tmp_path / "model.int8.tensorrt.timing.cache"
+
+
+def test_engine_building_and_preflight_need_no_torch():
+    """The device side builds engines without PyTorch (a Jetson image often has none)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
+            "import edgetune.engines, edgetune.export.tensorrt, edgetune.calib.preflight\n"
+            "from edgetune.export.trt_plan import build_mode\n"
+            "assert build_mode('8.6.2', 'int8').builder_flags == ('INT8',)\n"
+            "assert not [m for m in sys.modules if m.startswith('edgetune.train')]\n"
+            "print('OK')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "OK", out.stderr

@@ -54,6 +54,14 @@ def read_sidecar(engine: str | Path) -> dict | None:
     return info if isinstance(info, dict) else None
 
 
+def same_version(a: str, b: str) -> bool:
+    """'10.3.0' (trtexec's banner) matches '10.3.0.30' (the bindings): compare the components
+    both have, at least major.minor.patch."""
+    pa, pb = a.split("."), b.split(".")
+    n = max(3, min(len(pa), len(pb)))
+    return pa[:n] == pb[:n]
+
+
 def mismatch(recorded: dict | None, host: EngineHost) -> str | None:
     """Why an engine built as `recorded` cannot run on `host`, or None when it can (or when
     nothing was recorded: then only TensorRT itself can tell)."""
@@ -62,7 +70,7 @@ def mismatch(recorded: dict | None, host: EngineHost) -> str | None:
     built_trt = str(recorded.get("tensorrt", ""))
     built_cc = str(recorded.get("compute_capability", ""))
     where = f"built with TensorRT {built_trt or '?'} for {recorded.get('gpu') or 'a GPU'} (sm {built_cc or '?'})"
-    if built_trt and built_trt != host.tensorrt:
+    if built_trt and not same_version(built_trt, host.tensorrt):
         return (f"{where}, but this machine has TensorRT {host.tensorrt}: engines only load on the "
                 "TensorRT version that built them; rebuild it here with edgetune build-engine")
     if built_cc and built_cc != host.compute_capability:
