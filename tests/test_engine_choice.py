@@ -106,6 +106,17 @@ def test_providers_through_the_session_interface(tiny):
             runtime.load(tiny.bundle, artifact=FP32, provider="tensorrt")
 
 
+def test_predict_provider_flag_is_one_line_when_missing(tiny):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("onnxruntime-gpu is installed here: the provider exists")
+    assert_user_error(edgetune("predict", tiny.bundle, tiny.images[0], "--artifact", FP32, "--provider", "cuda"),
+                      "provider 'cuda' needs CUDAExecutionProvider", "onnxruntime-gpu")
+    assert_user_error(edgetune("predict", tiny.bundle, tiny.images[0], "--provider", "tensorrtt"),
+                      "did you mean 'tensorrt'")
+
+
 def test_build_engine_flags_are_checked_first(tiny):
     assert_user_error(edgetune("build-engine", tiny.bundle, "--device", "dla"), "'gpu' or 'dla:N'")
     assert_user_error(edgetune("build-engine", tiny.bundle, "--opt-batch", "9", "--max-batch", "8"),
