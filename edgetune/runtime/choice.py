@@ -4,6 +4,8 @@ The bundle's `recommended` map says, per target, which artifact won on accuracy 
 latency when it was built. Here we only find which targets this machine can serve
 (TensorRT on a GPU, then ONNX Runtime on CUDA, then CPU) and take the first one the
 bundle recommends; failing that, any ONNX Runtime fp32 graph, which runs everywhere.
+An engine recorded as built for another TensorRT version or GPU is passed over with a
+warning, so a copied bundle still loads (on its ONNX artifact) instead of failing.
 """
 
 from __future__ import annotations
