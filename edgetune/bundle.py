@@ -33,6 +33,11 @@ class Artifact:
     parity: dict | None = None  # vs PyTorch: {"max_abs_diff", "top1_agreement", "images", "tolerance"}
     calibration: dict | None = None  # {"method", "samples", "recipe", "excluded_nodes"}
     notes: str = ""
+    # TensorRT engines only: {"tensorrt", "gpu", "compute_capability", "device", "profile",
+    # "build_seconds", ...}, the same record as the engine's sidecar <engine>.json
+    engine: dict | None = None
+    # Graphs for TensorRT: the CPU pre-flight per TensorRT family, {"8.6": "passed", ...}
+    preflight: dict | None = None
 
 
 @dataclass

@@ -131,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", help="graph to build from (default: model.int8.tensorrt.onnx, else model.fp16.onnx)")
     p.add_argument("--max-batch", type=int, default=8, help="largest batch the engine accepts")
     p.add_argument("--workspace-gb", type=float, default=2.0, help="builder workspace")
+    p.add_argument("--opt-batch", type=int, default=1, help="batch the engine is tuned for (1..max-batch)")
+    p.add_argument("--device", default="gpu", help="gpu, or dla:N on Jetson where the TensorRT version has DLA")
+    p.add_argument("--builder", default="auto",
+                   help="auto, python or trtexec (default: the TensorRT Python bindings when installed)")
     p.set_defaults(func=_cmd_build_engine)
 
     try:
@@ -220,7 +224,8 @@ def _cmd_build_engine(args) -> int:
 
     if args.max_batch < 1:
         raise ConfigError(f"--max-batch {args.max_batch} must be at least 1")
-    name = add_engine(args.bundle, args.source, args.max_batch, args.workspace_gb)
+    name = add_engine(args.bundle, args.source, args.max_batch, args.workspace_gb,
+                      opt_batch=args.opt_batch, device=args.device, builder=args.builder)
     print(f"engine: {args.bundle}/{name}; next: edgetune bench {args.bundle} --artifact {name}")
     return 0
 

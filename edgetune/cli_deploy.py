@@ -26,6 +26,8 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--artifact", metavar="NAME", help="artifact file to use instead of the recommended one")
     p.add_argument("--device", default="auto", metavar="DEVICE", help="auto | cpu | cuda (default auto)")
+    p.add_argument("--provider", default="auto", metavar="EP",
+                   help="ONNX Runtime execution provider for .onnx artifacts: auto | cpu | cuda | tensorrt")
     p.set_defaults(func=run_predict)
 
     p = subparsers.add_parser(
@@ -51,7 +53,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
     topk = int_flag(args.topk, "--topk", minimum=1)
     device = device_flag(args.device)
-    model = runtime.load(args.bundle, device=device, artifact=args.artifact)
+    model = runtime.load(args.bundle, device=device, artifact=args.artifact, provider=args.provider)
     results = model.predict(list(args.images), topk=topk)
     if args.json:
         print(json.dumps([

@@ -18,11 +18,17 @@ SOURCES = ("model.int8.tensorrt.onnx", "model.fp16.onnx")
 
 
 def add_engine(bundle: str | Path, source: str | None = None, max_batch: int = 8,
-               workspace_gb: float = 2.0, log=print) -> str:
-    from edgetune.errors import MissingDependencyError
+               workspace_gb: float = 2.0, log=print, opt_batch: int = 1, device: str = "gpu",
+               builder: str = "auto") -> str:
+    from edgetune.errors import ConfigError, MissingDependencyError
     from edgetune.export.tensorrt import build_engine, is_available, trt_version
-    from edgetune.runtime.trt_backend import TrtSession
+    from edgetune.export.trt_plan import Profile, build_mode, parse_device
+    from edgetune.runtime import trt_backend
 
+    parse_device(device)  # flags are checked before any file is read
+    Profile("input", (1, 1), opt_batch, max_batch)
+    if builder not in ("auto", "python", "trtexec"):
+        raise ConfigError(f"--builder {builder!r} is not one of auto, python, trtexec")
     ok, why = is_available()
     if not ok:
         raise MissingDependencyError(why)
@@ -37,19 +43,46 @@ def add_engine(bundle: str | Path, source: str | None = None, max_batch: int = 8
         )
     src = files[source]
     verify_artifact(bundle, src)
-    name = f"{Path(source).stem}.engine"
-    log(f"tensorrt {trt_version()}: building {name} from {source} (batch 1..{max_batch})")
+    version = trt_version()
+    build_mode(version, src.precision, device)  # refuses a version/device/graph that cannot build
+    _preflight(bundle / source, version, log)
+    name = f"{Path(source).stem}.engine" if device == "gpu" else f"{Path(source).stem}.{device.replace(':', '')}.engine"
+    log(f"tensorrt {version}: building {name} from {source} on {device} (batch 1..{max_batch}, opt {opt_batch})")
     pre = manifest.preprocess
-    build_engine(bundle / source, bundle / name, pre.size, max_batch=max_batch, workspace_gb=workspace_gb)
-    latency = measure_latency(TrtSession(bundle / name), (3, *pre.size), batch=1)
+    built = build_engine(bundle / source, bundle / name, pre.size, src.precision, max_batch=max_batch,
+                         opt_batch=opt_batch, workspace_gb=workspace_gb, device=device, builder=builder,
+                         log=log)
+    info = built.info
+    # A trtexec-only host (no Python bindings) builds but cannot time through our Session.
+    timed, why_not = trt_backend.is_available()
+    latency = (measure_latency(trt_backend.TrtSession(bundle / name), (3, *pre.size), batch=1)
+               if timed else None)
     engine = artifact_record(
         bundle, name, backend="tensorrt", target="tensorrt", precision=src.precision, top1=src.top1,
-        latency_ms=latency, calibration=src.calibration,
-        notes=f"built from {source} with TensorRT {trt_version()} on {host.short()}; "
-              "engines only run on the GPU and TensorRT version that built them",
+        latency_ms=latency, calibration=src.calibration, engine=info,
+        notes=f"built from {source} with TensorRT {version} ({info['typing']}) on {info['gpu']} "
+              f"(sm {info['compute_capability']}, {host.short()}) in {info['build_seconds']:.0f} s; "
+              "engines only run on the TensorRT version and GPU architecture that built them",
     )
     manifest.artifacts = [a for a in manifest.artifacts if a.file != name] + [engine]
-    manifest.recommended["tensorrt"] = {
-        "file": name, "why": f"engine built on this device ({latency['p50']:.2f} ms p50 at batch 1)"}
+    timing = f"{latency['p50']:.2f} ms p50 at batch 1" if latency else f"not timed here: {why_not}"
+    manifest.recommended["tensorrt"] = {"file": name, "why": f"engine built on this device ({timing})"}
     write_manifest(bundle, manifest)
     return name
+
+
+def _preflight(graph: Path, version: str, log) -> None:
+    """The CPU pre-flight for the installed version, when `onnx` is here (it is optional on
+    a device): a clear list of what the parser would refuse, before minutes of building."""
+    try:
+        from edgetune.calib.preflight import preflight
+    except ImportError:
+        log("pre-flight skipped: onnx is not installed here (CI ran it at export time)")
+        return
+    from edgetune.export.trt_plan import parse_version
+
+    result = preflight(graph, parse_version(version).family)
+    for w in result.warnings:
+        log(f"pre-flight: {w}")
+    if not result.ok:
+        raise BundleError(f"{graph.name} would fail on TensorRT {version}: {result.summary()}")

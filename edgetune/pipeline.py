@@ -24,7 +24,10 @@ CHECKPOINT = "model.pt"
 # Files and folders a run writes: the only things --overwrite removes.
 OWNED = ("manifest.json", "config.yaml", CHECKPOINT, "checkpoints", "calib", "model.onnx",
          "model.int8.cpu.onnx", "model.int8.tensorrt.onnx", "model.fp16.onnx",
-         "model.int8.tensorrt.engine", "model.fp16.engine")
+         "model.int8.tensorrt.engine", "model.fp16.engine",
+         # what build-engine writes beside them: the sidecar records and the timing caches
+         "model.int8.tensorrt.engine.json", "model.fp16.engine.json",
+         "model.int8.tensorrt.timing.cache", "model.fp16.timing.cache")
 
 
 def prepare_out(out: str | Path, overwrite: bool, resume: bool) -> Path:

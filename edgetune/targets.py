@@ -82,9 +82,10 @@ def build_tensorrt(out: Path, cal, val: EvalSet, cfg: ExportConfig, log) -> Arti
     issues = lint_tensorrt_qdq(out / name)
     if issues:  # our recipe produced a graph TensorRT would reject: a bug, not a user error
         raise RuntimeError(f"{name} fails the TensorRT QDQ lint: " + "; ".join(map(str, issues[:5])))
+    checked = preflight_tensorrt(out / name, log)
     session = OrtSession(out / name, device="cpu", threads=cfg.threads)
     return artifact_record(
-        out, name, backend="onnxruntime", target="tensorrt", precision="int8",
+        out, name, backend="onnxruntime", target="tensorrt", precision="int8", preflight=checked,
         top1=top1(session, val), calibration={**cal.to_dict(), "recipe": "tensorrt", "lint": "passed"},
         notes="QDQ graph for a strongly typed TensorRT build; top-1 measured in ONNX Runtime; "
               "time it on the device with edgetune bench",
@@ -97,11 +98,25 @@ def build_gpu_fp16(out: Path, val: EvalSet, cfg: ExportConfig, log) -> Artifact:
     name = "model.fp16.onnx"
     log(f"export: fp16 graph for gpu → {out / name}")
     convert_fp16(out / FP32, out / name)
+    checked = preflight_tensorrt(out / name, log)  # `build-engine` also builds from this graph
     session = OrtSession(out / name, device="cpu", threads=cfg.threads)
     return artifact_record(
         out, name, backend="onnxruntime", target="gpu", precision="fp16", top1=top1(session, val),
+        preflight=checked,
         notes="fp16 with float32 inputs/outputs; top-1 measured in ONNX Runtime on CPU; time it on the GPU",
     )
+
+
+def preflight_tensorrt(graph: Path, log) -> dict[str, str]:
+    """The CPU pre-flight for every TensorRT family, one line each, kept in the manifest.
+    A family the graph fails is reported, not fatal: the others may still build it."""
+    from edgetune.calib.preflight import preflight_all
+
+    results = {family: r.summary() for family, r in preflight_all(graph).items()}
+    for family, line in results.items():
+        if not line.startswith("passed"):
+            log(f"pre-flight: {graph.name} would fail on TensorRT {family}: {line}")
+    return results
 
 
 def recommend_untimed(artifacts: list[Artifact], target: str, floor: float) -> dict | None:

@@ -264,8 +264,9 @@ def test_tensorrt_engine_matches_onnxruntime(tiny, fp32_model, tmp_path):
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
+    # fp32 graph: strongly typed where the flag exists (10.x), explicit batch on 8.6.
+    kind = "STRONGLY_TYPED" if int(trt.__version__.split(".")[0]) >= 10 else "EXPLICIT_BATCH"
+    network = builder.create_network(1 << int(getattr(trt.NetworkDefinitionCreationFlag, kind)))
     parser = trt.OnnxParser(network, logger)
     assert parser.parse_from_file(str(tiny.bundle / FP32)), parser.get_error(0)
     config = builder.create_builder_config()

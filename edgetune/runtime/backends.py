@@ -33,13 +33,20 @@ def is_available(name: str) -> tuple[bool, str]:
 
 
 def open_session(
-    name: str, path: str | Path, device: str = "auto", threads: int | None = None
+    name: str, path: str | Path, device: str = "auto", threads: int | None = None,
+    provider: str = "auto",
 ) -> Session:
-    """A ready Session for the engine file at `path`, or a one-line error saying why not."""
+    """A ready Session for the engine file at `path`, or a one-line error saying why not.
+    `provider` picks ONNX Runtime's execution provider (ort_backend.PROVIDERS)."""
     check_device(device)
+    if provider != "auto" and name != ort_backend.NAME:
+        raise ConfigError(f"provider {provider!r} applies to onnxruntime artifacts, not to {name}; "
+                          "drop --provider or pick an onnxruntime artifact")
     ok, why = is_available(name)
     if not ok:
         raise MissingDependencyError(f"cannot open {Path(path).name}: {why}")
+    if name == ort_backend.NAME and provider != "auto":
+        return _REGISTRY[name][1](path, device=device, threads=threads, provider=provider)
     return _REGISTRY[name][1](path, device=device, threads=threads)
 
 

@@ -4,13 +4,18 @@ The bundle's `recommended` map says, per target, which artifact won on accuracy 
 latency when it was built. Here we only find which targets this machine can serve
 (TensorRT on a GPU, then ONNX Runtime on CUDA, then CPU) and take the first one the
 bundle recommends; failing that, any ONNX Runtime fp32 graph, which runs everywhere.
+An engine recorded as built for another TensorRT version or GPU is passed over with a
+warning, so a copied bundle still loads (on its ONNX artifact) instead of failing.
 """
 
 from __future__ import annotations
 
+import warnings
+
 from edgetune.bundle import Artifact, Manifest
-from edgetune.errors import BundleError, ConfigError, MissingDependencyError, did_you_mean
+from edgetune.errors import BundleError, ConfigError, EdgetuneWarning, MissingDependencyError, did_you_mean
 from edgetune.runtime import backends, ort_backend
+from edgetune.runtime.engine_info import EngineHost, mismatch
 
 BACKEND_CHOICES = ("auto", "onnxruntime", "tensorrt")
 # The engine each target means. A bundle may recommend a TensorRT-recipe QDQ .onnx for
@@ -49,21 +54,50 @@ def choose_artifact(
         if not ok:
             raise MissingDependencyError(f"artifact {artifact} needs {chosen.backend}: {why}")
         return chosen
-    for target in hardware_targets(backend, device):
-        file = recommended_file(manifest, target)
-        if file is None:
-            continue
-        candidate = manifest.artifact(file)
-        if candidate.backend == _TARGET_BACKEND[target] and backends.is_available(candidate.backend)[0]:
-            return candidate
-    for a in manifest.artifacts:
-        if a.backend == "onnxruntime" and a.precision == "fp32" and backend != "tensorrt":
-            return a
+    targets = hardware_targets(backend, device)
+    host = _engine_host() if "tensorrt" in targets else None
+    found = pick_recommended(manifest, targets, host, fp32_fallback=backend != "tensorrt")
+    if found is not None:
+        return found
     held = ", ".join(f"{a.file} ({a.backend}, {a.target})" for a in manifest.artifacts) or "none"
     raise BundleError(
         f"no artifact in the bundle runs here with backend={backend}, device={device}; "
         f"it holds: {held}; pick one with --artifact or re-export for this target"
     )
+
+
+def pick_recommended(manifest: Manifest, targets: list[str], host: EngineHost | None,
+                     fp32_fallback: bool = True) -> Artifact | None:
+    """The first recommendation among `targets` (those this machine serves, best first) that
+    can run here, else an ONNX Runtime fp32 graph. An engine whose record does not match
+    `host` (another TensorRT version or GPU) is passed over with a warning that says so."""
+    for target in targets:
+        file = recommended_file(manifest, target)
+        if file is None:
+            continue
+        candidate = manifest.artifact(file)
+        if candidate.backend != _TARGET_BACKEND[target]:
+            continue
+        if candidate.backend == "tensorrt" and host is not None:
+            problem = mismatch(candidate.engine, host)
+            if problem:
+                warnings.warn(EdgetuneWarning(
+                    f"skipping {candidate.file}: {problem}; falling back to an ONNX artifact"), stacklevel=3)
+                continue
+        return candidate
+    if fp32_fallback:
+        return next((a for a in manifest.artifacts if a.backend == "onnxruntime" and a.precision == "fp32"), None)
+    return None
+
+
+def _engine_host() -> EngineHost | None:
+    from edgetune.runtime import trt_backend
+
+    try:
+        return trt_backend.engine_host()
+    except Exception as exc:  # the GPU query failed: let TensorRT itself judge the engine
+        warnings.warn(EdgetuneWarning(f"cannot read this GPU's identity ({exc}); engines are not pre-checked"))
+        return None
 
 
 def recommended_file(manifest: Manifest, target: str) -> str | None:

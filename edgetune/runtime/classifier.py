@@ -101,21 +101,23 @@ def load(
     device: str = "auto",
     artifact: str | None = None,
     threads: int | None = None,
+    provider: str = "auto",
 ) -> Model:
-    """A ready Model from a bundle folder (or a bare .onnx file) for this machine."""
+    """A ready Model from a bundle folder (or a bare .onnx file) for this machine.
+    `provider` picks ONNX Runtime's execution provider: auto, cpu, cuda or tensorrt."""
     choice.check_backend(backend)
     backends.check_device(device)
     check_threads(threads)
     path = Path(path)
     if path.is_dir():
-        return _load_bundle(path, backend, device, artifact, threads)
+        return _load_bundle(path, backend, device, artifact, threads, provider)
     if path.is_file() and path.suffix == ".onnx":
         if artifact is not None or backend not in ("auto", "onnxruntime"):
             raise ConfigError(
                 f"{path.name} is a single ONNX file: it runs on onnxruntime and has no other "
                 "artifacts; drop the artifact/backend options or pass a bundle folder"
             )
-        return _load_onnx_file(path, device, threads)
+        return _load_onnx_file(path, device, threads, provider)
     if not path.exists():
         raise BundleError(f"{path} does not exist; pass a bundle folder or an .onnx file")
     raise BundleError(
@@ -124,20 +126,22 @@ def load(
     )
 
 
-def _load_bundle(path: Path, backend: str, device: str, artifact: str | None, threads) -> Model:
+def _load_bundle(path: Path, backend: str, device: str, artifact: str | None, threads,
+                 provider: str = "auto") -> Model:
     manifest = read_manifest(path)
     chosen = choice.choose_artifact(manifest, backend, device, artifact)
     file = verify_artifact(path, chosen)
     session = backends.open_session(
-        chosen.backend, file, choice.session_device(chosen, device), threads
+        chosen.backend, file, choice.session_device(chosen, device) if provider == "auto" else device,
+        threads, provider,
     )
     preprocess = manifest.preprocess
     _check_size(session.input, preprocess, chosen.file)
     return Model(session, preprocess, manifest.classes, chosen, path)
 
 
-def _load_onnx_file(path: Path, device: str, threads) -> Model:
-    session = backends.open_session("onnxruntime", path, device, threads)
+def _load_onnx_file(path: Path, device: str, threads, provider: str = "auto") -> Model:
+    session = backends.open_session("onnxruntime", path, device, threads, provider)
     height, width = session.input.shape[2:4] if len(session.input.shape) == 4 else (None, None)
     if not (isinstance(height, int) and isinstance(width, int)):
         raise BundleError(

@@ -1,4 +1,10 @@
-"""ONNX Runtime backend: CPU everywhere, CUDA when onnxruntime-gpu is installed."""
+"""ONNX Runtime backend: CPU everywhere; CUDA and TensorRT execution providers with
+onnxruntime-gpu, for users who would rather not build engines themselves.
+
+`provider` picks the execution provider: auto (CUDA when there, else CPU), cpu, cuda, or
+tensorrt (ORT's TensorRT EP, falling back to CUDA then CPU for what it does not take; its
+engines and timing cache go to a folder beside the model, so the second load is fast).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetune.errors import MissingDependencyError
+from edgetune.errors import ConfigError, MissingDependencyError, did_you_mean
 from edgetune.runtime.session import InputSpec, check_batch
 
 NAME = "onnxruntime"
+PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
+_EP = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 
 
 def is_available() -> tuple[bool, str]:
@@ -44,14 +52,48 @@ def providers_for(device: str) -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in have]
 
 
+def select_providers(device: str, provider: str, have: list[str]) -> list[str]:
+    """ORT provider names, best first, for a device and provider choice, given what this
+    onnxruntime build offers; a choice it cannot honour is refused in one line."""
+    if provider not in PROVIDERS:
+        raise ConfigError(f"provider {provider!r} is not one of {', '.join(PROVIDERS)}"
+                          + did_you_mean(provider, PROVIDERS))
+    if provider == "auto":
+        provider = "cpu" if device == "cpu" else ("cuda" if device == "cuda" else "auto")
+    elif device == "cpu" and provider != "cpu":
+        raise ConfigError(f"provider {provider!r} runs on a GPU, not on device 'cpu'; drop one of the two")
+    if provider == "auto":
+        return [p for p in (_EP["cuda"], _EP["cpu"]) if p in have]
+    if _EP[provider] not in have:
+        raise MissingDependencyError(
+            f"provider {provider!r} needs {_EP[provider]}, which this onnxruntime lacks (it offers "
+            f"{', '.join(have)}); install onnxruntime-gpu (with TensorRT for 'tensorrt') or use provider 'cpu'")
+    chain = {"cpu": ["cpu"], "cuda": ["cuda", "cpu"], "tensorrt": ["tensorrt", "cuda", "cpu"]}[provider]
+    return [_EP[p] for p in chain if _EP[p] in have]
+
+
+def _provider_options(names: list[str], model: Path) -> list:
+    cache = str(model.parent / f".{model.name}.ort-trt-cache")
+    trt = {"trt_engine_cache_enable": "True", "trt_engine_cache_path": cache,
+           "trt_timing_cache_enable": "True", "trt_timing_cache_path": cache}
+    return [(n, trt) if n == _EP["tensorrt"] else n for n in names]
+
+
 class OrtSession:
     backend = NAME
 
-    def __init__(self, path: str | Path, device: str = "auto", threads: int | None = None):
+    def __init__(self, path: str | Path, device: str = "auto", threads: int | None = None,
+                 provider: str = "auto"):
         ok, why = is_available()
         if not ok:
             raise MissingDependencyError(why)
         import onnxruntime as ort
+
+        if provider == "auto":
+            providers = providers_for(device)
+        else:
+            names = select_providers(device, provider, ort.get_available_providers())
+            providers = _provider_options(names, Path(path))
 
         options = ort.SessionOptions()
         options.log_severity_level = 3  # warnings about unused initializers are noise here
@@ -59,10 +101,11 @@ class OrtSession:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         self._session = ort.InferenceSession(
-            str(path), sess_options=options, providers=providers_for(device)
+            str(path), sess_options=options, providers=providers
         )
         used = self._session.get_providers()[0]
-        self.device = "cuda" if used == "CUDAExecutionProvider" else "cpu"
+        self.provider = next((k for k, v in _EP.items() if v == used), used)
+        self.device = "cpu" if used == "CPUExecutionProvider" else "cuda"
         meta = self._session.get_inputs()[0]
         self.input = InputSpec(meta.name, tuple(meta.shape), "float32")
         self._output = self._session.get_outputs()[0].name

@@ -7,6 +7,9 @@ importing this module costs nothing on a machine without a GPU.
 
 Engines are built strongly typed from QDQ graphs (see DESIGN.md), so the engine's own
 I/O dtypes are honoured: a float32 batch is cast to what the input tensor asks for.
+Before deserializing, the engine's sidecar record (engine_info) is compared with this
+machine's TensorRT version and GPU: a mismatch is refused in one line. Written against the
+name-based tensor API that TensorRT 8.5+ documents, so 8.6, 10.x and 11.x all run it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edgetune.errors import BundleError, ConfigError, InputError, MissingDependencyError
+from edgetune.runtime.engine_info import EngineHost, EngineMismatchError, mismatch, read_sidecar
 from edgetune.runtime.session import InputSpec, check_batch, shape_text
 
 NAME = "tensorrt"
@@ -54,6 +58,29 @@ def _cudart():
     return runtime
 
 
+def gpu_identity(device: int = 0) -> tuple[str, str]:
+    """(GPU name, compute capability 'major.minor') of a CUDA device, via cuda-python."""
+    cudart = _cudart()
+    err, prop = cudart.cudaGetDeviceProperties(device)
+    if err != cudart.cudaError_t.cudaSuccess:
+        raise RuntimeError(f"cudaGetDeviceProperties failed: {_error_name(err)}")
+    name = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
+    return name.rstrip("\x00"), f"{prop.major}.{prop.minor}"
+
+
+def engine_host() -> EngineHost:
+    """This machine's TensorRT version and GPU: what an engine's record is compared with."""
+    import tensorrt as trt
+
+    name, cc = gpu_identity()
+    return EngineHost(tensorrt=trt.__version__, compute_capability=cc, gpu=name)
+
+
+def check_engine(recorded: dict | None) -> str | None:
+    """Why the engine recorded as `recorded` cannot load here, or None."""
+    return mismatch(recorded, engine_host())
+
+
 def _error_name(err) -> str:
     return getattr(err, "name", str(err))
 
@@ -73,12 +100,21 @@ class TrtSession:
             raise MissingDependencyError(why)
         import tensorrt as trt
 
+        # Refuse before deserializing: a foreign plan fails inside TensorRT with a cryptic error.
+        recorded = read_sidecar(path)
+        problem = check_engine(recorded)
+        if problem:
+            raise EngineMismatchError(f"cannot load {Path(path).name}: {problem}")
         self._trt = trt
         self._cudart = _cudart()
         self._buffers: dict[str, tuple[int, int]] = {}  # tensor -> (device pointer, bytes)
         self._stream = None
         # The runtime must outlive the engine it deserialized.
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        dla = str((recorded or {}).get("device", "gpu"))
+        if dla.startswith("dla:"):  # a DLA engine runs on the core it was built for
+            self._runtime.DLA_core = int(dla.split(":")[1])
+            self.device = dla
         engine = self._runtime.deserialize_cuda_engine(Path(path).read_bytes())
         if engine is None:
             raise BundleError(
