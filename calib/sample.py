@@ -9,6 +9,7 @@ from collections import defaultdict
 
 from onnxruntime.quantization import CalibrationDataReader
 
+from edgetune import progress
 from edgetune.dataset_scan import Sample
 from edgetune.preprocess import Preprocess
 
@@ -52,10 +53,11 @@ class ImageReader(CalibrationDataReader):
         return next(self._it, None)
 
     def rewind(self) -> None:
-        self._it = iter(
-            {self.input_name: self.arrays[i:i + self.batch]}
-            for i in range(0, len(self.arrays), self.batch)
-        )
+        starts = range(0, len(self.arrays), self.batch)
+        # ONNX Runtime reads to the end: the bar closes with the last batch.
+        self._it = iter(progress.track(
+            ({self.input_name: self.arrays[i:i + self.batch]} for i in starts),
+            "calibrate", total=len(starts), unit="batches"))
 
     def __len__(self) -> int:
         return len(self.arrays)

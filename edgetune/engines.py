@@ -41,7 +41,7 @@ def add_engine(bundle: str | Path, source: str | None = None, max_batch: int = 8
     log(f"tensorrt {trt_version()}: building {name} from {source} (batch 1..{max_batch})")
     pre = manifest.preprocess
     build_engine(bundle / source, bundle / name, pre.size, max_batch=max_batch, workspace_gb=workspace_gb)
-    latency = measure_latency(TrtSession(bundle / name), (3, *pre.size), batch=1)
+    latency = measure_latency(TrtSession(bundle / name), (3, *pre.size), batch=1, desc=f"time {name}")
     engine = artifact_record(
         bundle, name, backend="tensorrt", target="tensorrt", precision=src.precision, top1=src.top1,
         latency_ms=latency, calibration=src.calibration,
