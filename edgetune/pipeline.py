@@ -9,7 +9,7 @@ import datetime as dt
 import platform
 from pathlib import Path
 
-from edgetune import __version__, report, targets
+from edgetune import __version__, htmlreport, report, targets
 from edgetune.atomic import sha256_file, write_text
 from edgetune.bundle import Manifest, artifact_record, write_manifest
 from edgetune.config import ExportConfig, TrainConfig, to_dict
@@ -24,7 +24,7 @@ CHECKPOINT = "model.pt"
 # Files and folders a run writes: the only things --overwrite removes.
 OWNED = ("manifest.json", "config.yaml", CHECKPOINT, "checkpoints", "calib", "model.onnx",
          "model.int8.cpu.onnx", "model.int8.tensorrt.onnx", "model.fp16.onnx",
-         "model.int8.tensorrt.engine", "model.fp16.engine")
+         "model.int8.tensorrt.engine", "model.fp16.engine", "report.html", "report.json")
 
 
 def prepare_out(out: str | Path, overwrite: bool, resume: bool) -> Path:
@@ -128,6 +128,7 @@ def export_bundle(ckpt_path: str | Path, out: str | Path, cfg: ExportConfig, dat
     )
     write_manifest(out, manifest)
     report.show_choice(manifest, log)
+    htmlreport.write_report(out, val=val, ckpt_path=ckpt_path)
     return manifest
 
 
