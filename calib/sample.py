@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import sys
 from collections import defaultdict
 
 from onnxruntime.quantization import CalibrationDataReader
@@ -47,6 +48,8 @@ class ImageReader(CalibrationDataReader):
     def __init__(self, samples: list[Sample], pre: Preprocess, input_name: str, batch: int = 32):
         self.arrays = pre.batch([s.path for s in samples])
         self.input_name, self.batch = input_name, batch
+        # ONNX Runtime reads us while our quantizer silences its stdout: the line goes here.
+        self.log_file = sys.stdout
         self.rewind()
 
     def get_next(self):
@@ -57,7 +60,7 @@ class ImageReader(CalibrationDataReader):
         # ONNX Runtime reads to the end: the bar closes with the last batch.
         self._it = iter(progress.track(
             ({self.input_name: self.arrays[i:i + self.batch]} for i in starts),
-            "calibrate", total=len(starts), unit="batches"))
+            "calibrate", total=len(starts), unit="batches", file=self.log_file))
 
     def __len__(self) -> int:
         return len(self.arrays)

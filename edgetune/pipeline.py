@@ -92,7 +92,8 @@ def export_bundle(ckpt_path: str | Path, out: str | Path, cfg: ExportConfig, dat
     val = EvalSet(splits.val, pre)
     parity = check_parity(model, out / FP32, val.x[: cfg.parity_images])
     fp32 = artifact_record(out, FP32, backend="onnxruntime", target="cpu", precision="fp32",
-                           top1=top1(OrtSession(out / FP32, device="cpu"), val), parity=parity.to_dict())
+                           top1=top1(OrtSession(out / FP32, device="cpu"), val, desc=f"evaluate {FP32}"),
+                           parity=parity.to_dict())
     artifacts, recommended, candidates = [fp32], {}, {}
 
     if "cpu" in cfg.targets or "tensorrt" in cfg.targets:

@@ -32,8 +32,8 @@ def interactive() -> bool:
 class Stage:
     """One stage's progress: `advance()` per unit of work, `note()` for a short status."""
 
-    def __init__(self, desc: str, total: int | None, unit: str, line: bool):
-        self.desc, self.total, self.unit, self.line = desc, total, unit, line
+    def __init__(self, desc: str, total: int | None, unit: str, line: bool, file=None):
+        self.desc, self.total, self.unit, self.line, self.file = desc, total, unit, line, file
         self.done, self.status = 0, ""
         self._t0 = time.perf_counter()
         self._task = None
@@ -60,11 +60,13 @@ class Stage:
 
 
 @contextmanager
-def stage(desc: str, total: int | None = None, unit: str = "", line: bool = True) -> Iterator[Stage]:
+def stage(desc: str, total: int | None = None, unit: str = "", line: bool = True,
+          file=None) -> Iterator[Stage]:
     """A stage of `total` units. `line=False`: no closing line off a terminal, for stages
-    whose caller already logs one (the training loop's epoch line)."""
+    whose caller already logs one (the training loop's epoch line). `file`: where that line
+    goes (default: stdout at the time, like the other log lines)."""
     global _live, _depth
-    s = Stage(desc, total, unit, line)
+    s = Stage(desc, total, unit, line, file)
     if interactive():
         if _live is None:
             _live = _new_progress()
@@ -81,14 +83,14 @@ def stage(desc: str, total: int | None = None, unit: str = "", line: bool = True
                 _live.stop()
                 _live = None
         elif line:
-            print(s.summary(), flush=True)
+            print(s.summary(), file=file or sys.stdout, flush=True)
 
 
 class Track:
     """An iterable with a bar: `for x in track(items, "evaluate"): ...`."""
 
-    def __init__(self, items: Iterable, desc: str, total: int | None, unit: str, line: bool):
-        self.items, self.desc, self.unit, self.line = items, desc, unit, line
+    def __init__(self, items: Iterable, desc: str, total: int | None, unit: str, line: bool, file=None):
+        self.items, self.desc, self.unit, self.line, self.file = items, desc, unit, line, file
         self.total = total if total is not None else _len(items)
         self._stage: Stage | None = None
         self._status: dict = {}
@@ -97,7 +99,7 @@ class Track:
         return self.total or 0
 
     def __iter__(self):
-        with stage(self.desc, self.total, self.unit, self.line) as s:
+        with stage(self.desc, self.total, self.unit, self.line, self.file) as s:
             self._stage = s
             if self._status:
                 s.note(**self._status)
@@ -112,8 +114,8 @@ class Track:
 
 
 def track(items: Iterable, desc: str, total: int | None = None, unit: str = "",
-          line: bool = True) -> Track:
-    return Track(items, desc, total, unit, line)
+          line: bool = True, file=None) -> Track:
+    return Track(items, desc, total, unit, line, file)
 
 
 def _len(items) -> int | None:

@@ -177,15 +177,17 @@ def accuracy_latency(points: list[dict], floor: float | None):
                    label=g, zorder=3)
     for p in points:
         if p.get("recommended"):
-            ax.scatter([p["p50"]], [100 * p["top1"]], s=260, marker="*", color=GREEN,
-                       edgecolor="black", lw=0.6, zorder=4, label="recommended")
+            ax.scatter([p["p50"]], [100 * p["top1"]], s=300, marker="*", color=GREEN,
+                       edgecolor="black", lw=0.6, zorder=2, label="recommended")  # under its dot
     if floor is not None:
         ax.axhline(100 * floor, color=RED, ls="--", lw=1, label=f"accuracy floor ({100 * floor:.1f}%)")
     lat = [p["p50"] for p in points]
     if lat and max(lat) / max(min(lat), 1e-9) > 20:
         ax.set_xscale("log")
     lo, hi = min(lat), max(lat)
-    ax.set_xlim(lo - 0.15 * (hi - lo + 0.05 * hi), hi + 0.35 * (hi - lo + 0.05 * hi))
+    if ax.get_xscale() == "linear":
+        span = hi - lo + 0.05 * hi
+        ax.set_xlim(max(0.0, lo - 0.15 * span), hi + 0.35 * span)
     tops = [100 * p["top1"] for p in points] + ([100 * floor] if floor is not None else [])
     pad = max(0.5, 0.15 * (max(tops) - min(tops)))
     ax.set_ylim(min(tops) - pad, min(100.5, max(tops) + pad))

@@ -105,14 +105,15 @@ def glance(manifest: dict, data: dict) -> list[tuple[str, str, str]]:
         base = (fp32 or {}).get("latency_ms") or {}
         if base.get("p50") and lat.get("p50"):
             size = (fp32.get("size_bytes") or 0) / max(art.get("size_bytes") or 1, 1)
-            cards.append(("vs fp32", f"{base['p50'] / lat['p50']:.2f}× speed",
+            cards.append(("vs fp32", f"{base['p50'] / lat['p50']:.2f}× as fast",
                           f"{size:.1f}× smaller file" if art is not fp32 else "fp32 is the fastest within budget"))
     history = data.get("history") or []
     if history:
         best = max(history, key=lambda r: r.get("top1", -1))
         secs = sum(r.get("seconds") or 0 for r in history)
         cards.append(("training", f"{len(history)} epochs",
-                      f"best val top-1 {pct(best.get('top1'))} at epoch {best.get('epoch')}, {secs:.0f}s"))
+                      f"best val top-1 {pct(best.get('top1'))} at epoch {best.get('epoch')}; "
+                      + (f"{secs / 60:.1f} min" if secs >= 120 else f"{secs:.0f} s")))
     return cards
 
 
