@@ -9,6 +9,8 @@ import json
 import re
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -27,7 +29,7 @@ def plots_of(html: str) -> list[Image.Image]:
     return images
 
 
-def copy_report_inputs(run: "Path", dest: "Path") -> "Path":  # noqa: F821
+def copy_report_inputs(run: Path, dest: Path) -> Path:
     """What `edgetune report` reads: the manifest and the cached data, not the artifacts."""
     dest.mkdir()
     for name in ("manifest.json", "report.json"):
@@ -151,3 +153,16 @@ def test_report_without_history_or_val_still_renders(trained_run, tmp_path, cut)
     assert ("No training history" in html) == (cut == "history")
     assert ("No per-image validation results" in html) == (cut == "evaluation")
     plots_of(html)
+
+
+def test_readme_plot_command_writes_the_report_plots(trained_run, tmp_path):
+    out, _ = trained_run
+    tool = Path(__file__).resolve().parents[1] / "tools" / "report_plots.py"
+    proc = subprocess.run([sys.executable, tool, out, tmp_path, "--prefix", "demo-"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    names = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert names == ["demo-accuracy-latency.png", "demo-confusion.png", "demo-per-class.png",
+                     "demo-training.png", "demo-worst.png"]
+    for p in tmp_path.glob("*.png"):
+        Image.open(p).load()

@@ -63,12 +63,13 @@ def training_curves(history: list[dict]):
     acc_ax.set(title="validation accuracy", xlabel="epoch", ylabel="%")
     for ax in (loss_ax, acc_ax):
         ax.xaxis.get_major_locator().set_params(integer=True)
-        _shade_stages(ax, history)
+        if _shade_stages(ax, history):
+            ax.set_title(ax.get_title(), pad=14)  # room for the stage names above the plot
         ax.legend(loc="best", fontsize=8, frameon=False)
     return fig
 
 
-def _shade_stages(ax, history: list[dict]) -> None:
+def _shade_stages(ax, history: list[dict]) -> bool:
     """Alternate grey bands per unfreezing stage (the `stage` field of each epoch), labelled."""
     runs: list[list] = []  # [stage, first epoch, last epoch]
     for r in history:
@@ -78,8 +79,8 @@ def _shade_stages(ax, history: list[dict]) -> None:
             runs[-1][2] = r["epoch"]
         else:
             runs.append([r["stage"], r["epoch"], r["epoch"]])
-    if len(runs) < 1:
-        return
+    if not runs:
+        return False
     for i, (stage, first, last) in enumerate(runs):
         if i % 2 == 0:
             ax.axvspan(first - 0.5, last + 0.5, color="#000000", alpha=0.06, lw=0)
@@ -87,6 +88,7 @@ def _shade_stages(ax, history: list[dict]) -> None:
             ax.axvline(first - 0.5, color=GREY, lw=0.8, ls="--")
         ax.text((first + last) / 2, 1.0, _stage_label(stage), transform=ax.get_xaxis_transform(),
                 ha="center", va="bottom", fontsize=7, color="#444444")
+    return True
 
 
 def _stage_label(stage) -> str:
@@ -242,8 +244,9 @@ def domain_accuracy(rows: list[dict], domains: list[str]):
 
 
 def trial_history(values: list[float | None], direction: str = "maximize"):
-    fig = _figure(6.0, 3.0)
+    fig = _figure(4.6, 3.0)
     ax = fig.subplots()
+    ax.xaxis.get_major_locator().set_params(integer=True)
     xs = [i for i, v in enumerate(values) if v is not None]
     ys = [values[i] for i in xs]
     ax.scatter(xs, ys, s=18, color=BLUE, label="trial", zorder=3)
@@ -256,7 +259,7 @@ def trial_history(values: list[float | None], direction: str = "maximize"):
 
 def importances(values: dict[str, float]):
     items = sorted(values.items(), key=lambda kv: kv[1])
-    fig = _figure(4.8, max(1.8, 0.35 * len(items) + 0.9))
+    fig = _figure(4.2, max(1.8, 0.35 * len(items) + 0.9))
     ax = fig.subplots()
     ax.barh([k for k, _ in items], [v for _, v in items], color=BLUE)
     ax.set(xlabel="importance", title="parameter importances")
@@ -277,8 +280,15 @@ def param_slices(rows: list[dict], params: list[str], values: list[float | None]
         nums = [_float(x) for x, _ in pairs]
         if pairs and all(x is not None for x in nums):
             ax.scatter(nums, [v for _, v in pairs], s=14, color=BLUE)
-            if min(nums) > 0 and max(nums) / min(nums) > 50:
-                ax.set_xscale("log")
+            if min(nums) > 0 and max(nums) / min(nums) > 8:
+                from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+                ax.set_xscale("log")  # learning rates and the like
+                ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 3.0)))
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+                ax.xaxis.set_minor_formatter(NullFormatter())
+            else:
+                ax.xaxis.get_major_locator().set_params(nbins=4)
         else:
             labels = sorted({str(x) for x, _ in pairs})
             ax.scatter([labels.index(str(x)) for x, _ in pairs], [v for _, v in pairs], s=14, color=BLUE)
