@@ -82,8 +82,9 @@ def test_rebuild_shows_stages_domains_and_trials_when_present(trained_run, tmp_p
     raw["adaptation"] = {"method": "bn", "target_images": 40}
     (bundle / "manifest.json").write_text(json.dumps(raw))
     cache = json.loads((bundle / "report.json").read_text())
-    for r, stage in zip(cache["history"], ("head", "unfreeze 2")):
-        r["stage"] = stage
+    # as the trainer records a gradual unfreezing (--unfreeze-schedule head:1,2)
+    for r, (stage, unfreeze) in zip(cache["history"], ((1, "head"), (2, "2"))):
+        r.update(stage=stage, unfreeze=unfreeze)
     (bundle / "report.json").write_text(json.dumps(cache))
     (bundle / "trials.csv").write_text(
         "number,value,params_lr,params_unfreeze,state\n"
@@ -95,7 +96,7 @@ def test_rebuild_shows_stages_domains_and_trials_when_present(trained_run, tmp_p
     html = (bundle / "report.html").read_text()
     assert ">Source and target domains<" in html and "target_images" in html
     assert ">Search<" in html and "4 trials" in html
-    assert "Shaded bands and dashed lines mark the unfreezing stages" in html
+    assert "Shaded bands and dashed lines mark the unfreezing stages" in html and ">top 2<" in html
     assert "Page rebuilt at" in html
     # + domain bars, optimisation history, importances, per-parameter slices
     assert len(plots_of(html)) == 5 + 4

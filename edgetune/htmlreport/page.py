@@ -98,19 +98,21 @@ def _training(history: list[dict]) -> str:
         return section("training", "Training",
                        '<p class="muted">No training history: the checkpoint this bundle was exported '
                        "from records none (or was not at hand).</p>")
-    staged = any("stage" in r for r in history)
-    note = ("Shaded bands and dashed lines mark the unfreezing stages." if staged else
-            "One stage: the same layers trained throughout.")
+    labels = [plots.stage_label(r) if "stage" in r or "unfreeze" in r else "" for r in history]
+    note = ("Shaded bands and dashed lines mark the unfreezing stages (what trained besides the head)."
+            if len(set(labels)) > 1 else "One stage: the same layers trained throughout.")
     rows = [[r.get("epoch"), sections.fmt(r.get("train_loss"), 4), sections.fmt(r.get("val_loss"), 4),
-             sections.pct(r.get("top1")), sections.pct(r.get("top5")), r.get("stage", ""),
-             sections.fmt(r.get("seconds"), 1)] for r in history]
+             sections.pct(r.get("top1")), sections.pct(r.get("top5")), label,
+             "yes" if r.get("cached") else "", sections.fmt(r.get("seconds"), 1)]
+            for r, label in zip(history, labels)]
     best = max(range(len(history)), key=lambda i: history[i].get("top1", -1))
     return section("training", "Training",
                    img(plots.training_curves(history), "loss and top-1 per epoch"),
                    f'<p class="muted">{note} The best epoch (green star) is the checkpoint exported.</p>',
                    "<details><summary>per-epoch numbers</summary>"
-                   + table(["epoch", "train loss", "val loss", "val top-1", "val top-5", "stage", "seconds"],
-                           rows, numeric={0, 1, 2, 3, 4, 6}, chosen={best}) + "</details>")
+                   + table(["epoch", "train loss", "val loss", "val top-1", "val top-5", "trained",
+                            "feature cache", "seconds"], rows, numeric={0, 1, 2, 3, 4, 7}, chosen={best})
+                   + "</details>")
 
 
 def _validation(manifest: dict, ev: dict | None) -> str:

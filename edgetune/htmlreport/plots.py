@@ -71,28 +71,34 @@ def training_curves(history: list[dict]):
 
 def _shade_stages(ax, history: list[dict]) -> bool:
     """Alternate grey bands per unfreezing stage (the `stage` field of each epoch), labelled."""
-    runs: list[list] = []  # [stage, first epoch, last epoch]
+    runs: list[list] = []  # [label, first epoch, last epoch]
     for r in history:
         if "stage" not in r:
             continue
-        if runs and runs[-1][0] == r["stage"]:
+        label = stage_label(r)
+        if runs and runs[-1][0] == label:
             runs[-1][2] = r["epoch"]
         else:
-            runs.append([r["stage"], r["epoch"], r["epoch"]])
-    if not runs:
+            runs.append([label, r["epoch"], r["epoch"]])
+    if len(runs) < 2:  # one stage: nothing to mark
         return False
-    for i, (stage, first, last) in enumerate(runs):
+    for i, (stage, first, last) in enumerate(runs):  # noqa: B007 - stage is the label
         if i % 2 == 0:
             ax.axvspan(first - 0.5, last + 0.5, color="#000000", alpha=0.06, lw=0)
         if i > 0:
             ax.axvline(first - 0.5, color=GREY, lw=0.8, ls="--")
-        ax.text((first + last) / 2, 1.0, _stage_label(stage), transform=ax.get_xaxis_transform(),
+        ax.text((first + last) / 2, 1.0, stage, transform=ax.get_xaxis_transform(),
                 ha="center", va="bottom", fontsize=7, color="#444444")
     return True
 
 
-def _stage_label(stage) -> str:
-    return f"stage {stage}" if isinstance(stage, (int, float)) else str(stage)
+def stage_label(record: dict) -> str:
+    """What an epoch trained: "head", "top 2", "all" (from the history's `unfreeze`), else its stage."""
+    u = record.get("unfreeze")
+    if u is None:
+        stage = record.get("stage", "")
+        return f"stage {stage}" if isinstance(stage, (int, float)) else str(stage)
+    return f"top {u}" if str(u).isdigit() else str(u)
 
 
 def confusion_matrix(confusion: list[list[int]], classes: list[str]):
