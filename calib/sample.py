@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import random
+import sys
 from collections import defaultdict
 
 from onnxruntime.quantization import CalibrationDataReader
 
+from edgetune import progress
 from edgetune.dataset_scan import Sample
 from edgetune.preprocess import Preprocess
 
@@ -46,16 +48,19 @@ class ImageReader(CalibrationDataReader):
     def __init__(self, samples: list[Sample], pre: Preprocess, input_name: str, batch: int = 32):
         self.arrays = pre.batch([s.path for s in samples])
         self.input_name, self.batch = input_name, batch
+        # ONNX Runtime reads us while our quantizer silences its stdout: the line goes here.
+        self.log_file = sys.stdout
         self.rewind()
 
     def get_next(self):
         return next(self._it, None)
 
     def rewind(self) -> None:
-        self._it = iter(
-            {self.input_name: self.arrays[i:i + self.batch]}
-            for i in range(0, len(self.arrays), self.batch)
-        )
+        starts = range(0, len(self.arrays), self.batch)
+        # ONNX Runtime reads to the end: the bar closes with the last batch.
+        self._it = iter(progress.track(
+            ({self.input_name: self.arrays[i:i + self.batch]} for i in starts),
+            "calibrate", total=len(starts), unit="batches", file=self.log_file))
 
     def __len__(self) -> int:
         return len(self.arrays)

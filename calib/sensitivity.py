@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from edgetune import progress
+
 QUANTIZABLE = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
@@ -50,10 +52,8 @@ def rank_layers(fp32: Path, build: Callable[[Path, list[str]], Path], batch: np.
     ranked = []
     with tempfile.TemporaryDirectory(prefix="edgetune-sens-") as tmp:
         base = snr_db(ref, run(build(Path(tmp) / "all.onnx", []), batch))
-        for i, (name, op) in enumerate(nodes, 1):
+        for i, (name, op) in enumerate(progress.track(nodes, "sensitivity", unit="layers"), 1):
             path = build(Path(tmp) / f"loo{i}.onnx", [name])
             ranked.append(Sensitivity(name, op, snr_db(ref, run(path, batch)) - base))
             path.unlink()
-            if i % 10 == 0 or i == len(nodes):
-                log(f"  sensitivity: {i}/{len(nodes)} layers")
     return sorted(ranked, key=lambda s: s.gain_db, reverse=True)

@@ -173,7 +173,8 @@ def _time_model(model: Model, report: BenchReport, warmup: int, runs, seconds) -
             report.skipped.append({"artifact": model.artifact.file, "batch": batch,
                                    "why": f"the graph takes a fixed batch of {fixed}"})
             continue
-        lat = measure_latency(model, chw, batch=batch, warmup=warmup, runs=runs, seconds=seconds)
+        lat = measure_latency(model, chw, batch=batch, warmup=warmup, runs=runs, seconds=seconds,
+                              desc=f"bench {model.artifact.file} batch {batch}")
         report.rows.append(_row(model.artifact.file, model.backend, model.artifact.precision,
                                 model.device, lat))
 
@@ -200,7 +201,7 @@ def _time_torch(session, batches, threads, warmup, runs, seconds) -> list[BenchR
         return [
             _row(session.name, TORCH_BACKEND, "fp32", "cpu",
                  measure_latency(session, session.input.shape[1:], batch=b, warmup=warmup,
-                                 runs=runs, seconds=seconds))
+                                 runs=runs, seconds=seconds, desc=f"bench {TORCH_BACKEND} batch {b}"))
             for b in batches
         ]
 

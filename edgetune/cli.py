@@ -143,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
         cli_deploy = None
     if cli_deploy is not None:
         cli_deploy.add_parsers(sub)
+    from edgetune import cli_tools
+
+    cli_tools.add_parsers(sub)
+    cli_tools.add_config_flags(parser)
     return parser
 
 
@@ -162,9 +166,9 @@ def _settings(args, cls) -> dict:
 
 
 def _all_fields() -> set[str]:
-    from edgetune.config import ExportConfig, TrainConfig, field_names
+    from edgetune.cli_tools import all_keys
 
-    return field_names(TrainConfig) | field_names(ExportConfig)
+    return all_keys(build_parser())  # one --config file may hold every command's flags
 
 
 def _train_config(args):
@@ -226,13 +230,15 @@ def _cmd_build_engine(args) -> int:
         raise ConfigError(f"--max-batch {args.max_batch} must be at least 1")
     name = add_engine(args.bundle, args.source, args.max_batch, args.workspace_gb,
                       opt_batch=args.opt_batch, device=args.device, builder=args.builder)
-    print(f"engine: {args.bundle}/{name}; next: edgetune bench {args.bundle} --artifact {name}")
+    print(f"engine: {args.bundle}/{name}; next: edgetune bench {args.bundle} --artifact {name}; "
+          f"edgetune report {args.bundle}")
     return 0
 
 
 def _next_steps(out, manifest) -> None:
-    print(f"bundle: {out}/manifest.json")
-    print(f"next:   edgetune predict {out} IMAGE   |   edgetune bench {out} --batch 1,8")
+    from edgetune.summary import print_summary
+
+    print_summary(out, manifest)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,7 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
-            args = build_parser().parse_args(argv)
+            parser = build_parser()
+            from edgetune.cli_tools import apply_config_file
+
+            apply_config_file(parser, argv)
+            args = parser.parse_args(argv)
             return args.func(args)
     except EdgetuneError as exc:
         if debug:

@@ -47,6 +47,15 @@ def add_parsers(subparsers) -> None:
                    help="add PyTorch eager fp32 rows from the bundle's checkpoint (needs torch)")
     p.set_defaults(func=run_bench)
 
+    p = subparsers.add_parser(
+        "info", help="what a bundle holds: classes, input, artifacts, recommendations (no PyTorch needed)",
+        description="Classes, input, each artifact's precision, size, top-1 and p50, the recommendation "
+                    "per target, and the versions that made it.",
+    )
+    p.add_argument("bundle", metavar="BUNDLE", help="bundle folder (with manifest.json)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.set_defaults(func=run_info)
+
 
 def run_predict(args: argparse.Namespace) -> int:
     from edgetune import runtime
@@ -94,6 +103,22 @@ def run_bench(args: argparse.Namespace) -> int:
     console.print(bench.render_table(report))
     if args.json:
         print(f"report: {bench.write_json(report, args.json)}")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from edgetune import info
+
+    described = info.describe(args.bundle)
+    if args.json:
+        print(json.dumps(described, indent=2))
+        return 0
+    console = Console()
+    if not console.is_terminal:  # piped: full rows, not folded to 80 columns
+        console = Console(width=160)
+    console.print(info.render(described))
     return 0
 
 

@@ -55,7 +55,8 @@ def add_engine(bundle: str | Path, source: str | None = None, max_batch: int = 8
     info = built.info
     # A trtexec-only host (no Python bindings) builds but cannot time through our Session.
     timed, why_not = trt_backend.is_available()
-    latency = (measure_latency(trt_backend.TrtSession(bundle / name), (3, *pre.size), batch=1)
+    latency = (measure_latency(trt_backend.TrtSession(bundle / name), (3, *pre.size), batch=1,
+                               desc=f"time {name}")
                if timed else None)
     engine = artifact_record(
         bundle, name, backend="tensorrt", target="tensorrt", precision=src.precision, top1=src.top1,

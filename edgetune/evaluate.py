@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgetune import progress
 from edgetune.dataset_scan import Sample
 from edgetune.preprocess import Preprocess
 from edgetune.runtime.session import Session
@@ -14,16 +15,18 @@ class EvalSet:
     """Labelled images preprocessed once, reused for every artifact."""
 
     def __init__(self, samples: list[Sample], pre: Preprocess):
-        self.x = pre.batch([s.path for s in samples])
+        self.paths = [s.path for s in samples]  # for the report's thumbnails
+        self.x = pre.batch(self.paths)
         self.y = np.asarray([s.label for s in samples])
 
     def __len__(self) -> int:
         return len(self.y)
 
 
-def logits_of(session: Session, x: np.ndarray, batch: int = 64) -> np.ndarray:
-    return np.concatenate([session.run(x[i:i + batch]) for i in range(0, len(x), batch)])
+def logits_of(session: Session, x: np.ndarray, batch: int = 64, desc: str = "evaluate") -> np.ndarray:
+    starts = progress.track(range(0, len(x), batch), desc, unit="batches")
+    return np.concatenate([session.run(x[i:i + batch]) for i in starts])
 
 
-def top1(session: Session, data: EvalSet, batch: int = 64) -> float:
-    return round(float((logits_of(session, data.x, batch).argmax(1) == data.y).mean()), 4)
+def top1(session: Session, data: EvalSet, batch: int = 64, desc: str = "evaluate") -> float:
+    return round(float((logits_of(session, data.x, batch, desc).argmax(1) == data.y).mean()), 4)

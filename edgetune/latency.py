@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from edgetune import host
+from edgetune import host, progress
 from edgetune.runtime.session import Session
 
 
@@ -21,6 +21,7 @@ def measure_latency(
     runs: int | None = 50,
     seconds: float | None = None,
     seed: int = 0,
+    desc: str | None = None,
 ) -> dict:
     """p50/p90/p99/mean in ms and images/s for `session` on random inputs of `shape` (C, H, W)."""
     x = _inputs(shape, batch, seed)
@@ -28,13 +29,16 @@ def measure_latency(
         session.run(x)
     times = []
     deadline = time.perf_counter() + seconds if seconds else None
-    while True:
-        times.append(_time_call(session, x))
-        if deadline is not None:
-            if time.perf_counter() >= deadline and len(times) >= 3:
+    total = None if deadline else (runs or 50)
+    with progress.stage(desc or f"time batch {batch}", total, "runs") as bar:
+        while True:
+            times.append(_time_call(session, x))
+            bar.advance()
+            if deadline is not None:
+                if time.perf_counter() >= deadline and len(times) >= 3:
+                    break
+            elif len(times) >= total:
                 break
-        elif len(times) >= (runs or 50):
-            break
     return _summary(times, batch, session)
 
 
@@ -47,7 +51,7 @@ def measure_interleaved(sessions: dict[str, Session], shape: tuple[int, int, int
         for _ in range(warmup):
             s.run(x)
     times: dict[str, list[float]] = {name: [] for name in sessions}
-    for _ in range(rounds):
+    for _ in progress.track(range(rounds), f"time {', '.join(sessions)}", unit="rounds"):
         for name, s in sessions.items():
             # The previous session's worker threads spin for a while after their last call
             # and steal the cores: let them settle, and re-warm this one, before timing.

@@ -9,7 +9,7 @@ import datetime as dt
 import platform
 from pathlib import Path
 
-from edgetune import __version__, report, targets
+from edgetune import __version__, htmlreport, report, targets
 from edgetune.atomic import sha256_file, write_text
 from edgetune.bundle import Manifest, artifact_record, write_manifest
 from edgetune.config import ExportConfig, TrainConfig, to_dict
@@ -27,7 +27,7 @@ OWNED = ("manifest.json", "config.yaml", CHECKPOINT, "checkpoints", "calib", "mo
          "model.int8.tensorrt.engine", "model.fp16.engine",
          # what build-engine writes beside them: the sidecar records and the timing caches
          "model.int8.tensorrt.engine.json", "model.fp16.engine.json",
-         "model.int8.tensorrt.timing.cache", "model.fp16.timing.cache")
+         "model.int8.tensorrt.timing.cache", "model.fp16.timing.cache", "report.html", "report.json")
 
 
 def prepare_out(out: str | Path, overwrite: bool, resume: bool) -> Path:
@@ -95,7 +95,8 @@ def export_bundle(ckpt_path: str | Path, out: str | Path, cfg: ExportConfig, dat
     val = EvalSet(splits.val, pre)
     parity = check_parity(model, out / FP32, val.x[: cfg.parity_images])
     fp32 = artifact_record(out, FP32, backend="onnxruntime", target="cpu", precision="fp32",
-                           top1=top1(OrtSession(out / FP32, device="cpu"), val), parity=parity.to_dict())
+                           top1=top1(OrtSession(out / FP32, device="cpu"), val, desc=f"evaluate {FP32}"),
+                           parity=parity.to_dict())
     artifacts, recommended, candidates = [fp32], {}, {}
 
     if "cpu" in cfg.targets or "tensorrt" in cfg.targets:
@@ -131,6 +132,7 @@ def export_bundle(ckpt_path: str | Path, out: str | Path, cfg: ExportConfig, dat
     )
     write_manifest(out, manifest)
     report.show_choice(manifest, log)
+    htmlreport.write_report(out, val=val, ckpt_path=ckpt_path)
     return manifest
 
 

@@ -29,7 +29,7 @@ def build_cpu(out: Path, cal, val: EvalSet, calib_batch: np.ndarray, pre: Prepro
     from edgetune.calib.select import Candidate, choose, int8_candidates
 
     def evaluate(path: Path) -> float:
-        return top1(OrtSession(path, device="cpu", threads=cfg.threads), val)
+        return top1(OrtSession(path, device="cpu", threads=cfg.threads), val, desc=f"evaluate {path.stem}")
 
     def run(path: Path, batch: np.ndarray) -> np.ndarray:
         return OrtSession(path, device="cpu").run(batch)
@@ -86,7 +86,8 @@ def build_tensorrt(out: Path, cal, val: EvalSet, cfg: ExportConfig, log) -> Arti
     session = OrtSession(out / name, device="cpu", threads=cfg.threads)
     return artifact_record(
         out, name, backend="onnxruntime", target="tensorrt", precision="int8", preflight=checked,
-        top1=top1(session, val), calibration={**cal.to_dict(), "recipe": "tensorrt", "lint": "passed"},
+        top1=top1(session, val, desc=f"evaluate {name}"),
+        calibration={**cal.to_dict(), "recipe": "tensorrt", "lint": "passed"},
         notes="QDQ graph for a strongly typed TensorRT build; top-1 measured in ONNX Runtime; "
               "time it on the device with edgetune bench",
     )
@@ -101,8 +102,8 @@ def build_gpu_fp16(out: Path, val: EvalSet, cfg: ExportConfig, log) -> Artifact:
     checked = preflight_tensorrt(out / name, log)  # `build-engine` also builds from this graph
     session = OrtSession(out / name, device="cpu", threads=cfg.threads)
     return artifact_record(
-        out, name, backend="onnxruntime", target="gpu", precision="fp16", top1=top1(session, val),
-        preflight=checked,
+        out, name, backend="onnxruntime", target="gpu", precision="fp16",
+        top1=top1(session, val, desc=f"evaluate {name}"), preflight=checked,
         notes="fp16 with float32 inputs/outputs; top-1 measured in ONNX Runtime on CPU; time it on the GPU",
     )
 

@@ -40,3 +40,28 @@ def trained_run(digits_dir, tmp_path_factory):
     export_cfg = ExportConfig(targets=("cpu", "tensorrt", "gpu"), calib_samples=100, bench_runs=30)
     manifest = run(train_cfg, export_cfg, out, log=lambda *_: None)
     return out, manifest
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's headless Chromium, installed with apt-get where it is missing and we can."""
+    import os
+    import subprocess
+
+    found = shutil.which("chromium")
+    if found:
+        return found
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        pytest.skip("chromium is not installed and cannot be here (needs apt-get as root); "
+                    "install Debian's 'chromium' package to run the browser test")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "install", "-y", "-q", "chromium"], ["apt-get", "update", "-q"],
+                ["apt-get", "install", "-y", "-q", "chromium"]):
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
+        if cmd[1] == "install" and proc.returncode == 0:
+            break
+    found = shutil.which("chromium")
+    if not found:
+        why = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        pytest.skip(f"chromium could not be installed with apt-get: {why}")
+    return found

@@ -276,16 +276,6 @@ class FeatureCache:
 
 def _bar(total: int, desc: str):
     """A progress bar on a terminal; in a log the fill's start and end lines say enough."""
-    import contextlib
-    import sys
+    from edgetune import progress
 
-    if sys.stderr.isatty():
-        from tqdm import tqdm
-
-        return tqdm(total=total, desc=desc, unit="img", leave=False)
-
-    class _Silent:
-        def update(self, n):
-            pass
-
-    return contextlib.nullcontext(_Silent())
+    return progress.stage(desc, total=total, unit="img", line=False)

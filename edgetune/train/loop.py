@@ -364,11 +364,10 @@ def _restore(path, ckpt, model, optimizer, scheduler, scaler, meta) -> dict:
 
 
 def _progress(batches, epoch: int, epochs: int, total: int):
-    if not sys.stderr.isatty():
-        return batches
-    from tqdm import tqdm
+    from edgetune import progress
 
-    return tqdm(batches, desc=f"epoch {epoch}/{epochs}", leave=False, unit="batch", total=total)
+    # A bar on a terminal; elsewhere the epoch's log line is its one line.
+    return progress.track(batches, f"epoch {epoch}/{epochs}", total=total, unit="batch", line=False)
 
 
 def _guard(loader):

@@ -1,0 +1,169 @@
+"""OUT/report.html: written by every export, self-contained, rebuilt by `edgetune report`,
+and rendered by a real headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from cli_helpers import assert_user_error, edgetune
+
+PNG = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
+
+
+def plots_of(html: str) -> list[Image.Image]:
+    images = []
+    for data in PNG.findall(html):
+        im = Image.open(io.BytesIO(base64.b64decode(data)))
+        im.load()  # decodes every pixel: a truncated PNG raises here
+        images.append(im)
+    return images
+
+
+def copy_report_inputs(run: Path, dest: Path) -> Path:
+    """What `edgetune report` reads: the manifest and the cached data, not the artifacts."""
+    dest.mkdir()
+    for name in ("manifest.json", "report.json"):
+        shutil.copy(run / name, dest / name)
+    return dest
+
+
+def test_run_writes_a_self_contained_report(trained_run):
+    out, manifest = trained_run
+    html = (out / "report.html").read_text()
+    # Nothing fetched from elsewhere: no links, scripts or sources outside the file.
+    assert not re.search(r'(src|href)="(?!data:|#)', html)
+    assert "<link" not in html and "<script" not in html and "url(" not in html
+    plots = plots_of(html)
+    # training curves, confusion matrix, per-class accuracy, worst images, accuracy/latency
+    assert len(plots) == 5
+    assert all(im.width > 200 and im.height > 100 for im in plots)
+    for title in ("Training", "Validation", "Worst-classified images", "Artifacts: accuracy and latency",
+                  "Quantization: what was chosen and why", "Host, versions and command"):
+        assert f">{title}<" in html, title
+    for a in manifest.artifacts:
+        assert a.file in html
+    assert manifest.recommended["cpu"]["why"].split(" (")[0] in html
+    assert "torch" in html and manifest.versions["onnxruntime"] in html
+
+
+def test_cached_data_holds_history_and_the_val_confusion(trained_run):
+    out, manifest = trained_run
+    data = json.loads((out / "report.json").read_text())
+    assert [r["epoch"] for r in data["history"]] == [1, 2]
+    ev = data["evaluation"]
+    confusion = ev["confusion"]
+    assert len(confusion) == len(manifest.classes) and sum(map(sum, confusion)) == ev["images"]
+    correct = sum(confusion[i][i] for i in range(len(confusion)))
+    recommended = manifest.artifact(manifest.recommended["cpu"]["file"])
+    assert ev["artifact"] == recommended.file and abs(correct / ev["images"] - recommended.top1) < 1e-3
+    assert 0 < len(ev["worst"]) <= 12 and all(w["thumb"] for w in ev["worst"])
+    wrong = [w for w in ev["worst"] if w["pred"] != w["label"]]
+    assert [w["p_true"] for w in wrong] == sorted(w["p_true"] for w in wrong)
+
+
+def test_rebuild_shows_stages_domains_and_trials_when_present(trained_run, tmp_path):
+    """The page follows the data: an adaptation's `top1_<domain>` fields, a history with
+    unfreezing stages and a search's trials.csv each bring their section."""
+    out, _ = trained_run
+    bundle = copy_report_inputs(out, tmp_path / "b")
+    raw = json.loads((bundle / "manifest.json").read_text())
+    for a in raw["artifacts"]:
+        a["top1_target"] = round(a["top1"] - 0.1, 4)
+    raw["adaptation"] = {"method": "bn", "target_images": 40}
+    (bundle / "manifest.json").write_text(json.dumps(raw))
+    cache = json.loads((bundle / "report.json").read_text())
+    # as the trainer records a gradual unfreezing (--unfreeze-schedule head:1,2)
+    for r, (stage, unfreeze) in zip(cache["history"], ((1, "head"), (2, "2"))):
+        r.update(stage=stage, unfreeze=unfreeze)
+    (bundle / "report.json").write_text(json.dumps(cache))
+    (bundle / "trials.csv").write_text(
+        "number,value,params_lr,params_unfreeze,state\n"
+        "0,0.91,0.001,2,COMPLETE\n1,0.95,0.003,all,COMPLETE\n2,,0.1,head,FAIL\n3,0.93,0.0003,2,COMPLETE\n")
+    (bundle / "importances.json").write_text('{"lr": 0.7, "unfreeze": 0.3}')
+
+    proc = edgetune("report", bundle)
+    assert proc.returncode == 0, proc.stderr
+    html = (bundle / "report.html").read_text()
+    assert ">Source and target domains<" in html and "target_images" in html
+    assert ">Search<" in html and "4 trials" in html
+    assert "Shaded bands and dashed lines mark the unfreezing stages" in html and ">top 2<" in html
+    assert "Page rebuilt at" in html
+    # + domain bars, optimisation history, importances, per-parameter slices
+    assert len(plots_of(html)) == 5 + 4
+
+
+def test_report_command_errors_are_one_line(tmp_path):
+    assert_user_error(edgetune("report", tmp_path / "nope"), "is not a folder")
+    (tmp_path / "empty").mkdir()
+    assert_user_error(edgetune("report", tmp_path / "empty"), "manifest.json is missing")
+
+
+_PROBE = """<script>addEventListener("load", () => {
+  const imgs = [...document.images];
+  document.body.dataset.images = imgs.length;
+  document.body.dataset.broken = imgs.filter(i => !(i.complete && i.naturalWidth > 0)).length;
+});</script>"""
+
+
+def test_report_renders_in_headless_chromium(trained_run, chromium, tmp_path):
+    """A real browser: every plot decodes, and the page is not blank."""
+    out, _ = trained_run
+    page = tmp_path / "report.html"
+    # The probe script reads the browser's own decoding of every <img>; the report has none.
+    page.write_text((out / "report.html").read_text().replace("</body>", _PROBE + "</body>"))
+    base = [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+            "--allow-file-access-from-files", "--virtual-time-budget=5000"]
+    dom = subprocess.run([*base, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    body = re.search(r"<body[^>]*>", dom.stdout).group(0)
+    assert 'data-images="5"' in body and 'data-broken="0"' in body, body
+
+    shot = tmp_path / "shot.png"
+    run = subprocess.run([*base, "--window-size=1280,2400", f"--screenshot={shot}", (out / "report.html").as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and shot.is_file(), run.stderr[-2000:]
+    grey = Image.open(shot).convert("L")
+    assert grey.size == (1280, 2400)
+    hist = grey.histogram()
+    background = max(hist)
+    # Not blank: a large share of pixels differ from the page background, in many shades.
+    assert 1 - background / sum(hist) > 0.2
+    assert sum(1 for n in hist if n > 50) > 30
+
+
+@pytest.mark.parametrize("cut", ["history", "evaluation"])
+def test_report_without_history_or_val_still_renders(trained_run, tmp_path, cut):
+    out, _ = trained_run
+    bundle = copy_report_inputs(out, tmp_path / "b")
+    cache = json.loads((bundle / "report.json").read_text())
+    cache[cut] = [] if cut == "history" else None
+    (bundle / "report.json").write_text(json.dumps(cache))
+    proc = edgetune("report", bundle)  # no config.yaml here: the val images cannot be found
+    assert proc.returncode == 0, proc.stderr
+    html = (bundle / "report.html").read_text()
+    assert ("No training history" in html) == (cut == "history")
+    assert ("No per-image validation results" in html) == (cut == "evaluation")
+    plots_of(html)
+
+
+def test_readme_plot_command_writes_the_report_plots(trained_run, tmp_path):
+    out, _ = trained_run
+    tool = Path(__file__).resolve().parents[1] / "tools" / "report_plots.py"
+    proc = subprocess.run([sys.executable, tool, out, tmp_path, "--prefix", "demo-"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    names = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert names == ["demo-accuracy-latency.png", "demo-confusion.png", "demo-per-class.png",
+                     "demo-training.png", "demo-worst.png"]
+    for p in tmp_path.glob("*.png"):
+        Image.open(p).load()
