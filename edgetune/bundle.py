@@ -38,6 +38,8 @@ class Artifact:
     engine: dict | None = None
     # Graphs for TensorRT: the CPU pre-flight per TensorRT family, {"8.6": "passed", ...}
     preflight: dict | None = None
+    top1_target: float | None = None  # on --target-val (labelled target images): measured, never selects
+    top1_source: float | None = None  # on the source val split, when `top1` was judged on target images
 
 
 @dataclass
@@ -50,6 +52,8 @@ class Manifest:
     checkpoint: str | None = None
     checkpoint_sha256: str | None = None
     evaluation: dict = field(default_factory=dict)  # {"split", "images"}
+    adaptation: dict = field(default_factory=dict)  # domain adaptation: method, what it did, target data
+    calibration: dict = field(default_factory=dict)  # which images calibrated INT8: domain, root, images
     versions: dict = field(default_factory=dict)
     created: str = ""
     format: str = FORMAT

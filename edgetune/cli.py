@@ -11,7 +11,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from edgetune import __version__
+from edgetune import __version__, cli_adapt
 from edgetune.errors import ConfigError, EdgetuneError, EdgetuneWarning, did_you_mean
 
 # Defaults for `edgetune run` without --data: the embedded digits, trained from scratch
@@ -40,7 +40,8 @@ def _all_options(parser: argparse.ArgumentParser) -> list[str]:
 
 def _train_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data and model")
-    g.add_argument("--data", help="ImageFolder: DIR/train/<class>/*, DIR/val/<class>/*, or DIR/<class>/* (default: demo digits)")
+    g.add_argument("--data", nargs="+", help="ImageFolder: DIR/train/<class>/*, DIR/val/<class>/*, or DIR/<class>/* "
+                   "(default: demo digits); several DIRs with the same classes train together, balanced per source")
     g.add_argument("--val-fraction", type=float, help="held-out share when DIR has no val/ (default 0.2)")
     g.add_argument("--model", help="torchvision model name (default resnet18)")
     g.add_argument("--weights", help="DEFAULT | none | a weights name | PATH to a state_dict or checkpoint")
@@ -114,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser = _no_abbrev(sub.add_parser)
     p = sub.add_parser("run", help="fine-tune, export, calibrate, measure and bundle")
     _train_flags(p), _export_flags(p), _out_flags(p, required=False)
+    cli_adapt.add_flags(p)
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("train", help="fine-tune only; writes OUT/checkpoints/best.pt")
@@ -147,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_tools.add_parsers(sub)
     cli_tools.add_config_flags(parser)
+    cli_adapt.add_parsers(sub, _export_flags, _out_flags)
     return parser
 
 
@@ -193,7 +196,8 @@ def _cmd_run(args) -> int:
     out = args.out or ("runs/demo" if train_cfg.data is None else None)
     if out is None:
         raise ConfigError("--out is required with --data; pass the folder to write the bundle to")
-    manifest = pipeline.run(train_cfg, export_cfg, out, overwrite=args.overwrite, resume=args.resume)
+    manifest = pipeline.run(train_cfg, export_cfg, out, overwrite=args.overwrite, resume=args.resume,
+                            adapt_cfg=cli_adapt.adapt_config(args))
     if manifest is not None:  # None: a torchrun worker other than rank 0, which exports
         _next_steps(out, manifest)
     return 0

@@ -26,7 +26,7 @@ CacheDtype = Literal["float16", "float32"]
 
 @dataclass(frozen=True)
 class TrainConfig:
-    data: str | None = None  # None: the embedded demo data set
+    data: str | tuple[str, ...] | None = None  # None: the embedded demo data set; several: multi-source
     model: str = "resnet18"
     weights: str = "DEFAULT"  # DEFAULT | none | a torchvision weights name | PATH
     image_size: int | None = None  # required with --weights none
@@ -62,6 +62,9 @@ class TrainConfig:
     def __post_init__(self):
         _check_choices(self)
         _positive(self, "epochs", "batch_size", "lr")
+        if isinstance(self.data, (list, tuple)):  # --data A B, or a YAML list
+            dirs = tuple(str(d) for d in self.data)
+            object.__setattr__(self, "data", dirs[0] if len(dirs) == 1 else dirs)
         for name in ("verify_images", "skip_bad_images", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{_flag(name)}: {getattr(self, name)!r} is not allowed; use true or false")

@@ -9,7 +9,8 @@ import datetime as dt
 import platform
 from pathlib import Path
 
-from edgetune import __version__, htmlreport, report, targets
+from edgetune import __version__, adapt_stage, htmlreport, report, targets
+from edgetune.adapt_config import AdaptConfig
 from edgetune.atomic import sha256_file, write_text
 from edgetune.bundle import Manifest, artifact_record, write_manifest
 from edgetune.config import ExportConfig, TrainConfig, to_dict
@@ -53,18 +54,23 @@ def prepare_out(out: str | Path, overwrite: bool, resume: bool) -> Path:
 
 
 def run(train_cfg: TrainConfig, export_cfg: ExportConfig, out: str | Path, *,
-        overwrite: bool = False, resume: bool = False, log=print) -> Manifest | None:
+        overwrite: bool = False, resume: bool = False, log=print,
+        adapt_cfg: AdaptConfig | None = None) -> Manifest | None:
     """The whole pipeline; under torchrun every process trains and rank 0 alone exports
     (the others return None)."""
     from edgetune.train import train
     from edgetune.train.distributed import from_env
 
+    adapt_cfg = adapt_cfg or AdaptConfig()
+    target = adapt_stage.load_target(adapt_cfg, train_cfg)  # bad target folders fail before training
     out = prepare_out(out, overwrite, resume)
-    write_config(out, train_cfg, export_cfg)
-    result = train(train_cfg, out, resume=resume, log=log)
+    write_config(out, train_cfg, export_cfg, *([adapt_cfg] if adapt_cfg != AdaptConfig() else []))
+    result = train(train_cfg, out, resume=resume, log=log, target_labels=adapt_cfg.target_labels)
     if not from_env().is_main:
         return None
-    return export_bundle(result.best, out, export_cfg, data=train_cfg.data, log=log)
+    best, adaptation = adapt_stage.adapt(result.best, out, adapt_cfg, target, train_cfg, log)
+    return export_bundle(best, out, export_cfg, data=train_cfg.data, log=log, target=target,
+                         adaptation=adaptation)
 
 
 def write_config(out: Path, *cfgs) -> None:
@@ -74,8 +80,10 @@ def write_config(out: Path, *cfgs) -> None:
 
 
 def export_bundle(ckpt_path: str | Path, out: str | Path, cfg: ExportConfig, data: str | None = None,
-                  log=print) -> Manifest:
-    """From a trained checkpoint: the ONNX fp32 graph, INT8 per target, each measured, and the manifest."""
+                  log=print, target=None, adaptation: dict | None = None) -> Manifest:
+    """From a trained checkpoint: the ONNX fp32 graph, INT8 per target, each measured, and the manifest.
+    `target` (adapt_stage.TargetData): calibrate on the deployment images, measure on `--target-val`;
+    without source data (`data=False`), artifacts are judged by agreement with fp32 on target images."""
     from edgetune.export.onnx import check_parity, export_onnx
     from edgetune.train import checkpoint
     from edgetune.train.model import build_from_checkpoint
@@ -86,21 +94,24 @@ def export_bundle(ckpt_path: str | Path, out: str | Path, cfg: ExportConfig, dat
     ckpt = checkpoint.load(ckpt_path)
     model = build_from_checkpoint(ckpt)
     pre = Preprocess.from_dict(ckpt["preprocess"])
-    splits = load_splits(ckpt, data)
+    splits = load_splits(ckpt, data) if data is not False else None
     checkpoint.save(out / CHECKPOINT, {k: ckpt[k] for k in
                                        ("arch", "weights", "classes", "preprocess", "config", "model")})
 
     log(f"export: ONNX fp32 → {out / FP32}")
     export_onnx(model, pre.size, out / FP32)
-    val = EvalSet(splits.val, pre)
+    source_val = EvalSet(splits.val, pre) if splits else None
+    # An adapted model is judged where it will run: by agreement with fp32 on target images.
+    val = adapt_stage.judge_set(out / FP32, source_val, target, adaptation, pre, cfg.calib_samples)
     parity = check_parity(model, out / FP32, val.x[: cfg.parity_images])
     fp32 = artifact_record(out, FP32, backend="onnxruntime", target="cpu", precision="fp32",
                            top1=top1(OrtSession(out / FP32, device="cpu"), val, desc=f"evaluate {FP32}"),
                            parity=parity.to_dict())
     artifacts, recommended, candidates = [fp32], {}, {}
 
+    pool, calibration = adapt_stage.calibration_pool(target, splits, cfg.calib_samples)
     if "cpu" in cfg.targets or "tensorrt" in cfg.targets:
-        cal, calib_batch = _calibrate(out, splits, pre, cfg, log)
+        cal, calib_batch = _calibrate(out, pool, pre, cfg, log)
     if "cpu" in cfg.targets:
         artifacts, candidates["cpu"], recommended["cpu"] = targets.build_cpu(
             out, cal, val, calib_batch, pre, cfg, fp32, log)
@@ -113,9 +124,13 @@ def export_bundle(ckpt_path: str | Path, out: str | Path, cfg: ExportConfig, dat
     if "gpu" in cfg.targets:
         artifacts.append(targets.build_gpu_fp16(out, val, cfg, log))
     floor = fp32.top1 - cfg.max_drop / 100.0
-    for target in cfg.targets:
-        if target != "cpu":
-            recommended[target] = targets.recommend_untimed(artifacts, target, floor)
+    for name in cfg.targets:
+        if name != "cpu":
+            recommended[name] = targets.recommend_untimed(artifacts, name, floor)
+    evaluation = {"split": "val" if val is source_val else adapt_stage.AGREEMENT, "images": len(val),
+                  "max_drop": cfg.max_drop}
+    evaluation.update(adapt_stage.measure_domains(out, artifacts, source_val if val is not source_val
+                                                  else None, target, pre, cfg.threads, log))
 
     manifest = Manifest(
         model={"arch": ckpt["arch"], "weights": ckpt["weights"], "classes": ckpt["classes"],
@@ -126,7 +141,9 @@ def export_bundle(ckpt_path: str | Path, out: str | Path, cfg: ExportConfig, dat
         candidates=candidates,
         checkpoint=CHECKPOINT,
         checkpoint_sha256=sha256_file(out / CHECKPOINT),
-        evaluation={"split": "val", "images": len(val), "max_drop": cfg.max_drop},
+        evaluation=evaluation,
+        adaptation=adaptation or {},
+        calibration=calibration,
         versions=_versions(),
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
@@ -136,11 +153,10 @@ def export_bundle(ckpt_path: str | Path, out: str | Path, cfg: ExportConfig, dat
     return manifest
 
 
-def _calibrate(out: Path, splits, pre: Preprocess, cfg: ExportConfig, log):
+def _calibrate(out: Path, sample, pre: Preprocess, cfg: ExportConfig, log):
     from edgetune.calib.quantize import Calibration, prepare
     from edgetune.calib.sample import ImageReader, fingerprint, stratified_sample
 
-    sample = stratified_sample(splits.train, cfg.calib_samples, seed=0)
     prepared = prepare(out / FP32, out / "calib" / "model.prep.onnx")
     # Ranges belong to one graph and one sample: a re-export of the same checkpoint reuses
     # them, a different model never does.

@@ -8,6 +8,9 @@ chance (10.0% top-1) with its own statistics.
 Recomputing them as a plain average over a fixed set of training images, in eval-time
 conditions (dropout off, eval transform), is cheap and deterministic (NNCF calls it
 BatchNorm adaptation). Layers with the usual momentum (0.1, ResNet) keep theirs.
+
+The same machinery, over every BatchNorm layer and images from the deployment camera, is
+AdaBN domain adaptation (`edgetune.train.adapt`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,11 @@ def slow_batchnorms(model: nn.Module) -> list[_BatchNorm]:
     return [m for m in model.modules()
             if isinstance(m, _BatchNorm) and m.track_running_stats and m.momentum is not None
             and m.momentum < SLOW_MOMENTUM and any(p.requires_grad for p in m.parameters())]
+
+
+def all_batchnorms(model: nn.Module) -> list[_BatchNorm]:
+    """Every BatchNorm layer that keeps running statistics, frozen or not."""
+    return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
 
 
 def adaptation_subset(samples: list, images: int, seed: int) -> list:

@@ -20,7 +20,8 @@ from torch import nn
 
 from edgetune import config as cfgmod
 from edgetune.config import TrainConfig
-from edgetune.dataset_scan import Splits, scan
+from edgetune.dataset_scan import Splits
+from edgetune.sources import scan_sources
 from edgetune.errors import DataError, EdgetuneError
 from edgetune.train import checkpoint, distributed
 from edgetune.train.cache import check_writable
@@ -53,23 +54,24 @@ class TrainResult:
 
 
 def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print,
-          command: str = "run") -> TrainResult:
+          command: str = "run", target_labels: str | None = None) -> TrainResult:
     """Train per `cfg`, writing checkpoints under `out`; `resume` continues from out/last.pt.
     `command`: the `edgetune` subcommand that Ctrl-C's resume hint names. Under torchrun,
-    every process trains its share and only rank 0 writes or logs."""
+    every process trains its share and only rank 0 writes or logs.
+    `target_labels`: a folder of labelled target-domain images trained on beside the source."""
     with distributed.initialized(cfg.device) as (world, device):
-        return _train(cfg, Path(out), resume, log if world.is_main else _quiet, command, world, device)
+        return _train(cfg, Path(out), resume, log if world.is_main else _quiet, command, world, device,
+                      target_labels)
 
 
 def _quiet(*_args, **_kwargs) -> None:
     pass
 
 
-def _train(cfg, out, resume, log, command, world, device) -> TrainResult:
+def _train(cfg, out, resume, log, command, world, device, target_labels=None) -> TrainResult:
     if cfg.cache != "off" and cfg.cache_dir is not None:
         check_writable(Path(cfg.cache_dir))
-    splits = scan(data_dir(cfg), cfg.val_fraction, cfg.seed, verify_images=cfg.verify_images,
-                  skip_bad_images=cfg.skip_bad_images)
+    splits = scan_sources(cfg, target_labels)  # every --data folder, balanced per source
     pre = preprocess_for(cfg.model, cfg.weights, cfg.image_size)
     seed_everything(cfg.seed)
     if device.type == "cuda":
@@ -327,8 +329,7 @@ def load_splits(ckpt: dict, data: str | None = None) -> Splits:
     """The same train/val split the checkpoint was trained on (or on `data`)."""
     c = ckpt["config"]
     cfg = TrainConfig(**{**c, "data": data or c.get("data")})
-    splits = scan(data_dir(cfg), cfg.val_fraction, cfg.seed, verify_images=cfg.verify_images,
-                  skip_bad_images=cfg.skip_bad_images)  # the same files left out as in training
+    splits = scan_sources(cfg)  # the same files left out as in training
     if splits.classes != ckpt["classes"]:
         raise DataError(
             f"the data's classes {splits.classes} differ from the checkpoint's {ckpt['classes']}; "
