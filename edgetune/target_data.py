@@ -19,6 +19,7 @@ from pathlib import Path
 from edgetune.dataset_scan import (IMAGE_EXTENSIONS, READABLE, Sample, _class_files, _names,
                                    _note_ignored, _readable, _skipped)
 from edgetune.errors import DataError, DataWarning
+from edgetune.image_check import describe, find_unreadable
 
 UNLABELLED = -1  # the label of a target image nobody labelled
 
@@ -51,10 +52,17 @@ def scan_images(folder: str | Path, flag: str = "--target-data", *, verify_image
                         "pass a folder of images from the deployment camera")
     notes: list[str] = []
     _note_ignored([p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS], notes)
-    (kept,) = _readable([{"": images}], verify_images or skip_bad_images, skip_bad_images, notes)
+    try:
+        (kept,) = _readable([{"": images}], verify_images or skip_bad_images, True, notes)
+    except DataError as exc:
+        raise DataError(f"{flag} {root}: {exc}") from None
     if not kept[""]:
         raise DataError(f"{flag} {root}: none of its {len(images)} images can be read; "
-                        "replace them with readable images")
+                        "pass a folder of readable images from the deployment camera")
+    if len(kept[""]) < len(images) and not skip_bad_images:
+        bad = find_unreadable(images, full=verify_images)
+        raise DataError(f"{flag} {root}: cannot read {len(bad)} image file(s): {describe(bad)}; remove "
+                        "or replace them, or pass --skip-bad-images to adapt without them")
     for note in notes:
         warnings.warn(f"{flag}: {note}", DataWarning, stacklevel=2)
     return kept[""]
@@ -66,7 +74,10 @@ def scan_labelled(folder: str | Path, classes: list[str], flag: str, *, verify_i
     root = Path(folder)
     if not root.is_dir():
         raise DataError(f"{flag} {root} does not exist; pass a folder with one sub-folder per class")
-    found = _class_files(root)
+    try:
+        found = _class_files(root)
+    except DataError as exc:
+        raise DataError(f"{flag}: {exc}") from None
     missing, extra = sorted(set(classes) - set(found.images)), sorted(set(found.images) - set(classes))
     if missing or extra:
         parts = [f"{what}: {_names(names)}" for what, names in
@@ -75,7 +86,10 @@ def scan_labelled(folder: str | Path, classes: list[str], flag: str, *, verify_i
                         f"({'; '.join(parts)}); give it one folder per training class, named the same")
     notes: list[str] = []
     _note_ignored(found.ignored, notes)
-    (by_class,) = _readable([found.images], verify_images or skip_bad_images, skip_bad_images, notes)
+    try:
+        (by_class,) = _readable([found.images], verify_images or skip_bad_images, skip_bad_images, notes)
+    except DataError as exc:
+        raise DataError(f"{flag} {root}: {exc}") from None
     for note in notes:
         warnings.warn(f"{flag}: {note}", DataWarning, stacklevel=2)
     return [Sample(p, classes.index(c)) for c in classes for p in by_class[c]]
