@@ -57,8 +57,7 @@ def adapt(best: Path, out: Path, cfg: AdaptConfig, target: TargetData | None, tr
     if cfg.method is None:
         return best, record
     from edgetune.sources import scan_sources
-    from edgetune.train.adapt import adapt_checkpoint
-    from edgetune.train.loop import pick_device
+    from edgetune.train.adapt import adapt_checkpoint, pick_device
 
     reference = scan_sources(train_cfg).val  # the input shift is measured against source images
     record.update(adapt_checkpoint(best, Path(out) / ADAPTED, cfg, target, reference,
@@ -144,8 +143,8 @@ def adapt_bundle(bundle: str | Path, out: str | Path, cfg: AdaptConfig, export_c
     fp32 on target images and the input shift against the model's own statistics."""
     from edgetune import pipeline
     from edgetune.bundle import read_manifest, verify_checkpoint
-    from edgetune.train.adapt import adapt_checkpoint
-    from edgetune.train.loop import load_splits, pick_device
+    from edgetune.train.adapt import adapt_checkpoint, pick_device
+    from edgetune.train.loop import load_splits
 
     manifest = read_manifest(bundle)
     ckpt_path = verify_checkpoint(bundle, manifest)

@@ -37,6 +37,15 @@ BATCH = 64
 KEEP = ("arch", "weights", "classes", "preprocess", "config")
 
 
+def pick_device(choice: str) -> torch.device:
+    """Adaptation runs in one process, after training (rank 0 under torchrun)."""
+    if choice == "cuda" and not torch.cuda.is_available():
+        from edgetune.errors import ConfigError
+
+        raise ConfigError("--device cuda: no CUDA GPU is visible to PyTorch; use --device cpu or auto")
+    return torch.device("cuda" if choice != "cpu" and torch.cuda.is_available() else "cpu")
+
+
 def image_loader(paths_or_samples, pre: Preprocess, batch: int = BATCH, shuffle_seed: int | None = None,
                  skip_bad: bool = False):
     """Target images through the eval transform (the deployment preprocessing)."""
