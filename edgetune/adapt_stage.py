@@ -116,8 +116,8 @@ class _Agreement:
     """An EvalSet whose labels are fp32's own predictions: what INT8 is judged by when no
     labelled images are at hand."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray):
-        self.x, self.y = x, y
+    def __init__(self, x: np.ndarray, y: np.ndarray, paths: list[Path]):
+        self.x, self.y, self.paths = x, y, paths  # paths: for the report's thumbnails
 
     def __len__(self) -> int:
         return len(self.y)
@@ -132,8 +132,9 @@ def fp32_agreement_set(fp32: Path, target: TargetData | None, pre: Preprocess,
     # Not the calibration images (seed 0): INT8 is judged on images its ranges never saw.
     calibrated = set(subset(target.images, calib_samples, seed=0))
     unseen = [p for p in target.images if p not in calibrated] or target.images
-    x = pre.batch(subset(unseen, AGREEMENT_IMAGES, seed=1))
-    return _Agreement(x, logits_of(OrtSession(fp32, device="cpu"), x).argmax(1))
+    paths = subset(unseen, AGREEMENT_IMAGES, seed=1)
+    x = pre.batch(paths)
+    return _Agreement(x, logits_of(OrtSession(fp32, device="cpu"), x).argmax(1), paths)
 
 
 def adapt_bundle(bundle: str | Path, out: str | Path, cfg: AdaptConfig, export_cfg, data=None,
