@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import random
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -309,14 +308,6 @@ def make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
         return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def data_dir(cfg: TrainConfig) -> Path:
-    if cfg.data is not None:
-        return Path(cfg.data)
-    from edgetune.demo_data import ensure_digits
-
-    return ensure_digits()
 
 
 def seed_everything(seed: int) -> None:
