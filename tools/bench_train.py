@@ -109,7 +109,7 @@ def edgetune_loop(cfg: TrainConfig, out: Path) -> tuple[list[float], float, floa
     stamps = []
 
     def log(line: str) -> None:
-        if line.startswith(("edgetune: stage", "epoch ")):
+        if line.startswith(("edgetune: cache on", "edgetune: cache off", "epoch ")):
             stamps.append(time.perf_counter())
 
     t0 = time.perf_counter()

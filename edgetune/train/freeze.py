@@ -102,6 +102,8 @@ class FreezePlan:
         n = len(self.groups)
         if self.trainable_groups == n:
             return f"all {n} blocks + head trainable"
+        if self.trainable_groups == 0:
+            return f"head only trainable ({n} blocks frozen)"
         return f"head + top {self.trainable_groups} of {n} blocks trainable"
 
 

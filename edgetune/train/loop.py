@@ -105,9 +105,11 @@ def _train(cfg, out, resume, log, command, world, device, target_labels=None) ->
         nonlocal current
         if current is None or current.index != i:
             end = stages[i + 1].first_epoch if i + 1 < len(stages) else cfg.epochs
+            log(f"edgetune: stage {i + 1}/{len(stages)}, epochs {stages[i].first_epoch + 1}-{end}: "
+                f"{plans[i].describe()}")
             current = build_stage(i, stages[i].unfreeze, plans[i], model, cfg, out, src, pre, world,
                                   workers, weights, device, end - stages[i].first_epoch, log)
-            log(f"edgetune: stage {i + 1}/{len(stages)} ({current.plan.describe()}): {current.why}")
+            log(f"edgetune: {current.why}")
         return current
 
     steps_per_epoch = activate(saved["epoch"] if saved else 0).inputs.steps_per_epoch()
