@@ -6,11 +6,9 @@ epoch. edgetune: the frozen prefix cached once per image and view, the suffix tr
 Both use the same data, model, starting weights, optimizer, schedule and augmentation.
 
 There is no internet here for torchvision's weights, so each model is first pretrained from
-scratch on some of the digits, and that checkpoint is fine-tuned on other images of the same
-classes: transfer, as users do it. Speed does not depend on what the weights learnt; accuracy
-does. Digits pretrained at 64 px do not transfer to 224 px (scale), and pretraining at 224 px
-from scratch on this machine is too slow to reach useful features, so the accuracy comparison
-is made at --size 64 (see BENCHMARKS.md) and the speed comparison at 224.
+scratch on 60 digits per class at the fine-tuning size, and that checkpoint is fine-tuned on
+other images of the same classes: transfer, as users do it. (Pretrained at 64 px and
+fine-tuned at 224, the features do not transfer and both loops score near chance.)
 
     python tools/bench_train.py                       # resnet18 and mobilenet_v3_large at 224 px
     python tools/bench_train.py --whole-run           # 8 epochs vs 1 of `edgetune train --unfreeze head`
@@ -177,12 +175,13 @@ def main() -> None:
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--train-per-class", type=int, default=30)
-    p.add_argument("--pretrain-size", type=int, default=64)
-    p.add_argument("--pretrain-epochs", type=int, default=4)
+    p.add_argument("--pretrain-size", type=int, help="default: --size (features must match the scale)")
+    p.add_argument("--pretrain-epochs", type=int, default=5)
     p.add_argument("--pretrain-per-class", type=int, default=60)
     p.add_argument("--pause", type=float, default=2.0, help="seconds between loops")
     p.add_argument("--whole-run", action="store_true")
     args = p.parse_args()
+    args.pretrain_size = args.pretrain_size or args.size
     print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}; {args.epochs} epochs at {args.size} px")
     if args.whole_run:
