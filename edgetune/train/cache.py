@@ -121,12 +121,18 @@ def check_writable(folder: Path) -> None:
         ) from None
 
 
-def key_of(prefix: nn.Module, parts: dict, request: Request) -> str:
-    """Everything that changes the cached bytes, hashed."""
+def weights_hash(prefix: nn.Module) -> str:
+    """The weights the prefix runs, hashed (once per cache: a ResNet-50 prefix is ~100 MB)."""
     h = hashlib.sha256()
-    for name, tensor in prefix.state_dict().items():  # the weights the prefix runs
+    for name, tensor in prefix.state_dict().items():
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def key_of(weights: str, parts: dict, request: Request) -> str:
+    """Everything that changes the cached bytes, hashed."""
+    h = hashlib.sha256(weights.encode())
     h.update(json.dumps({**parts, "role": request.role, "views": request.views,
                          "augment": request.augment}, sort_keys=True).encode())
     for s in request.samples:
@@ -155,12 +161,13 @@ class FeatureCache:
         self.prefix, self.parts, self.folder, self.skip_bad = prefix, parts, folder, skip_bad
         self.budget, self.dtype, self.batch_size, self.workers = budget, dtype, batch_size, workers
         self.device, self.seed, self.log = device, seed, log
+        self.weights = weights_hash(prefix)
 
     def get(self, request: Request, shape: tuple[int, ...]) -> Features | None:
         """Reuse a valid cache for `request` or fill a new one; None when neither memory nor
         disk can hold it (the caller trains uncached)."""
         labels = np.asarray([s.label for s in request.samples], dtype=np.int64)
-        key = key_of(self.prefix, self.parts, request)
+        key = key_of(self.weights, self.parts, request)
         full = (request.views, len(request.samples), *shape)
         size = estimate_bytes(shape, len(request.samples), request.views, self.dtype)
         in_memory = size <= self.budget

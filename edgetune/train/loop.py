@@ -109,6 +109,8 @@ def _train(cfg, out, resume, log, command, world, device, target_labels=None) ->
                 f"{plans[i].describe()}")
             current = build_stage(i, stages[i].unfreeze, plans[i], model, cfg, out, src, pre, world,
                                   workers, weights, device, end - stages[i].first_epoch, log)
+            # Wrapped once per stage: DDP registers the stage's parameters, compile traces once.
+            current.step_module = _wrap(current.inputs.module, cfg, world, device)
             log(f"edgetune: {current.why}")
         return current
 
@@ -142,8 +144,7 @@ def _train(cfg, out, resume, log, command, world, device, target_labels=None) ->
             epoch = state["epoch"]
             stage = activate(epoch)
             t0 = time.perf_counter()
-            step_module = _wrap(stage.inputs.module, cfg, world, device)
-            loss = train_one_epoch(step_module, model, stage, criterion, optimizer, scheduler, scaler,
+            loss = train_one_epoch(stage.step_module, model, stage, criterion, optimizer, scheduler, scaler,
                                    device, state, cfg, save_last, world, amp, stop)
             # Evaluation changes no state, and the BatchNorm re-estimate starts from a reset
             # on fixed images, so a resumed run redoes it identically: a Ctrl-C may stop either.

@@ -6,6 +6,7 @@ cache, and the inputs that follow from those choices. Each choice is printed wit
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -43,6 +44,7 @@ class Stage:
     plan: FreezePlan
     inputs: object  # ImageInputs | CachedInputs
     why: str
+    step_module: nn.Module | None = None  # inputs.module, DDP-wrapped and/or compiled
 
 
 def cache_reason(cfg: TrainConfig, prefix_stages: int) -> str | None:
@@ -56,8 +58,6 @@ def cache_reason(cfg: TrainConfig, prefix_stages: int) -> str | None:
 
 def make_cache(model_prefix: nn.Module, cfg: TrainConfig, out, split_index: int, where: str, pre,
                workers: int, device, log) -> FeatureCache:
-    from pathlib import Path
-
     folder = Path(cfg.cache_dir) if cfg.cache_dir else Path(out) / "cache"
     parts = {"arch": cfg.model, "weights": cfg.weights, "split": where, "split_index": split_index,
              "preprocess": pre.to_dict(), "seed": cfg.seed, "dtype": cfg.cache_dtype}
