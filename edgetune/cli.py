@@ -75,6 +75,7 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cache-memory", help="memory budget, e.g. 4GB (default 40%% of available memory); larger caches are memory-mapped")
     g.add_argument("--cache-dir", help="where caches are kept and reused (default OUT/cache)")
     g.add_argument("--cache-dtype", help="float16 (default) | float32")
+    g.add_argument("--cache-seed", type=int, help="seed of the cached augmented views (default: --seed)")
     g = p.add_argument_group("machine")
     g.add_argument("--device", help="auto | cpu | cuda")
     g.add_argument("--seed", type=int)
@@ -121,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="fine-tune only; writes OUT/checkpoints/best.pt")
     _train_flags(p), _out_flags(p)
     p.set_defaults(func=_cmd_train)
+
+    from edgetune import cli_tune
+
+    cli_tune.add_parser(sub, _train_flags, _export_flags)
 
     p = sub.add_parser("export", help="the stages after training, from a checkpoint")
     p.add_argument("checkpoint", help="a .pt written by `edgetune train` (OUT/checkpoints/best.pt)")

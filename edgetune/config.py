@@ -57,6 +57,7 @@ class TrainConfig:
     cache_memory: str | None = None  # memory budget, e.g. 4GB; None: 40% of available memory
     cache_dir: str | None = None  # None: OUT/cache
     cache_dtype: CacheDtype = "float16"
+    cache_seed: int | None = None  # seed of the cached views; None: --seed (a search's trials share one)
     compile: bool = False  # torch.compile the trainable part
 
     def __post_init__(self):

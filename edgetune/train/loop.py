@@ -53,21 +53,23 @@ class TrainResult:
 
 
 def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print,
-          command: str = "run", target_labels: str | None = None) -> TrainResult:
+          command: str = "run", target_labels: str | None = None, on_epoch=None) -> TrainResult:
     """Train per `cfg`, writing checkpoints under `out`; `resume` continues from out/last.pt.
     `command`: the `edgetune` subcommand that Ctrl-C's resume hint names. Under torchrun,
     every process trains its share and only rank 0 writes or logs.
-    `target_labels`: a folder of labelled target-domain images trained on beside the source."""
+    `target_labels`: a folder of labelled target-domain images trained on beside the source.
+    `on_epoch(record)`: called after each epoch's checkpoint with its history record; it may
+    raise to stop training there (a search's pruner does)."""
     with distributed.initialized(cfg.device) as (world, device):
         return _train(cfg, Path(out), resume, log if world.is_main else _quiet, command, world, device,
-                      target_labels)
+                      target_labels, on_epoch)
 
 
 def _quiet(*_args, **_kwargs) -> None:
     pass
 
 
-def _train(cfg, out, resume, log, command, world, device, target_labels=None) -> TrainResult:
+def _train(cfg, out, resume, log, command, world, device, target_labels=None, on_epoch=None) -> TrainResult:
     if cfg.cache != "off" and cfg.cache_dir is not None:
         check_writable(Path(cfg.cache_dir))
     splits = scan_sources(cfg, target_labels)  # every --data folder, balanced per source
@@ -172,6 +174,8 @@ def _train(cfg, out, resume, log, command, world, device, target_labels=None) ->
             save_last()
             log(f"epoch {epoch + 1}/{cfg.epochs}  loss {loss:.4f}  val top-1 {metrics['top1']:.2%}  "
                 f"top-5 {metrics['top5']:.2%}  {seconds:.1f}s" + ("  *best" if improved else ""))
+            if on_epoch is not None:
+                on_epoch(record)
             if cfg.patience and state["bad_epochs"] >= cfg.patience:
                 log(f"edgetune: early stop: no val top-1 gain for {cfg.patience} epochs")
                 stopped_early = True

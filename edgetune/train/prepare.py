@@ -59,10 +59,13 @@ def cache_reason(cfg: TrainConfig, prefix_stages: int) -> str | None:
 def make_cache(model_prefix: nn.Module, cfg: TrainConfig, out, split_index: int, where: str, pre,
                workers: int, device, log) -> FeatureCache:
     folder = Path(cfg.cache_dir) if cfg.cache_dir else Path(out) / "cache"
+    # Trials of a search train with their own seeds but draw the cached views with one seed,
+    # so they share the cache.
+    seed = cfg.seed if cfg.cache_seed is None else cfg.cache_seed
     parts = {"arch": cfg.model, "weights": cfg.weights, "split": where, "split_index": split_index,
-             "preprocess": pre.to_dict(), "seed": cfg.seed, "dtype": cfg.cache_dtype}
+             "preprocess": pre.to_dict(), "seed": seed, "dtype": cfg.cache_dtype}
     return FeatureCache(model_prefix, parts, folder, memory_budget(cfg.cache_memory), cfg.cache_dtype,
-                        cfg.batch_size, workers, device, cfg.seed, log, skip_bad=cfg.skip_bad_images)
+                        cfg.batch_size, workers, device, seed, log, skip_bad=cfg.skip_bad_images)
 
 
 def build_stage(index: int, unfreeze: str, plan: FreezePlan, model: nn.Module, cfg: TrainConfig, out,

@@ -1,0 +1,41 @@
+"""`edgetune tune`: the search's flags on top of every train and export flag. Registered by
+`edgetune.cli`; the search itself is edgetune.tune.search."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub, train_flags, export_flags) -> None:
+    p = sub.add_parser(
+        "tune", help="search fine-tuning hyperparameters (Optuna); writes OUT/trials.csv and OUT/best.yaml",
+        description="Train many configurations, prune hopeless ones early, and write the best as "
+                    "OUT/best.yaml for `edgetune run --config`. Flags you give are fixed; the rest of "
+                    "the default space (lr, backbone-lr-scale, weight-decay, unfreeze, label-smoothing, "
+                    "dropout, augment) is searched. Rerun the same command to continue a stopped study; "
+                    "run it on several machines with one --storage URL to share the work.")
+    g = p.add_argument_group("search")
+    g.add_argument("--trials", type=int, help="finished trials the study should hold (default 20)")
+    g.add_argument("--sampler", help="tpe (default) | random | grid (needs --space with lists)")
+    g.add_argument("--space", help="YAML: flag: {low: A, high: B, log: true} or flag: [a, b, c]")
+    g.add_argument("--objective", help="top1 (default): best val top-1 | int8: val top-1 of the CPU INT8 artifact")
+    g.add_argument("--timeout", type=float, help="start no new trial after S seconds (a rerun continues)")
+    g.add_argument("--storage", help="RDB URL shared by workers, e.g. postgresql://user@host/db "
+                                     "(default: sqlite in OUT)")
+    g.add_argument("--study-name", help="the study's name in --storage (default: the --out folder's name)")
+    train_flags(p), export_flags(p)
+    p.add_argument("--out", required=True, help="the study folder: study.db, trials/, trials.csv, best.yaml")
+    p.add_argument("--overwrite", action="store_true", help="start a new study in --out (the cache is kept)")
+    p.add_argument("--config", help="YAML file of flag: value defaults; flags override it")
+    p.set_defaults(func=run_tune)
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    from edgetune import cli
+    from edgetune.config import TrainConfig, build, field_names
+    from edgetune.tune.search import TuneConfig, tune
+
+    cfg = build(TuneConfig, {k: v for k, v in vars(args).items() if k in field_names(TuneConfig)})
+    fixed = {k for k, v in vars(args).items() if k in field_names(TrainConfig) and v is not None}
+    tune(cli._train_config(args), cli._export_config(args), cfg, args.out, fixed, overwrite=args.overwrite)
+    return 0

@@ -1,0 +1,189 @@
+"""`edgetune tune`: a hyperparameter search over fine-tuning flags, on Optuna.
+
+TPE (default), random or grid sampling; a median pruner on per-epoch val top-1; the study
+stored under OUT (or a shared `--storage`) so a rerun continues it and several workers share
+it. Trials share one feature cache, so head-level trials cost seconds. `--objective int8`
+scores each finished trial on its CPU INT8 artifact: what ships.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+from edgetune.config import ExportConfig, TrainConfig, to_dict
+from edgetune.errors import ConfigError, EdgetuneError, did_you_mean
+from edgetune.tune import outputs, space as spacemod, study as studymod
+from edgetune.tune.trial import run_trial, trial_config, trial_export_config
+
+Sampler = Literal["tpe", "random", "grid"]
+Objective = Literal["top1", "int8"]
+TRIALS = "trials"
+# What --overwrite removes: the study and its outputs, never the feature cache (reusable).
+OWNED = (studymod.STUDY_DB, studymod.LOCK, TRIALS, outputs.TRIALS_CSV, outputs.BEST_YAML,
+         outputs.IMPORTANCES)
+# Flags that may differ between a study's workers and reruns: where things are on each machine.
+LOCAL = ("data", "device", "workers", "cache_dir", "cache_memory")
+
+
+class TuneInterrupted(EdgetuneError):
+    """Ctrl-C during a search: the study is kept, the stopped trial is retried on rerun."""
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    trials: int = 20
+    sampler: Sampler = "tpe"
+    space: str | None = None
+    objective: Objective = "top1"
+    timeout: float | None = None
+    storage: str | None = None
+    study_name: str | None = None
+
+    def __post_init__(self):
+        for name, alias in (("sampler", Sampler), ("objective", Objective)):
+            value, allowed = getattr(self, name), get_args(alias)
+            if value not in allowed:
+                raise ConfigError(f"--{name} {value!r} is not allowed{did_you_mean(str(value), allowed)}; "
+                                  f"choose one of: {', '.join(allowed)}")
+        if self.trials < 1:
+            raise ConfigError(f"--trials {self.trials} must be at least 1 (the number of finished trials "
+                              "the study should hold)")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ConfigError(f"--timeout {self.timeout:g} must be positive (seconds)")
+
+
+def tune(base: TrainConfig, export_cfg: ExportConfig, cfg: TuneConfig, out: str | Path,
+         fixed: set[str], overwrite: bool = False, log=print) -> Path | None:
+    """Run (or continue) the study in `out` until it holds `cfg.trials` finished trials.
+    `fixed`: the train flags the user set, left out of the default space. Returns best.yaml."""
+    params = (spacemod.load_space(cfg.space, base, fixed) if cfg.space
+              else spacemod.default_space(fixed))
+    if not params:
+        raise ConfigError("nothing to search: the command line fixes every flag of the default space; "
+                          "drop some flags or pass --space FILE")
+    grid = spacemod.grid(params, cfg.space) if cfg.sampler == "grid" else None
+    out = _prepare_out(Path(out), overwrite)
+    # Trials share one cache folder, so each frozen prefix is computed once for the search.
+    base = dataclasses.replace(base, cache_dir=base.cache_dir or str(out / "cache"))
+    settings = {"train": {k: v for k, v in to_dict(base).items() if k not in LOCAL},
+                "space": {p.name: p.describe() for p in params},
+                "objective": cfg.objective, "sampler": cfg.sampler}
+    plan = studymod.Plan(cfg.study_name or out.resolve().name, cfg.trials, cfg.sampler, grid, base.seed,
+                         settings)
+    with studymod.FileLock(out / studymod.LOCK):  # workers starting together create the tables once
+        storage = studymod.open_storage(cfg.storage, out)
+        studymod.load(plan, storage)
+    objective = TrialObjective(base, params, out, cfg.objective, trial_export_config(export_cfg))
+    log(f"tune: {cfg.trials} trials, {cfg.sampler} sampler, median pruning after {studymod.STARTUP_TRIALS} "
+        f"trials, scored on {_objective_text(cfg.objective)}; study {plan.name!r} in "
+        + ("--storage" if cfg.storage else str(out / studymod.STUDY_DB)))
+    log("tune: searching " + ", ".join(f"{p.name} {p.describe()}" for p in params))
+    if grid is not None and studymod.grid_size(plan) < cfg.trials:
+        log(f"tune: the grid has {studymod.grid_size(plan)} points: the search ends after them")
+
+    def after_trial(study) -> None:
+        outputs.write_trials_csv(out, study)
+        if objective.last is not None:
+            log(_trial_line(study, objective.last))
+            objective.last = None
+
+    studymod.work(plan, storage, out, objective, after_trial, cfg.timeout, log)
+    study = studymod.load(plan, storage)
+    outputs.write_trials_csv(out, study)
+    importances = outputs.write_importances(out, study)
+    best = outputs.write_best(out, study, to_dict(base), to_dict(export_cfg), cfg.objective)
+    for line in outputs.summary(study, importances):
+        log(line)
+    if best is None:
+        log("tune: no trial completed, so there is no best.yaml; see the note column of "
+            f"{out / outputs.TRIALS_CSV}")
+    else:
+        log(f"tune: {out / outputs.TRIALS_CSV}, {best}; next: edgetune run --config {best} --out DIR")
+    return best
+
+
+class TrialObjective:
+    """Optuna's objective: one trial's values → its own config, trained, scored."""
+
+    def __init__(self, base: TrainConfig, params, out: Path, objective: str, export_cfg: ExportConfig):
+        from edgetune.train.loop import DivergedError
+
+        self.base, self.params, self.out = base, params, out
+        self.objective, self.export_cfg = objective, export_cfg
+        self.last = None
+        # A diverged trial or an impossible combination of values fails alone; the search goes on.
+        self.catch = (DivergedError, ConfigError)
+
+    def __call__(self, trial, started) -> float:
+        import optuna
+
+        from edgetune.train.interrupt import Interrupted
+
+        started()  # the trial exists: other workers may count it and start theirs
+        self.last = trial.number
+        folder = self.out / TRIALS / f"{trial.number:04d}"
+
+        def report(record: dict) -> None:
+            trial.set_user_attr("epochs", record["epoch"])
+            trial.report(record["top1"], record["epoch"])
+            if trial.should_prune():
+                trial.set_user_attr("note", f"pruned at epoch {record['epoch']}: val top-1 "
+                                            f"{record['top1']:.2%} below the median of finished trials")
+                raise optuna.TrialPruned()
+
+        try:
+            values = {p.name: p.suggest(trial) for p in self.params}
+            cfg = trial_config(self.base, values, trial.number)
+            trial.set_user_attr("config", {**values, "seed": cfg.seed, "cache_seed": cfg.cache_seed})
+            outcome = run_trial(cfg, folder, self.objective, self.export_cfg, report,
+                                log=_file_log(folder / "train.log"))
+        except self.catch as exc:
+            trial.set_user_attr("note", str(exc)[:300])
+            raise
+        except (Interrupted, KeyboardInterrupt):
+            trial.set_user_attr("note", "interrupted (Ctrl-C); retried when the command is rerun")
+            trial.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            raise TuneInterrupted(f"interrupted: trial {trial.number} stopped and will be retried; the study "
+                                  f"is kept in {self.out}: rerun the same command to continue it") from None
+        trial.set_user_attr("epochs", outcome.epochs)
+        return outcome.value
+
+
+def _prepare_out(out: Path, overwrite: bool) -> Path:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; pass a folder for the study")
+    if (out / "manifest.json").is_file():  # trials never write into a user's bundle
+        raise ConfigError(f"--out {out} holds a bundle; a search writes its own folder: choose another --out")
+    if overwrite:
+        for name in OWNED:
+            p = out / name
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _file_log(path: Path):
+    def log(*parts) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            print(*parts, file=f)
+    return log
+
+
+def _objective_text(objective: str) -> str:
+    return "val top-1" if objective == "top1" else "the val top-1 of each trial's CPU INT8 artifact"
+
+
+def _trial_line(study, number: int) -> str:
+    t = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+    values = "  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
+    value = "" if t.value is None else f"{t.value:.2%}"
+    epochs = t.user_attrs.get("epochs", 0)
+    note = t.user_attrs.get("note", "")
+    state = t.state.name
+    text = {"COMPLETE": f"{value} after {epochs} epochs", "PRUNED": note or f"pruned at epoch {epochs}"}
+    return f"trial {number:>3}  {state:<8} {text.get(state, note)}  | {values}"

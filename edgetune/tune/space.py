@@ -1,0 +1,196 @@
+"""The search space: which train flags a search varies, and over what.
+
+The default is the space that matters when fine-tuning a pretrained classifier: the head's
+learning rate and the smaller one of the unfrozen blocks, weight decay, how deep to unfreeze,
+label smoothing, dropout and augmentation. A flag given on the command line is fixed and
+leaves the default space. `--space FILE` replaces it: a YAML mapping of train flag names to a
+range (`{low: 1e-4, high: 1e-2, log: true}`, optionally `step`) or a list of choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgetune.config import TrainConfig, field_names
+from edgetune.errors import ConfigError, did_you_mean
+
+# Flags a search must not vary: where the data and outputs are, the machine, and the seed
+# (each trial derives its own from --seed).
+FIXED = {"data", "device", "workers", "seed", "cache_dir", "cache_seed", "cache_memory",
+         "checkpoint_every", "verify_images", "skip_bad_images", "compile"}
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched flag: a numeric range (`low`..`high`, `log`, `step`) or a list of choices."""
+    name: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: tuple | None = None
+
+    @property
+    def is_grid(self) -> bool:
+        return self.choices is not None
+
+    def describe(self) -> str:
+        if self.choices is not None:
+            return "{" + ", ".join(map(str, self.choices)) + "}"
+        return f"{self.low:g}..{self.high:g}" + (" log" if self.log else "") + (
+            f" step {self.step:g}" if self.step else "")
+
+    def suggest(self, trial):
+        """The value an Optuna trial draws for this flag."""
+        if self.choices is not None:
+            return trial.suggest_categorical(self.name, list(self.choices))
+        if _is_int(self.name):
+            return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log,
+                                     step=int(self.step or 1))
+        return trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
+
+
+DEFAULT = (
+    Param("lr", 1e-4, 1e-2, log=True),
+    Param("backbone_lr_scale", 0.01, 1.0, log=True),
+    Param("weight_decay", 1e-4, 0.1, log=True),
+    Param("unfreeze", choices=("head", "1", "2", "3")),
+    Param("label_smoothing", 0.0, 0.2),
+    Param("dropout", 0.0, 0.5),
+    Param("augment", choices=("none", "light", "standard")),
+)
+
+
+def default_space(fixed: set[str]) -> tuple[Param, ...]:
+    """The default space less the flags the user fixed on the command line. A fixed
+    --unfreeze-schedule decides the depth, so it fixes --unfreeze too."""
+    fixed = set(fixed) | ({"unfreeze"} if "unfreeze_schedule" in fixed else set())
+    return tuple(p for p in DEFAULT if p.name not in fixed)
+
+
+def load_space(path: str | Path, base: TrainConfig, fixed: set[str]) -> tuple[Param, ...]:
+    """`--space FILE`, every range and choice checked against the train flag's own rules."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--space {path}: no such file; pass a YAML file of flag: range or list lines")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--space {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f"--space {path} must map train flags to ranges or lists, e.g. "
+                          "'lr: {low: 0.0001, high: 0.01, log: true}' or 'unfreeze: [head, 1, 2]'")
+    allowed = field_names(TrainConfig) - FIXED
+    params = []
+    for key, spec in raw.items():
+        name = str(key).replace("-", "_")
+        where = f"--space {path}: {key}"
+        if name not in allowed:
+            hint = (" is not something a search varies (each trial derives its seed from --seed; "
+                    "data, device and cache placement are fixed)" if name in FIXED
+                    else f" is not a train flag{did_you_mean(name, allowed)}")
+            raise ConfigError(f"{where}{hint}; searchable flags: {', '.join(sorted(allowed))}")
+        if name in fixed:
+            raise ConfigError(f"{where} is also given as --{key.replace('_', '-')} on the command line; "
+                              "search it or fix it, not both")
+        params.append(_param(name, spec, where))
+    for p in params:
+        _check_values(p, base, f"--space {path}: {p.name}")
+    return tuple(params)
+
+
+def _param(name: str, spec, where: str) -> Param:
+    if isinstance(spec, list):
+        if not spec:
+            raise ConfigError(f"{where}: an empty list; give the values to try, e.g. [head, 1, 2]")
+        if len(set(map(str, spec))) != len(spec):
+            raise ConfigError(f"{where}: {spec} repeats a value; list each value once")
+        return Param(name, choices=tuple(_as_flag_value(name, v) for v in spec))
+    if not isinstance(spec, dict) or not {"low", "high"} <= set(spec):
+        raise ConfigError(f"{where}: {spec!r} is neither a list of values nor a range; use "
+                          "{low: A, high: B} (optionally log: true, step: S) or [A, B, C]")
+    unknown = set(spec) - {"low", "high", "log", "step"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown range key {sorted(unknown)[0]!r}; a range has low, high, "
+                          "log and step")
+    if _kind(name) not in (int, float):
+        raise ConfigError(f"{where} takes no numeric range; list its values instead, e.g. [a, b]")
+    try:
+        low, high = float(spec["low"]), float(spec["high"])
+        step = None if spec.get("step") is None else float(spec["step"])
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: low, high and step must be numbers, not {spec!r}") from None
+    log = spec.get("log", False)
+    if not isinstance(log, bool):
+        raise ConfigError(f"{where}: log: {log!r} is not allowed; use true or false")
+    if not (math.isfinite(low) and math.isfinite(high)) or low >= high:
+        raise ConfigError(f"{where}: low {low:g} must be below high {high:g}")
+    if log and low <= 0:
+        raise ConfigError(f"{where}: a log range needs low > 0, not {low:g}")
+    if log and step is not None:
+        raise ConfigError(f"{where}: a range is either log or stepped, not both")
+    if step is not None and step <= 0:
+        raise ConfigError(f"{where}: step {step:g} must be positive")
+    if _kind(name) is int and not (low.is_integer() and high.is_integer()):
+        raise ConfigError(f"{where}: --{name.replace('_', '-')} is a whole number; use whole low and high")
+    return Param(name, low, high, log=log, step=step)
+
+
+def _check_values(p: Param, base: TrainConfig, where: str) -> None:
+    """Every choice and both ends of a range must make a valid config with the fixed flags."""
+    values = p.choices if p.choices is not None else (_cast(p.name, p.low), _cast(p.name, p.high))
+    for v in values:
+        try:
+            dataclasses.replace(base, **{p.name: v})
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {v!r} is not allowed ({exc})") from None
+
+
+def grid(params: tuple[Param, ...], space_path) -> dict[str, list]:
+    """The grid sampler's search space: every entry must be a list of values."""
+    if space_path is None:
+        raise ConfigError("--sampler grid needs a grid: pass --space FILE listing the values of each "
+                          "flag, e.g. 'lr: [0.0003, 0.001, 0.003]' and 'unfreeze: [head, 2]'")
+    ranges = [p.name for p in params if not p.is_grid]
+    if ranges:
+        raise ConfigError(f"--sampler grid needs a grid, but --space {space_path} gives {ranges[0]} as a "
+                          f"range; list its values instead (e.g. [a, b, c]) or use --sampler tpe|random")
+    return {p.name: list(p.choices) for p in params}
+
+
+def _kind(name: str):
+    hint = typing.get_type_hints(TrainConfig)[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    for kind in (bool, int, float):
+        if kind in args:
+            return kind
+    return str
+
+
+def _is_int(name: str) -> bool:
+    return _kind(name) is int
+
+
+def _cast(name: str, value):
+    return int(value) if _is_int(name) else float(value)
+
+
+def _as_flag_value(name: str, value):
+    """A YAML list item as the flag takes it: '2' for --unfreeze, 0.1 for --dropout."""
+    kind = _kind(name)
+    if kind is str:
+        return str(value)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"--space: {name}: {value!r} is not allowed; use true or false")
+        return value
+    try:
+        return int(value) if kind is int else float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--space: {name}: {value!r} is not a number") from None

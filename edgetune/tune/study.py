@@ -1,0 +1,182 @@
+"""The study on Optuna: storage, sampler, pruner, and the worker loop that runs trials.
+
+Storage is an RDB: SQLite under OUT by default, or `--storage URL` shared by workers on
+several machines. An RDB rather than Optuna's journal file because only RDB storage keeps
+heartbeats: a trial whose process was killed stops beating, is marked failed after the grace
+period, and is retried once with the same values (Optuna's retry callback).
+
+Every worker runs the same loop: count the finished trials, start one more while the study
+has fewer than --trials, wait while the trials still running would make up the rest (one may
+be a killed process's, failed once its heartbeat goes stale). Workers sharing OUT take a file
+lock between counting and starting, so together they finish exactly --trials.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgetune.errors import ConfigError, require
+
+STUDY_DB = "study.db"
+LOCK = ".tune.lock"
+HEARTBEAT_S = 5  # a running trial writes its heartbeat this often
+GRACE_S = 20  # silent this long: its process is gone, the trial is failed and retried
+STARTUP_TRIALS = 3  # the pruner judges nothing before this many trials have finished
+WARMUP_EPOCHS = 1  # nor any trial's first epoch: warm-up moves top-1 around
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to run: the study's fixed settings, checked on every rerun and by every worker."""
+    name: str
+    trials: int
+    sampler: str  # tpe | random | grid
+    grid: dict | None
+    seed: int
+    settings: dict  # the base flags, the space and the objective
+
+
+def optuna_module():
+    optuna = require("optuna", "train", "edgetune tune")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # trials are reported by us, one line each
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    return optuna
+
+
+def open_storage(url: str | None, out: Path):
+    """The study's storage, heartbeats on; a URL that does not connect is one line."""
+    optuna = optuna_module()
+    import sqlalchemy
+
+    shown = f"--storage {url}"
+    if url is None:
+        url, shown = f"sqlite:///{(out / STUDY_DB).resolve()}", f"the study storage {out / STUDY_DB}"
+    else:
+        with contextlib.suppress(Exception):
+            shown = "--storage " + sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    # SQLite locks the whole file per write: wait for the other workers rather than fail.
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    try:
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+    except (ImportError, ValueError, sqlalchemy.exc.SQLAlchemyError) as exc:
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise ConfigError(f"{shown}: cannot open the study storage ({why}); pass an RDB URL "
+                          "that is reachable, e.g. sqlite:///runs/tune.db or postgresql://user@host/db "
+                          "(with its driver installed, e.g. psycopg2-binary)") from None
+
+
+def pruner():
+    optuna = optuna_module()
+    # Steps are epochs counted from 1, and steps below n_warmup_steps are never pruned.
+    return optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS, n_warmup_steps=WARMUP_EPOCHS + 1)
+
+
+def sampler(plan: Plan, number: int):
+    """A sampler seeded per trial number: each trial draws the same values whichever worker
+    runs it, and two workers never draw the same random values."""
+    optuna = optuna_module()
+    seed = (plan.seed * 1_000_003 + number) % (2**31 - 1)
+    if plan.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if plan.sampler == "grid":
+        return optuna.samplers.GridSampler(plan.grid, seed=seed)
+    # TPE models the finished trials after a few random ones; fewer for short searches.
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(4, min(10, plan.trials // 4)))
+
+
+def load(plan: Plan, storage, number: int = 0):
+    """The study (created on first use), its settings checked against this command's."""
+    optuna = optuna_module()
+    study = optuna.create_study(study_name=plan.name, storage=storage, direction="maximize",
+                                sampler=sampler(plan, number), pruner=pruner(), load_if_exists=True)
+    saved = study.user_attrs.get("edgetune")
+    if saved is None:
+        study.set_user_attr("edgetune", plan.settings)
+    elif saved != plan.settings:
+        key = next(k for k in sorted(set(saved) | set(plan.settings)) if saved.get(k) != plan.settings.get(k))
+        raise ConfigError(f"study {plan.name!r} was started with other settings ({key}: "
+                          f"{saved.get(key)!r}, now {plan.settings.get(key)!r}); rerun the same command to "
+                          "continue it, or pass another --out (or --study-name) to start a new study")
+    return study
+
+
+class FileLock:
+    """An advisory lock on a file under OUT, held between counting trials and starting one."""
+
+    def __init__(self, path: Path):
+        self.path, self.fd = path, None
+
+    def acquire(self) -> None:
+        self.fd = open(self.path, "a")
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            self.fd.close()
+            self.fd = None
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def work(plan: Plan, storage, out: Path, objective, after_trial, timeout: float | None, log) -> None:
+    """Run trials until the study has `plan.trials` finished (complete or pruned) ones.
+    `objective(trial, started)` must call `started()` once its trial exists."""
+    optuna = optuna_module()
+    from optuna.trial import TrialState
+
+    finished_states = (TrialState.COMPLETE, TrialState.PRUNED)
+    lock = FileLock(out / LOCK)
+    start, waited = time.monotonic(), False
+    while True:
+        lock.acquire()
+        try:
+            study = load(plan, storage)
+            optuna.storages.fail_stale_trials(study)  # a killed worker's trial: failed, retried once
+            trials = study.get_trials(deepcopy=False)
+            finished = sum(t.state in finished_states for t in trials)
+            running = sum(t.state == TrialState.RUNNING for t in trials)
+            limit = grid_size(plan)
+            if finished >= plan.trials or (limit is not None and finished >= limit):
+                return
+            if timeout is not None and time.monotonic() - start > timeout:
+                log(f"tune: --timeout {timeout:g} s reached; {finished} of {plan.trials} trials finished. "
+                    "Rerun the same command to continue.")
+                return
+            if finished + running >= min(plan.trials, limit or plan.trials):
+                if not waited:
+                    log(f"tune: waiting for {running} running trial(s): another worker's, or a killed "
+                        f"process's (failed and retried after {GRACE_S} s without a heartbeat)")
+                    waited = True
+                lock.release()
+                time.sleep(HEARTBEAT_S)
+                continue
+            study = load(plan, storage, number=len(trials))
+            try:
+                study.optimize(lambda trial: objective(trial, lock.release), n_trials=1,
+                               catch=objective.catch)
+            finally:
+                after_trial(study)
+        finally:
+            lock.release()
+
+
+def grid_size(plan: Plan) -> int | None:
+    if plan.grid is None:
+        return None
+    n = 1
+    for values in plan.grid.values():
+        n *= len(values)
+    return n

@@ -1,0 +1,84 @@
+"""One trial: train a configuration in its own folder, report every epoch, score what ships.
+
+Each trial trains under OUT/trials/NNNN with its own seed, never in a user's bundle. Its
+per-epoch val top-1 goes to the pruner, which may stop it. The value is the best val top-1
+(`top1`), or the val top-1 of the CPU INT8 artifact exported from the best epoch (`int8`):
+what ships is INT8, and a configuration that trains well can still quantize badly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgetune.config import ExportConfig, TrainConfig
+
+INT8_CPU = "model.int8.cpu.onnx"
+BUNDLE = "bundle"
+# What a finished trial keeps: its record, and the INT8 artifact its value was measured on.
+# Checkpoints (tens of MB each, every trial) go: best.yaml retrains the winner exactly.
+KEEP = ("manifest.json", INT8_CPU)
+
+
+@dataclass
+class Outcome:
+    value: float
+    epochs: int
+    history: list[dict]
+
+
+def trial_seed(base: int, number: int) -> int:
+    """Each trial's own seed, derived from --seed: reruns of a study draw the same ones."""
+    return (base * 1_000_003 + number * 7_919 + 1) % (2**31 - 1)
+
+
+def trial_config(base: TrainConfig, params: dict, number: int) -> TrainConfig:
+    """The base flags with the trial's values and seed. The cached views keep the base seed,
+    so trials that freeze the same blocks share one feature cache."""
+    return dataclasses.replace(base, **params, seed=trial_seed(base.seed, number),
+                               cache_seed=base.seed if base.cache_seed is None else base.cache_seed)
+
+
+def run_trial(cfg: TrainConfig, folder: Path, objective: str, export_cfg: ExportConfig,
+              report, log) -> Outcome:
+    """Train `cfg` into `folder`; `report(record)` after every epoch may raise to prune."""
+    from edgetune import pipeline
+    from edgetune.train import train
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pipeline.write_config(folder, cfg)
+    history: list[dict] = []
+
+    def on_epoch(record: dict) -> None:
+        history.append(record)
+        report(record)
+
+    try:
+        result = train(cfg, folder, log=log, command="tune", on_epoch=on_epoch)
+        value = (result.best_top1 if objective == "top1"
+                 else _int8_top1(result.best, folder, cfg, export_cfg, log))
+    finally:  # pruned, failed or done: the weights are not needed again
+        shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+    return Outcome(value, result.epochs, history)
+
+
+def _int8_top1(best: Path, folder: Path, cfg: TrainConfig, export_cfg: ExportConfig, log) -> float:
+    """Export the best epoch for the CPU and score its INT8 artifact on the val split."""
+    from edgetune import pipeline
+
+    bundle = folder / BUNDLE
+    manifest = pipeline.export_bundle(best, bundle, export_cfg, data=cfg.data, log=log)
+    int8 = next(a for a in manifest.artifacts if a.file == INT8_CPU)
+    for p in bundle.iterdir():
+        if p.name not in KEEP:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    return int8.top1
+
+
+def trial_export_config(export_cfg: ExportConfig) -> ExportConfig:
+    """A trial's export: the CPU target only, its INT8 artifact scored on the val split. The
+    candidates are timed only to choose among them, so fewer runs will do."""
+    return dataclasses.replace(export_cfg, targets=("cpu",), bench_runs=min(export_cfg.bench_runs, 20))
+

@@ -1,0 +1,171 @@
+"""`edgetune tune`: resumes after SIGKILL, shares one study between workers, prunes hopeless
+trials, scores what ships, and refuses bad input in one line.
+
+Trials fine-tune a resnet18 pretrained here (the session's `trained_run` on all ten digits)
+on three digit classes at 32 px: head-level trials use the feature cache and cost seconds.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cli_helpers import assert_user_error, edgetune
+
+FINISHED = ("COMPLETE", "PRUNED")
+
+
+@pytest.fixture(scope="module")
+def three_digits(digits_dir, tmp_path_factory) -> Path:
+    """Digits 0, 1 and 7: 30 train and 15 val images each, in the train/ val/ layout."""
+    root = tmp_path_factory.mktemp("three") / "data"
+    for split, n in (("train", 30), ("val", 15)):
+        for c in ("0", "1", "7"):
+            (root / split / c).mkdir(parents=True)
+            for p in sorted((digits_dir / split / c).glob("*.png"))[:n]:
+                shutil.copy(p, root / split / c / p.name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def base_args(trained_run, three_digits, tmp_path_factory) -> list[str]:
+    space = tmp_path_factory.mktemp("space") / "space.yaml"
+    space.write_text("lr: {low: 0.001, high: 0.03, log: true}\n")
+    return ["tune", "--data", three_digits, "--weights", trained_run[0] / "model.pt", "--image-size", "32",
+            "--unfreeze", "head", "--epochs", "2", "--workers", "0", "--batch-size", "16", "--space", space]
+
+
+def read_trials(out: Path) -> list[dict]:
+    with open(out / "trials.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def finished(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if r["state"] in FINISHED]
+
+
+def popen(args, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "edgetune.cli", *map(str, args)], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def test_sigkill_then_rerun_finishes_the_study(base_args, tmp_path):
+    out = tmp_path / "study"
+    args = [*base_args, "--trials", "4", "--out", out]
+    proc = popen(args, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (out / "trials.csv").is_file() and len(finished(read_trials(out))) >= 2:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[1]
+    os.killpg(proc.pid, signal.SIGKILL)  # no cleanup at all: a power cut, the OOM killer
+    proc.wait()
+
+    again = edgetune(*args, timeout=400)
+    assert again.returncode == 0, again.stderr
+    rows = read_trials(out)
+    assert len(finished(rows)) == 4
+    failed = [r for r in rows if r["state"] == "FAIL"]
+    assert len(failed) <= 1 and not [r for r in rows if r["state"] == "RUNNING"]
+    for f in failed:  # the killed trial is retried once, with the values it had drawn
+        retry = next(r for r in rows if r["retry_of"] == f["number"])
+        assert retry["state"] in FINISHED
+        assert retry["params_lr"] == f["params_lr"] or not f["params_lr"]
+    assert "edgetune run --config" in (out / "best.yaml").read_text()
+
+
+def test_two_workers_share_one_study(base_args, tmp_path):
+    out = tmp_path / "study"
+    args = [*base_args, "--trials", "4", "--out", out]
+    procs = [popen(args) for _ in range(2)]
+    logs = [p.communicate(timeout=400) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in logs]
+    rows = read_trials(out)
+    assert len(finished(rows)) == 4 and len(rows) == 4
+    ran = [{int(m[1]) for m in re.finditer(r"^trial +(\d+) ", stdout, re.M)} for stdout, _ in logs]
+    assert not ran[0] & ran[1]  # no trial run by both
+    assert ran[0] | ran[1] == {int(r["number"]) for r in rows}
+    assert len({r["params_lr"] for r in rows}) == 4  # nor the same values twice
+
+
+def test_median_pruner_stops_a_hopeless_trial(base_args, tmp_path):
+    optuna = pytest.importorskip("optuna")
+    out = tmp_path / "study"
+    out.mkdir()
+    space = tmp_path / "space.yaml"
+    space.write_text("lr: [0.01, 1.0e-7]\n")
+    # Known values first, as a user seeds a study: three that learn, then one that cannot.
+    study = optuna.create_study(study_name=out.name, storage=f"sqlite:///{out}/study.db", direction="maximize")
+    for lr in (0.01, 0.01, 0.01, 1e-7):
+        study.enqueue_trial({"lr": lr})
+    args = [a if a != base_args[-1] else space for a in base_args]
+    proc = edgetune(*args, "--epochs", "4", "--trials", "4", "--out", out, timeout=400)
+    assert proc.returncode == 0, proc.stderr
+    rows = read_trials(out)
+    hopeless = rows[3]
+    assert float(hopeless["params_lr"]) == 1e-7
+    assert hopeless["state"] == "PRUNED" and int(hopeless["epochs"]) == 2, rows
+    assert all(r["state"] == "COMPLETE" and int(r["epochs"]) == 4 for r in rows[:3])
+    assert "trial   3  PRUNED   pruned at epoch 2" in proc.stdout
+
+
+def test_int8_objective_is_the_artifacts_measured_top1(base_args, three_digits, tmp_path):
+    from edgetune import runtime
+
+    out = tmp_path / "study"
+    proc = edgetune(*base_args, "--space", _space(tmp_path, "lr: [0.01, 0.003]\n"),
+                    "--trials", "2", "--objective", "int8", "--calib-samples", "30", "--out", out,
+                    timeout=400)
+    assert proc.returncode == 0, proc.stderr
+    for row in read_trials(out):
+        bundle = out / "trials" / f"{int(row['number']):04d}" / "bundle"
+        model = runtime.load(bundle, artifact="model.int8.cpu.onnx")
+        images = sorted((three_digits / "val").glob("*/*.png"))
+        labels = np.array([p.parent.name for p in images])
+        predicted = np.array([label for [(label, _)] in model.predict(images, topk=1)])
+        assert float(row["value"]) == pytest.approx(float((predicted == labels).mean()), abs=1e-4)
+    assert "val top-1 of its CPU INT8 artifact" in (out / "best.yaml").read_text()
+
+
+def _space(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "space.yaml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("space, extra, needles", [
+    (None, ["--trials", "0"], ["--trials 0 must be at least 1"]),
+    (None, ["--sampler", "grid"], ["--sampler grid needs a grid", "--space FILE"]),
+    ("lr: {low: 0.01, high: 0.001}\n", [], ["lr: low 0.01 must be below high 0.001"]),
+    ("lr: {low: 0.001, high: 0.01}\n", ["--sampler", "grid"], ["gives lr as a range"]),
+    ("lrr: [0.1, 0.2]\n", [], ["lrr is not a train flag", "did you mean 'lr'"]),
+    ("dropout: [0.1, 1.5]\n", [], ["dropout: 1.5 is not allowed", "[0, 1)"]),
+    ("seed: [1, 2]\n", [], ["seed is not something a search varies"]),
+    ("lr: [0.1]\n", ["--lr", "0.01"], ["also given as --lr"]),
+    (None, ["--storage", "sqlite:////nonexistent-edgetune/x/study.db"], ["cannot open the study storage"]),
+])
+def test_bad_input_is_one_line(space, extra, needles, three_digits, tmp_path):
+    args = ["tune", "--data", three_digits, "--out", tmp_path / "s", *extra]
+    if space:
+        args += ["--space", _space(tmp_path, space)]
+    assert_user_error(edgetune(*args), *needles)
+
+
+def test_a_rerun_with_other_settings_is_refused(base_args, tmp_path):
+    out = tmp_path / "study"
+    first = edgetune(*base_args, "--trials", "1", "--out", out)
+    assert first.returncode == 0, first.stderr
+    proc = edgetune(*base_args, "--epochs", "3", "--trials", "2", "--out", out)
+    assert_user_error(proc, "was started with other settings", "epochs", "another --out")
+    assert len(read_trials(out)) == 1
