@@ -19,6 +19,7 @@ def add_parser(sub, train_flags, export_flags) -> None:
     g.add_argument("--sampler", help="tpe (default) | random | grid (needs --space with lists)")
     g.add_argument("--space", help="YAML: flag: {low: A, high: B, log: true} or flag: [a, b, c]")
     g.add_argument("--objective", help="top1 (default): best val top-1 | int8: val top-1 of the CPU INT8 artifact")
+    g.add_argument("--pruner", help="median (default): stop trials below the median from epoch 2 | none")
     g.add_argument("--timeout", type=float, help="start no new trial after S seconds (a rerun continues)")
     g.add_argument("--storage", help="RDB URL shared by workers, e.g. postgresql://user@host/db "
                                      "(default: sqlite in OUT)")

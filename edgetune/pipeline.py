@@ -36,8 +36,10 @@ def prepare_out(out: str | Path, overwrite: bool, resume: bool) -> Path:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; pass a folder path")
-    # A config.yaml alone is a run that stopped before training: nothing to lose.
-    entries = [p for p in out.iterdir() if p.name != "config.yaml"] if out.is_dir() else []
+    # A config.yaml alone is a run that stopped before training: nothing to lose. A search's
+    # folder inside OUT (`edgetune tune --out OUT/search`) is its own; the report shows it.
+    entries = [p for p in out.iterdir() if p.name != "config.yaml" and not (p / "trials.csv").is_file()
+               ] if out.is_dir() else []
     if entries and not (overwrite or resume):
         raise ConfigError(
             f"--out {out} is not empty; pass --overwrite to replace its run, --resume to continue "

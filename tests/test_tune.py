@@ -169,3 +169,16 @@ def test_a_rerun_with_other_settings_is_refused(base_args, tmp_path):
     proc = edgetune(*base_args, "--epochs", "3", "--trials", "2", "--out", out)
     assert_user_error(proc, "was started with other settings", "epochs", "another --out")
     assert len(read_trials(out)) == 1
+
+
+def test_a_run_may_hold_its_search_in_a_subfolder(tmp_path):
+    """`tune --out runs/a/search`, then `run --out runs/a`: the bundle's report shows the search."""
+    from edgetune.errors import ConfigError
+    from edgetune.pipeline import prepare_out
+
+    (tmp_path / "search").mkdir()
+    (tmp_path / "search" / "trials.csv").write_text("number,state,value\n0,COMPLETE,0.9\n")
+    assert prepare_out(tmp_path, overwrite=False, resume=False) == tmp_path
+    (tmp_path / "notes").mkdir()
+    with pytest.raises(ConfigError, match="is not empty"):
+        prepare_out(tmp_path, overwrite=False, resume=False)

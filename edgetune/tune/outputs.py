@@ -20,12 +20,17 @@ IMPORTANCES = "importances.json"
 
 
 def trial_rows(study) -> list[dict]:
-    params = sorted({p for t in study.get_trials(deepcopy=False) for p in t.params})
+    trials = study.get_trials(deepcopy=False)
+    params = sorted({p for t in trials for p in t.params})
+    retries = {_retry_of(t): t.number for t in trials if _retry_of(t) is not None}
     rows = []
-    for t in study.get_trials(deepcopy=False):
+    for t in trials:
         seconds = ((t.datetime_complete - t.datetime_start).total_seconds()
                    if t.datetime_complete and t.datetime_start else None)
-        retry = t.system_attrs.get("failed_trial")
+        retry = _retry_of(t)
+        note = t.user_attrs.get("note", "")
+        if t.state.name == "FAIL" and not note and t.number in retries:
+            note = f"its process stopped (no heartbeat); retried as trial {retries[t.number]}"
         rows.append({
             "number": t.number, "state": t.state.name,
             "value": "" if t.value is None else round(t.value, 4),
@@ -33,9 +38,15 @@ def trial_rows(study) -> list[dict]:
             "seconds": "" if seconds is None else round(seconds, 1),
             **{f"params_{p}": t.params.get(p, "") for p in params},
             "retry_of": "" if retry is None else retry,
-            "note": t.user_attrs.get("note", ""),
+            "note": note,
         })
     return rows
+
+
+def _retry_of(trial) -> int | None:
+    """The trial this one retries: after a heartbeat went stale (Optuna's retry callback) or
+    a Ctrl-C (ours)."""
+    return trial.system_attrs.get("failed_trial", trial.user_attrs.get("retry_of"))
 
 
 def write_trials_csv(out: Path, study) -> Path:

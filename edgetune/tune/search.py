@@ -21,6 +21,7 @@ from edgetune.tune.trial import run_trial, trial_config, trial_export_config
 
 Sampler = Literal["tpe", "random", "grid"]
 Objective = Literal["top1", "int8"]
+Pruner = Literal["median", "none"]
 TRIALS = "trials"
 # What --overwrite removes: the study and its outputs, never the feature cache (reusable).
 OWNED = (studymod.STUDY_DB, studymod.LOCK, TRIALS, outputs.TRIALS_CSV, outputs.BEST_YAML,
@@ -39,12 +40,13 @@ class TuneConfig:
     sampler: Sampler = "tpe"
     space: str | None = None
     objective: Objective = "top1"
+    pruner: Pruner = "median"
     timeout: float | None = None
     storage: str | None = None
     study_name: str | None = None
 
     def __post_init__(self):
-        for name, alias in (("sampler", Sampler), ("objective", Objective)):
+        for name, alias in (("sampler", Sampler), ("objective", Objective), ("pruner", Pruner)):
             value, allowed = getattr(self, name), get_args(alias)
             if value not in allowed:
                 raise ConfigError(f"--{name} {value!r} is not allowed{did_you_mean(str(value), allowed)}; "
@@ -73,13 +75,14 @@ def tune(base: TrainConfig, export_cfg: ExportConfig, cfg: TuneConfig, out: str 
                 "space": {p.name: p.describe() for p in params},
                 "objective": cfg.objective, "sampler": cfg.sampler}
     plan = studymod.Plan(cfg.study_name or out.resolve().name, cfg.trials, cfg.sampler, grid, base.seed,
-                         settings)
+                         settings, cfg.pruner)
     with studymod.FileLock(out / studymod.LOCK):  # workers starting together create the tables once
         storage = studymod.open_storage(cfg.storage, out)
         studymod.load(plan, storage)
     objective = TrialObjective(base, params, out, cfg.objective, trial_export_config(export_cfg))
-    log(f"tune: {cfg.trials} trials, {cfg.sampler} sampler, median pruning after {studymod.STARTUP_TRIALS} "
-        f"trials, scored on {_objective_text(cfg.objective)}; study {plan.name!r} in "
+    pruning = (f"median pruning after {studymod.STARTUP_TRIALS} trials" if cfg.pruner == "median"
+               else "no pruning")
+    log(f"tune: {cfg.trials} trials, {cfg.sampler} sampler, {pruning}, scored on {_objective_text(cfg.objective)}; study {plan.name!r} in "
         + ("--storage" if cfg.storage else str(out / studymod.STUDY_DB)))
     log("tune: searching " + ", ".join(f"{p.name} {p.describe()}" for p in params))
     if grid is not None and studymod.grid_size(plan) < cfg.trials:

@@ -18,9 +18,9 @@ from pathlib import Path
 from edgetune.config import TrainConfig, field_names
 from edgetune.errors import ConfigError, did_you_mean
 
-# Flags a search must not vary: where the data and outputs are, the machine, and the seed
-# (each trial derives its own from --seed).
-FIXED = {"data", "device", "workers", "seed", "cache_dir", "cache_seed", "cache_memory",
+# Flags a search must not vary: the data and its val split (trials must be judged on the same
+# images), the machine, where outputs go, and the seed (each trial derives its own from --seed).
+FIXED = {"data", "val_fraction", "device", "workers", "seed", "cache_dir", "cache_seed", "cache_memory",
          "checkpoint_every", "verify_images", "skip_bad_images", "compile"}
 
 

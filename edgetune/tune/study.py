@@ -39,6 +39,7 @@ class Plan:
     grid: dict | None
     seed: int
     settings: dict  # the base flags, the space and the objective
+    pruner: str = "median"  # median | none
 
 
 def optuna_module():
@@ -72,8 +73,10 @@ def open_storage(url: str | None, out: Path):
                           "(with its driver installed, e.g. psycopg2-binary)") from None
 
 
-def pruner():
+def pruner(name: str = "median"):
     optuna = optuna_module()
+    if name == "none":
+        return optuna.pruners.NopPruner()
     # Steps are epochs counted from 1, and steps below n_warmup_steps are never pruned.
     return optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS, n_warmup_steps=WARMUP_EPOCHS + 1)
 
@@ -95,7 +98,7 @@ def load(plan: Plan, storage, number: int = 0):
     """The study (created on first use), its settings checked against this command's."""
     optuna = optuna_module()
     study = optuna.create_study(study_name=plan.name, storage=storage, direction="maximize",
-                                sampler=sampler(plan, number), pruner=pruner(), load_if_exists=True)
+                                sampler=sampler(plan, number), pruner=pruner(plan.pruner), load_if_exists=True)
     saved = study.user_attrs.get("edgetune")
     if saved is None:
         study.set_user_attr("edgetune", plan.settings)
