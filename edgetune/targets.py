@@ -38,11 +38,12 @@ def build_cpu(out: Path, cal, val: EvalSet, calib_batch: np.ndarray, pre: Prepro
     work = out / "calib" / "candidates"
     log(f"quantize: INT8 candidates for cpu ({cal.method}, {cal.samples} images)")
     candidates = [Candidate("fp32", out / FP32, "fp32", top1=fp32.top1)]
-    candidates += int8_candidates(cal, work, evaluate, floor, calib_batch, run, log)
+    candidates += int8_candidates(cal, work, evaluate, floor, calib_batch, run, log, threads=cfg.threads)
     sessions = {c.name: OrtSession(c.path, device="cpu", threads=cfg.threads) for c in candidates}
     rounds = max(3, cfg.bench_runs // 10)
     for name, lat in measure_interleaved(sessions, (3, *pre.size), rounds=rounds).items():
         next(c for c in candidates if c.name == name).latency = {**lat, "threads": cfg.threads}
+    options = next(iter(sessions.values())).options  # the same for every candidate
     winner = choose(candidates, floor, cfg.max_drop)
 
     int8s = [c for c in candidates if c.precision == "int8"]
@@ -56,11 +57,13 @@ def build_cpu(out: Path, cal, val: EvalSet, calib_batch: np.ndarray, pre: Prepro
     shutil.rmtree(work, ignore_errors=True)
 
     fp32.latency_ms = next(c for c in candidates if c.name == "fp32").latency
+    fp32.session = options
     int8 = artifact_record(
         out, name, backend="onnxruntime", target="cpu", precision="int8", top1=best_int8.top1,
-        latency_ms=best_int8.latency,
+        latency_ms=best_int8.latency, session=options,
         calibration={**cal.to_dict(), "recipe": "cpu", "candidate": best_int8.name,
-                     "op_types": best_int8.op_types or "all", "float_nodes": best_int8.excluded},
+                     "op_types": best_int8.op_types or "all", "float_nodes": best_int8.excluded,
+                     "bias_correction": best_int8.bias_correction},
         notes="" if best_int8.within(floor) else
         f"over the {cfg.max_drop:g}-point budget even with layers in float; fp32 is recommended",
     )
