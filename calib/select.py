@@ -43,12 +43,13 @@ class Candidate:
     excluded: list[dict] = field(default_factory=list)  # nodes kept in float, with why
     verdict: str = ""
     bias_correction: dict | None = None  # {"layers", "snr_db_before", "snr_db_after", "kept"}
+    backend: str = "onnxruntime"  # the engine that runs it ("openvino" for --targets openvino)
 
     def within(self, floor: float) -> bool:
         return self.top1 is not None and self.top1 >= floor - 1e-9
 
     def row(self) -> dict:
-        return {"candidate": self.name, "precision": self.precision, "top1": self.top1,
+        return {"candidate": self.name, "backend": self.backend, "precision": self.precision, "top1": self.top1,
                 "p50_ms": self.latency["p50"] if self.latency else None,
                 "size_bytes": self.path.stat().st_size if self.path.exists() else None,
                 "float_nodes": len(self.excluded), "bias_correction": self.bias_correction,

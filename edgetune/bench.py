@@ -289,7 +289,7 @@ def render_table(report: BenchReport):
         "versions: " + ", ".join(f"{k} {v}" for k, v in report.versions.items()),
         "speed-up: p50 of the ONNX Runtime fp32 graph at the same batch / this row's p50",
     ]
-    options = next((r.session for r in report.rows if r.session), None)
+    options = next((r.session for r in report.rows if r.session and r.backend == "onnxruntime"), None)
     if options:
         notes.append("onnxruntime session: " + ", ".join(f"{k} {v}" for k, v in options.items()))
     if report.busy():

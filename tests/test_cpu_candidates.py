@@ -177,3 +177,38 @@ def test_openvino_session_matches_onnxruntime(tiny):
     ov = OvSession(tiny["prep"], threads=1)
     assert ov.input.shape[1:] == (3, 32, 32) and ov.options["INFERENCE_PRECISION_HINT"] == "f32"
     np.testing.assert_allclose(ov.run(x), OrtSession(tiny["prep"], device="cpu").run(x), atol=1e-3, rtol=1e-3)
+
+
+def test_openvino_target_needs_openvino_before_any_work(monkeypatch):
+    import sys
+
+    from edgetune.config import ExportConfig
+    from edgetune.errors import MissingDependencyError
+    from edgetune.targets import require_engines
+
+    require_engines(ExportConfig(targets=("cpu",)))  # nothing asked, nothing needed
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as on a host without it
+    with pytest.raises(MissingDependencyError, match=r"--targets openvino: .*pip install 'edgetune\[openvino\]'"):
+        require_engines(ExportConfig(targets=("cpu", "openvino")))
+
+
+def test_openvino_target_is_timed_beside_the_cpu_candidates(trained_run, digits_dir, tmp_path):
+    pytest.importorskip("openvino", reason="OpenVINO is in the optional [openvino]/[bench] extras")
+    from edgetune import runtime
+    from edgetune.config import ExportConfig
+    from edgetune.pipeline import export_bundle
+
+    out, _ = trained_run
+    m = export_bundle(out / "model.pt", tmp_path / "b", ExportConfig(targets=("cpu", "openvino"), calib_samples=64,
+                                                                     bench_runs=30),
+                      data=str(digits_dir), log=lambda *_: None)
+    rows = {r["candidate"]: r for r in m.candidates["cpu"]}
+    assert rows["openvino-fp32"]["backend"] == rows["openvino-int8"]["backend"] == "openvino"
+    assert all(rows[k]["p50_ms"] > 0 and rows[k]["verdict"] for k in ("openvino-fp32", "openvino-int8"))
+    assert m.artifact(m.recommended["cpu"]["file"]).backend == "onnxruntime"
+    ov = [a for a in m.artifacts if a.backend == "openvino"]
+    if "openvino" in m.recommended:  # only where OpenVINO measured fastest within the budget
+        assert [a.file for a in ov] == [m.recommended["openvino"]["file"]]
+        assert runtime.load(tmp_path / "b").backend == "openvino"
+    else:
+        assert ov == [] and runtime.load(tmp_path / "b").backend == "onnxruntime"

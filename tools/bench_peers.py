@@ -12,7 +12,8 @@ edgetune INT8 candidate, OpenVINO fp32 and OpenVINO INT8 (NNCF post-training qua
 with its defaults, on the same calibration images edgetune used). Every row is evaluated on
 the same val images and timed the same way: batch 1, blocks of runs taken in turns
 (latency.measure_interleaved), a pause between engines, ONNX Runtime sessions with
-spinning off so an idle one does not steal the cores from the engine being timed.
+spinning off so an idle one does not steal the cores from the engine being timed;
+PyTorch is timed the same way but alone, before the others (its OpenMP threads spin on).
 Needs the `train` and `bench` extras (openvino, nncf).
 """
 
@@ -47,7 +48,8 @@ def train_and_export(arch: str, args, console: Console) -> Path:
     bundle = root / "bundle"
     if args.reexport or not (bundle / "manifest.json").is_file():
         console.print(f"[bold]{arch}[/bold]: edgetune export (cpu candidates, {args.calib_samples} calibration images)")
-        export_bundle(best, bundle, ExportConfig(targets=("cpu",), calib_samples=args.calib_samples,
+        targets = ("cpu", "openvino") if args.edgetune_openvino else ("cpu",)
+        export_bundle(best, bundle, ExportConfig(targets=targets, calib_samples=args.calib_samples,
                                                  max_drop=args.max_drop, threads=args.threads),
                       data=data, log=lambda *_: None)
     return bundle
@@ -110,27 +112,45 @@ def bench_model(arch: str, args, console: Console) -> dict:
     console.print(f"[bold]{arch}[/bold]: candidates, NNCF, top-1 of every row")
     candidates = rebuild_candidates(bundle, val, args)
     ov_int8 = openvino_int8(bundle / "model.onnx", calib, bundle.parent / "openvino")
-    rec = m.recommended["cpu"]["file"]
+    cpu_rec = m.recommended["cpu"]["file"]
+    rec = (m.recommended.get("openvino") or m.recommended["cpu"])["file"]  # what `load` picks here
     rec_art = m.artifact(rec)
-    rec_name = (m.artifact(rec).calibration or {}).get("candidate", "fp32") if rec_art.precision == "int8" else "fp32"
+    rec_name = (f"openvino-{rec_art.precision}" if rec_art.backend == "openvino"
+                else (rec_art.calibration or {}).get("candidate", "fp32") if rec_art.precision == "int8" else "fp32")
 
-    ort = dict(device="cpu", threads=args.threads, spinning=False)
+    ort = dict(device="cpu", threads=args.threads, spinning=args.spinning == "on")
+
+    def recommended():
+        if rec_art.backend == "openvino":
+            return OvSession(bundle / rec, threads=args.threads)
+        return OrtSession(bundle / rec, **ort)
+
     rows = {  # name -> (engine, precision, session factory)
         "pytorch eager": ("pytorch", "fp32", lambda: TorchSession(bundle)),
         "ort fp32": ("onnxruntime", "fp32", lambda: OrtSession(bundle / "model.onnx", **ort)),
         **{f"edgetune {c.name}": ("onnxruntime", "int8", (lambda p=c.path: OrtSession(p, **ort))) for c in candidates},
-        f"edgetune recommended ({rec_name})": ("onnxruntime", rec_art.precision,
-                                               lambda: OrtSession(bundle / rec, **ort)),
+        **({f"edgetune cpu recommendation ({cpu_rec})": (
+            "onnxruntime", m.artifact(cpu_rec).precision, lambda: OrtSession(bundle / cpu_rec, **ort))}
+           if cpu_rec != rec else {}),
+        f"edgetune recommended ({rec_name})": (rec_art.backend, rec_art.precision, recommended),
         "openvino fp32": ("openvino", "fp32", lambda: OvSession(bundle / "model.onnx", threads=args.threads)),
         "openvino int8 (nncf)": ("openvino", "int8", lambda: OvSession(ov_int8, threads=args.threads)),
     }
     import torch
 
     torch.set_num_threads(args.threads)
-    sessions = {name: make() for name, (_, _, make) in rows.items()}
-    tops = {name: top1(s, val, desc=f"evaluate {name}") for name, s in sessions.items()}
+    # PyTorch first and alone: its OpenMP threads spin long after a call (and an idle ORT
+    # session beside it cost it ~25 % here), so in turns it would slow whichever row follows.
+    sessions = {"pytorch eager": rows["pytorch eager"][2]()}
+    tops = {"pytorch eager": top1(sessions["pytorch eager"], val, desc="evaluate pytorch eager")}
     lat = measure_interleaved(sessions, (3, *pre.size), batch=1, rounds=args.rounds, runs=args.runs,
                               warmup=args.warmup)
+    del sessions
+    gc.collect()
+    sessions = {name: make() for name, (_, _, make) in rows.items() if name != "pytorch eager"}
+    tops |= {name: top1(s, val, desc=f"evaluate {name}") for name, s in sessions.items()}
+    lat |= measure_interleaved(sessions, (3, *pre.size), batch=1, rounds=args.rounds, runs=args.runs,
+                               warmup=args.warmup)
     options = sessions["ort fp32"].options
     del sessions
     gc.collect()
@@ -146,7 +166,7 @@ def goals(result: dict, max_drop: float) -> dict:
     rows = {r["row"]: r for r in result["rows"]}
     fp32_top1 = rows["ort fp32"]["top1"]
     rec = next(r for r in result["rows"] if r["row"].startswith("edgetune recommended"))
-    ovs = [r for r in result["rows"] if r["engine"] == "openvino" and r["top1"] >= fp32_top1 - max_drop / 100 - 1e-9]
+    ovs = [r for r in result["rows"] if r["row"].startswith("openvino") and r["top1"] >= fp32_top1 - max_drop / 100 - 1e-9]
     best_ov = min(ovs, key=lambda r: r["p50"]) if ovs else None
     speedup = rows["ort fp32"]["p50"] / rec["p50"]
     return {"rec_vs_best_ov": rec["p50"] / best_ov["p50"] if best_ov else None,
@@ -188,6 +208,10 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--reexport", action="store_true", help="export again from the checkpoint (new recipe)")
+    p.add_argument("--no-edgetune-openvino", dest="edgetune_openvino", action="store_false",
+                   help="export with --targets cpu only (no OpenVINO candidates in edgetune's own choice)")
+    p.add_argument("--spinning", choices=("on", "off"), default="off",
+                   help="ONNX Runtime sessions' spinning while timed in turns (default off)")
     p.add_argument("--out", default="runs/peers")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
