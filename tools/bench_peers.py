@@ -221,8 +221,9 @@ def main() -> int:
         results.append(bench_model(arch, args, console))
         for t in render(results[-1:], args):
             console.print(t)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "host": host.short(), "results": results}, indent=1))
+        if args.json:  # after every model: a long run that fails late keeps what it measured
+            Path(args.json).write_text(json.dumps({"args": vars(args), "host": host.short(), "results": results},
+                                                  indent=1))
     console.print(f"command: python tools/{Path(__file__).name} {shlex.join(sys.argv[1:])}")
     console.print(f"host: {host.short()}; onnxruntime session: "
                   + ", ".join(f"{k} {v}" for k, v in results[0]["ort_session"].items()))
