@@ -167,6 +167,16 @@ def test_session_options_are_chosen_at_load_and_recorded(tiny, trained_run):
     m = read_manifest(trained_run[0])
     for name in ("model.onnx", "model.int8.cpu.onnx"):
         assert m.artifact(name).session["graph_optimization_level"] == "ORT_ENABLE_ALL"
+    from rich.console import Console
+
+    from edgetune import bench
+
+    report = bench.benchmark(trained_run[0], artifacts=["model.onnx"], batches=[1], warmup=1, runs=3, threads=1)
+    assert report.rows[0].session == {"graph_optimization_level": "ORT_ENABLE_ALL", "intra_op_num_threads": 1,
+                                      "inter_op_num_threads": 1, "allow_spinning": True}
+    console = Console(width=200, record=True)
+    console.print(bench.render_table(report))
+    assert "onnxruntime session: graph_optimization_level ORT_ENABLE_ALL" in console.export_text()
 
 
 def test_openvino_session_matches_onnxruntime(tiny):
