@@ -6,6 +6,15 @@ with elementwise ops left in float ("int8-compute", fewer Q/DQ: on depthwise-hea
 extra Q/DQ around Add/Mul/pooling costs more than INT8 saves); and, when both lose more than
 the budget, "int8-mixed": the most sensitive layers kept in float, added greedily until the
 budget holds.
+
+CPU-kernel-aware candidates (calib.cpu_graphs, calib.node_profile), built where they differ
+from the above: "int8-depthwise", only the depthwise convs ONNX Runtime's fast INT8 kernel
+takes; "int8-fusable", compute ops except those touching an activation the CPU cannot fuse
+(HardSwish, HardSigmoid, SiLU, Sigmoid·Mul); "int8-profiled", compute ops except those ORT's
+profiler timed slower in INT8 than in fp32. Every INT8 candidate then gets fast bias
+correction (calib.bias_correction), kept where it brings the logits closer to fp32 on
+calibration images it was not measured on. Each is kept only if it is the fastest within
+the budget: `choose` times them all.
 """
 
 from __future__ import annotations
@@ -16,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgetune.calib import cpu_graphs
 from edgetune.calib.quantize import Calibration, quantize_cpu
-from edgetune.calib.sensitivity import rank_layers
+from edgetune.calib.sensitivity import rank_layers, snr_db
 
 COMPUTE_OPS = ["Conv", "ConvTranspose", "Gemm", "MatMul"]
 
@@ -32,32 +42,87 @@ class Candidate:
     op_types: list[str] | None = None  # None: all that ONNX Runtime can quantize
     excluded: list[dict] = field(default_factory=list)  # nodes kept in float, with why
     verdict: str = ""
+    bias_correction: dict | None = None  # {"layers", "snr_db_before", "snr_db_after", "kept"}
+    backend: str = "onnxruntime"  # the engine that runs it ("openvino" for --targets openvino)
 
     def within(self, floor: float) -> bool:
         return self.top1 is not None and self.top1 >= floor - 1e-9
 
     def row(self) -> dict:
-        return {"candidate": self.name, "precision": self.precision, "top1": self.top1,
+        return {"candidate": self.name, "backend": self.backend, "precision": self.precision, "top1": self.top1,
                 "p50_ms": self.latency["p50"] if self.latency else None,
                 "size_bytes": self.path.stat().st_size if self.path.exists() else None,
-                "float_nodes": len(self.excluded), "verdict": self.verdict}
+                "float_nodes": len(self.excluded), "bias_correction": self.bias_correction,
+                "verdict": self.verdict}
 
 
 def int8_candidates(cal: Calibration, work: Path, evaluate: Callable[[Path], float], floor: float,
                     calib_batch: np.ndarray, run: Callable[[Path, np.ndarray], np.ndarray],
-                    log=print) -> list[Candidate]:
+                    log=print, threads: int | None = None, kernel_aware: bool = True) -> list[Candidate]:
     """The CPU INT8 candidates, each with its top-1; `floor` is the lowest top-1 allowed."""
     work.mkdir(parents=True, exist_ok=True)
     out = []
     for name, ops in (("int8", None), ("int8-compute", COMPUTE_OPS)):
-        c = Candidate(name, quantize_cpu(cal, work / f"{name}.onnx", op_types=ops), "int8", op_types=ops)
+        out.append(Candidate(name, quantize_cpu(cal, work / f"{name}.onnx", op_types=ops), "int8", op_types=ops))
+    if kernel_aware:
+        out += kernel_aware_candidates(cal, work, out[1].path, calib_batch, threads, log)
+    for c in out:
+        correct_candidate(c, cal.model, calib_batch, run, work)
         c.top1 = evaluate(c.path)
-        out.append(c)
     if not any(c.within(floor) for c in out):
         log(f"quantize: INT8 top-1 {max(c.top1 for c in out):.2%} is below the budget floor "
             f"{floor:.2%}; ranking layers to keep in float")
         out.append(fit_budget(cal, work, evaluate, floor, calib_batch, run, log))
     return out
+
+
+def kernel_aware_candidates(cal: Calibration, work: Path, compute: Path, calib_batch: np.ndarray,
+                            threads, log) -> list[Candidate]:
+    """The candidates that follow ONNX Runtime's CPU kernels (module docstring); one is
+    skipped where it would be a graph already built (no such node in this model)."""
+    from edgetune.calib.node_profile import slower_in_int8
+
+    fp32 = cal.model
+    computes = cpu_graphs.compute_nodes(fp32, COMPUTE_OPS)
+    out = []
+    fast = set(cpu_graphs.fast_depthwise(fp32))
+    if fast:
+        why = "not a depthwise conv with a multiple of 16 channels (ORT's fast INT8 depthwise kernel)"
+        out.append(_candidate(cal, work, "int8-depthwise", ["Conv"],
+                              [{"node": n, "why": why} for n in computes if n not in fast]))
+    region = cpu_graphs.unfusable_region(fp32, COMPUTE_OPS)
+    if region:
+        why = "reads or writes an activation the CPU cannot fuse into an INT8 conv"
+        out.append(_candidate(cal, work, "int8-fusable", COMPUTE_OPS, [{"node": n, "why": why} for n in region]))
+    slower = slower_in_int8(fp32, compute, calib_batch[:1], threads=threads)
+    if slower and len(slower) < len(computes):
+        out.append(_candidate(cal, work, "int8-profiled", COMPUTE_OPS, [s.to_dict() for s in slower]))
+    log(f"quantize: kernel-aware candidates {', '.join(c.name for c in out) or 'none'} "
+        f"({len(fast)} fast depthwise, {len(region)} in unfusable regions, {len(slower)} profiled slower)")
+    return out
+
+
+def _candidate(cal: Calibration, work: Path, name: str, ops, excluded: list[dict]) -> Candidate:
+    path = quantize_cpu(cal, work / f"{name}.onnx", exclude=[e["node"] for e in excluded], op_types=ops)
+    return Candidate(name, path, "int8", op_types=ops, excluded=excluded)
+
+
+def correct_candidate(c: Candidate, fp32: Path, calib_batch: np.ndarray, run, work: Path) -> None:
+    """Fast bias correction measured on half the calibration batch, kept only where it brings
+    the logits closer to fp32 on the other half."""
+    from edgetune.calib.bias_correction import correct_bias
+
+    fit, check = calib_batch[0::2], calib_batch[1::2]
+    corrected, layers = correct_bias(c.path, fp32, fit, work / f"{c.name}.bc.onnx")
+    ref = run(fp32, check)
+    before, after = snr_db(ref, run(c.path, check)), snr_db(ref, run(corrected, check))
+    kept = layers > 0 and after > before
+    c.bias_correction = {"layers": layers, "snr_db_before": round(before, 2), "snr_db_after": round(after, 2),
+                         "kept": kept}
+    if kept:
+        corrected.replace(c.path)
+    else:
+        corrected.unlink(missing_ok=True)
 
 
 def fit_budget(cal: Calibration, work: Path, evaluate, floor: float, calib_batch, run, log) -> Candidate:

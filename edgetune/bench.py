@@ -45,6 +45,7 @@ class BenchRow:
     mean: float
     throughput: float  # images per second at this batch size
     runs: int
+    session: dict | None = None  # engine options it was timed with (ONNX Runtime: ort_backend.session_options)
 
 
 @dataclass
@@ -176,13 +177,14 @@ def _time_model(model: Model, report: BenchReport, warmup: int, runs, seconds) -
         lat = measure_latency(model, chw, batch=batch, warmup=warmup, runs=runs, seconds=seconds,
                               desc=f"bench {model.artifact.file} batch {batch}")
         report.rows.append(_row(model.artifact.file, model.backend, model.artifact.precision,
-                                model.device, lat))
+                                model.device, lat, model.session_options))
 
 
-def _row(artifact: str, backend: str, precision: str, device: str, lat: dict) -> BenchRow:
+def _row(artifact: str, backend: str, precision: str, device: str, lat: dict,
+         session: dict | None = None) -> BenchRow:
     return BenchRow(artifact=artifact, backend=backend, precision=precision, device=device,
                     batch=lat["batch"], p50=lat["p50"], p90=lat["p90"], p99=lat["p99"],
-                    mean=lat["mean"], throughput=lat["throughput"], runs=lat["runs"])
+                    mean=lat["mean"], throughput=lat["throughput"], runs=lat["runs"], session=session)
 
 
 def torch_baseline(path: Path):
@@ -287,6 +289,9 @@ def render_table(report: BenchReport):
         "versions: " + ", ".join(f"{k} {v}" for k, v in report.versions.items()),
         "speed-up: p50 of the ONNX Runtime fp32 graph at the same batch / this row's p50",
     ]
+    options = next((r.session for r in report.rows if r.session and r.backend == "onnxruntime"), None)
+    if options:
+        notes.append("onnxruntime session: " + ", ".join(f"{k} {v}" for k, v in options.items()))
     if report.busy():
         notes.append(f"warning: other work used {max(report.cpu_busy.values()):.0%} of the CPU "
                      "around this run: these timings are pessimistic; re-run on an idle machine")

@@ -40,6 +40,9 @@ class Artifact:
     preflight: dict | None = None
     top1_target: float | None = None  # on --target-val (labelled target images): measured, never selects
     top1_source: float | None = None  # on the source val split, when `top1` was judged on target images
+    # ONNX Runtime options the latency was measured with and `load` opens it with:
+    # {"graph_optimization_level", "intra_op_num_threads", "inter_op_num_threads", "allow_spinning"}
+    session: dict | None = None
 
 
 @dataclass

@@ -86,7 +86,7 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
 
 def _export_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("export and calibration")
-    g.add_argument("--targets", help="comma list of cpu, tensorrt, gpu (default cpu)")
+    g.add_argument("--targets", help="comma list of cpu, tensorrt, gpu, openvino (default cpu)")
     g.add_argument("--calib-samples", type=int, help="calibration images (default 300)")
     g.add_argument("--calib-method", help="minmax | entropy | percentile")
     g.add_argument("--max-drop", type=float, help="top-1 points INT8 may lose (default 1.0)")

@@ -19,7 +19,7 @@ Augment = Literal["none", "light", "standard"]
 Balance = Literal["none", "loss", "sampler"]
 Device = Literal["auto", "cpu", "cuda"]
 CalibMethod = Literal["minmax", "entropy", "percentile"]
-Target = Literal["cpu", "tensorrt", "gpu"]
+Target = Literal["cpu", "tensorrt", "gpu", "openvino"]
 CacheMode = Literal["auto", "off"]
 CacheDtype = Literal["float16", "float32"]
 

@@ -28,7 +28,8 @@ OWNED = ("manifest.json", "config.yaml", CHECKPOINT, "checkpoints", "calib", "mo
          "model.int8.tensorrt.engine", "model.fp16.engine",
          # what build-engine writes beside them: the sidecar records and the timing caches
          "model.int8.tensorrt.engine.json", "model.fp16.engine.json",
-         "model.int8.tensorrt.timing.cache", "model.fp16.timing.cache", "report.html", "report.json")
+         "model.int8.tensorrt.timing.cache", "model.fp16.timing.cache", "report.html", "report.json",
+         "model.fp32.openvino.onnx", "model.int8.openvino.onnx")
 
 
 def prepare_out(out: str | Path, overwrite: bool, resume: bool) -> Path:
@@ -64,6 +65,7 @@ def run(train_cfg: TrainConfig, export_cfg: ExportConfig, out: str | Path, *,
     from edgetune.train.distributed import from_env
 
     adapt_cfg = adapt_cfg or AdaptConfig()
+    targets.require_engines(export_cfg)
     target = adapt_stage.load_target(adapt_cfg, train_cfg)  # bad target folders fail before training
     out = prepare_out(out, overwrite, resume)
     write_config(out, train_cfg, export_cfg, *([adapt_cfg] if adapt_cfg != AdaptConfig() else []))
@@ -91,6 +93,7 @@ def export_bundle(ckpt_path: str | Path, out: str | Path, cfg: ExportConfig, dat
     from edgetune.train.model import build_from_checkpoint
     from edgetune.train import load_splits
 
+    targets.require_engines(cfg)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = checkpoint.load(ckpt_path)
@@ -112,11 +115,13 @@ def export_bundle(ckpt_path: str | Path, out: str | Path, cfg: ExportConfig, dat
     artifacts, recommended, candidates = [fp32], {}, {}
 
     pool, calibration = adapt_stage.calibration_pool(target, splits, cfg.calib_samples)
-    if "cpu" in cfg.targets or "tensorrt" in cfg.targets:
+    cpu = "cpu" in cfg.targets or "openvino" in cfg.targets  # openvino is weighed against cpu
+    if cpu or "tensorrt" in cfg.targets:
         cal, calib_batch = _calibrate(out, pool, pre, cfg, log)
-    if "cpu" in cfg.targets:
-        artifacts, candidates["cpu"], recommended["cpu"] = targets.build_cpu(
+    if cpu:
+        artifacts, candidates["cpu"], chosen = targets.build_cpu(
             out, cal, val, calib_batch, pre, cfg, fp32, log)
+        recommended.update(chosen)
     else:
         fp32.latency_ms = measure_latency(OrtSession(out / FP32, device="cpu", threads=cfg.threads),
                                           (3, *pre.size), runs=cfg.bench_runs)
@@ -127,7 +132,7 @@ def export_bundle(ckpt_path: str | Path, out: str | Path, cfg: ExportConfig, dat
         artifacts.append(targets.build_gpu_fp16(out, val, cfg, log))
     floor = fp32.top1 - cfg.max_drop / 100.0
     for name in cfg.targets:
-        if name != "cpu":
+        if name not in ("cpu", "openvino"):
             recommended[name] = targets.recommend_untimed(artifacts, name, floor)
     evaluation = {"split": "val" if val is source_val else adapt_stage.AGREEMENT, "images": len(val),
                   "max_drop": cfg.max_drop}

@@ -38,12 +38,22 @@ def build_cpu(out: Path, cal, val: EvalSet, calib_batch: np.ndarray, pre: Prepro
     work = out / "calib" / "candidates"
     log(f"quantize: INT8 candidates for cpu ({cal.method}, {cal.samples} images)")
     candidates = [Candidate("fp32", out / FP32, "fp32", top1=fp32.top1)]
-    candidates += int8_candidates(cal, work, evaluate, floor, calib_batch, run, log)
-    sessions = {c.name: OrtSession(c.path, device="cpu", threads=cfg.threads) for c in candidates}
+    candidates += int8_candidates(cal, work, evaluate, floor, calib_batch, run, log, threads=cfg.threads)
+    peers = openvino_candidates(candidates, val, cfg, log) if "openvino" in cfg.targets else []
+    # Timed in turns with spinning off: an idle session's spinning threads would steal the
+    # cores from the one being timed. The options are recorded with the latency.
+    sessions = {c.name: _session(c, cfg.threads) for c in candidates + peers}
     rounds = max(3, cfg.bench_runs // 10)
     for name, lat in measure_interleaved(sessions, (3, *pre.size), rounds=rounds).items():
-        next(c for c in candidates if c.name == name).latency = {**lat, "threads": cfg.threads}
-    winner = choose(candidates, floor, cfg.max_drop)
+        next(c for c in candidates + peers if c.name == name).latency = {**lat, "threads": cfg.threads}
+    options = sessions["fp32"].options
+    ov_options = sessions[peers[0].name].options if peers else None
+    del sessions
+    overall = choose(candidates + peers, floor, cfg.max_drop) if peers else None
+    verdicts = {c.name: c.verdict for c in peers}
+    winner = choose(candidates, floor, cfg.max_drop)  # the cpu target: ONNX Runtime artifacts
+    for c in peers:
+        c.verdict = verdicts[c.name]
 
     int8s = [c for c in candidates if c.precision == "int8"]
     within = [c for c in int8s if c.within(floor)]
@@ -52,15 +62,22 @@ def build_cpu(out: Path, cal, val: EvalSet, calib_batch: np.ndarray, pre: Prepro
     name = "model.int8.cpu.onnx"
     with atomic_path(out / name) as tmp:
         shutil.copyfile(best_int8.path, tmp)
-    rows = [c.row() for c in candidates]
+    rows = [c.row() for c in candidates + peers]
+    extra, recommended = [], {}
+    if overall is not None and overall.backend == "openvino":
+        extra, recommended["openvino"] = _openvino_artifact(out, overall, ov_options, log)
+    elif peers:
+        log("openvino: slower than the best ONNX Runtime artifact here; not added to the bundle")
     shutil.rmtree(work, ignore_errors=True)
 
     fp32.latency_ms = next(c for c in candidates if c.name == "fp32").latency
+    fp32.session = options
     int8 = artifact_record(
         out, name, backend="onnxruntime", target="cpu", precision="int8", top1=best_int8.top1,
-        latency_ms=best_int8.latency,
+        latency_ms=best_int8.latency, session=options,
         calibration={**cal.to_dict(), "recipe": "cpu", "candidate": best_int8.name,
-                     "op_types": best_int8.op_types or "all", "float_nodes": best_int8.excluded},
+                     "op_types": best_int8.op_types or "all", "float_nodes": best_int8.excluded,
+                     "bias_correction": best_int8.bias_correction},
         notes="" if best_int8.within(floor) else
         f"over the {cfg.max_drop:g}-point budget even with layers in float; fp32 is recommended",
     )
@@ -69,7 +86,54 @@ def build_cpu(out: Path, cal, val: EvalSet, calib_batch: np.ndarray, pre: Prepro
     if winner.precision == "fp32":
         why += "; INT8 does not pay on this machine" if within else "; no INT8 candidate within budget"
     why += f" ({winner.latency['p50']:.2f} ms p50 at batch 1)"
-    return [fp32, int8], rows, {"file": chosen, "why": why}
+    return [fp32, int8, *extra], rows, {"cpu": {"file": chosen, "why": why}, **recommended}
+
+
+def _session(c, threads):
+    if c.backend == "openvino":
+        from edgetune.runtime.ov_backend import OvSession
+
+        return OvSession(c.path, device="cpu", threads=threads)
+    return OrtSession(c.path, device="cpu", threads=threads, spinning=False)
+
+
+def require_engines(cfg: ExportConfig) -> None:
+    """An engine a target needs is installed, checked before any training starts."""
+    if "openvino" in cfg.targets:
+        from edgetune.errors import MissingDependencyError
+        from edgetune.runtime.ov_backend import is_available
+
+        ok, why = is_available()
+        if not ok:
+            raise MissingDependencyError(f"--targets openvino: {why}")
+
+
+def openvino_candidates(candidates: list, val: EvalSet, cfg: ExportConfig, log) -> list:
+    """The fp32 graph and the all-ops INT8 QDQ graph run by OpenVINO (which turns Q/DQ into
+    its own INT8 kernels): the same files, another engine, judged like the rest."""
+    from edgetune.calib.select import Candidate
+    from edgetune.runtime.ov_backend import OvSession
+
+    log("openvino: timing the same fp32 and INT8 graphs in OpenVINO (Intel does not validate AMD CPUs)")
+    out = []
+    for name, source in (("openvino-fp32", "fp32"), ("openvino-int8", "int8")):
+        c = next(c for c in candidates if c.name == source)
+        session = OvSession(c.path, device="cpu", threads=cfg.threads)
+        out.append(Candidate(name, c.path, c.precision, backend="openvino",
+                             top1=top1(session, val, desc=f"evaluate {name}")))
+    return out
+
+
+def _openvino_artifact(out: Path, c, options: dict, log) -> tuple[list[Artifact], dict]:
+    name = f"model.{c.precision}.openvino.onnx"
+    with atomic_path(out / name) as tmp:
+        shutil.copyfile(c.path, tmp)
+    log(f"openvino: {c.name} is the fastest within budget → {name}")
+    art = artifact_record(out, name, backend="openvino", target="openvino", precision=c.precision,
+                          top1=c.top1, latency_ms=c.latency, session=options,
+                          notes="the same ONNX graph run by OpenVINO's CPU runtime; Intel validates "
+                                "OpenVINO on Intel CPUs only")
+    return [art], {"file": name, "why": f"{c.verdict} ({c.latency['p50']:.2f} ms p50 at batch 1, OpenVINO)"}
 
 
 def build_tensorrt(out: Path, cal, val: EvalSet, cfg: ExportConfig, log) -> Artifact:

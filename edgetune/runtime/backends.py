@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edgetune.errors import ConfigError, MissingDependencyError, did_you_mean
-from edgetune.runtime import ort_backend, trt_backend
+from edgetune.runtime import ort_backend, ov_backend, trt_backend
 from edgetune.runtime.session import Session
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -18,6 +18,7 @@ DEVICES = ("auto", "cpu", "cuda")
 _REGISTRY: dict[str, tuple[Callable[[], tuple[bool, str]], Callable[..., Session]]] = {
     ort_backend.NAME: (ort_backend.is_available, ort_backend.OrtSession),
     trt_backend.NAME: (trt_backend.is_available, trt_backend.TrtSession),
+    ov_backend.NAME: (ov_backend.is_available, ov_backend.OvSession),
 }
 
 

@@ -17,11 +17,11 @@ from edgetune.errors import BundleError, ConfigError, EdgetuneWarning, MissingDe
 from edgetune.runtime import backends, ort_backend
 from edgetune.runtime.engine_info import EngineHost, mismatch
 
-BACKEND_CHOICES = ("auto", "onnxruntime", "tensorrt")
+BACKEND_CHOICES = ("auto", "onnxruntime", "tensorrt", "openvino")
 # The engine each target means. A bundle may recommend a TensorRT-recipe QDQ .onnx for
 # the tensorrt target before any engine is built; run in ONNX Runtime it would be slow
 # (s8 activations on CPU), so it only counts once it is an engine.
-_TARGET_BACKEND = {"tensorrt": "tensorrt", "gpu": "onnxruntime", "cpu": "onnxruntime"}
+_TARGET_BACKEND = {"tensorrt": "tensorrt", "gpu": "onnxruntime", "cpu": "onnxruntime", "openvino": "openvino"}
 
 
 def hardware_targets(backend: str = "auto", device: str = "auto") -> list[str]:
@@ -32,6 +32,10 @@ def hardware_targets(backend: str = "auto", device: str = "auto") -> list[str]:
             targets.append("tensorrt")
         if backend in ("auto", "onnxruntime") and _ort_has_cuda():
             targets.append("gpu")
+    # A bundle recommends for the openvino target only where OpenVINO measured faster than
+    # the best ONNX Runtime artifact, so where both are installed it goes first.
+    if device in ("auto", "cpu") and backend in ("auto", "openvino") and backends.is_available("openvino")[0]:
+        targets.append("openvino")
     if device in ("auto", "cpu") and backend in ("auto", "onnxruntime"):
         targets.append("cpu")
     return targets

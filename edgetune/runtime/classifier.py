@@ -46,6 +46,11 @@ class Model:
         return self._session.input
 
     @property
+    def session_options(self) -> dict | None:
+        """The engine options this session was opened with (ONNX Runtime), else None."""
+        return getattr(self._session, "options", None)
+
+    @property
     def backend(self) -> str:
         return self._session.backend
 

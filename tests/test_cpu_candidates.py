@@ -1,0 +1,224 @@
+"""CPU-kernel-aware INT8 candidates: depthwise-only, float activation regions, fast bias
+correction, the per-node choice by ORT's profiler; and the session options they are timed
+with. A small MobileNet-like net (depthwise convs of 16 and 24 channels, HardSwish, a
+squeeze-excitation with HardSigmoid·Mul, SiLU) briefly trained on the digits at 32 px."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from edgetune.calib import cpu_graphs
+from edgetune.calib.bias_correction import correct_bias, measure_shifts
+from edgetune.calib.node_profile import fp32_node_times, int8_node_times, profile_nodes, slower_in_int8
+from edgetune.calib.quantize import Calibration, prepare, quantize_cpu
+from edgetune.calib.select import COMPUTE_OPS, int8_candidates
+from edgetune.calib.sensitivity import snr_db
+from edgetune.dataset_scan import scan
+from edgetune.evaluate import EvalSet, top1
+from edgetune.export.onnx import export_onnx
+from edgetune.preprocess import Preprocess
+from edgetune.runtime.ort_backend import OrtSession
+
+PRE = Preprocess(size=(32, 32), resize=36)
+
+
+class TinyMobile(nn.Module):
+    def __init__(self, classes: int = 10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.ReLU())
+        self.dw16 = nn.Sequential(nn.Conv2d(16, 16, 3, 1, 1, groups=16), nn.BatchNorm2d(16), nn.ReLU())
+        self.expand = nn.Sequential(nn.Conv2d(16, 24, 1), nn.BatchNorm2d(24), nn.Hardswish())
+        self.dw24 = nn.Sequential(nn.Conv2d(24, 24, 3, 2, 1, groups=24), nn.BatchNorm2d(24), nn.Hardswish())
+        self.se1, self.se2 = nn.Conv2d(24, 8, 1), nn.Conv2d(8, 24, 1)
+        self.project = nn.Sequential(nn.Conv2d(24, 32, 1), nn.BatchNorm2d(32), nn.SiLU())
+        self.head = nn.Linear(32, classes)
+
+    def forward(self, x):
+        x = self.dw24(self.expand(self.dw16(self.stem(x))))
+        s = nn.functional.hardsigmoid(self.se2(torch.relu(self.se1(x.mean((2, 3), keepdim=True)))))
+        return self.head(self.project(x * s).mean((2, 3)))
+
+
+@pytest.fixture(scope="module")
+def tiny(digits_dir, tmp_path_factory):
+    """Trained for a few seconds (so biases, ranges and top-1 mean something), exported,
+    pre-processed and calibrated on 64 training digits."""
+    root = tmp_path_factory.mktemp("cpu-candidates")
+    splits = scan(digits_dir)
+    train, val = EvalSet(splits.train, PRE), EvalSet(splits.val, PRE)
+    torch.manual_seed(0)
+    model = TinyMobile()
+    opt = torch.optim.AdamW(model.parameters(), 3e-3)
+    x, y = torch.from_numpy(train.x), torch.from_numpy(train.y)
+    for _ in range(4):
+        for i in torch.randperm(len(x)).split(64):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[i]), y[i]).backward()
+            opt.step()
+    export_onnx(model.eval(), PRE.size, root / "model.onnx")
+    prep = prepare(root / "model.onnx", root / "prep.onnx")
+    calib = train.x[::22][:64]
+
+    class Reader:
+        def __init__(self):
+            self.it = iter([{"input": calib}])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    cal = Calibration(prep, root / "ranges.json", "minmax", len(calib), Reader())
+    quantize_cpu(cal, root / "int8.onnx")  # every op: the ranges cache covers every tensor
+    compute = quantize_cpu(cal, root / "int8-compute.onnx", op_types=COMPUTE_OPS)
+    return {"root": root, "cal": cal, "prep": prep, "compute": compute, "val": val, "calib": calib}
+
+
+def _by_name(path):
+    return {n.name: n for n in onnx.load(str(path)).graph.node}
+
+
+def test_depthwise_rule_keeps_only_multiples_of_16(tiny):
+    dw = cpu_graphs.depthwise_convs(tiny["prep"])
+    assert sorted(dw.values()) == [16, 24]
+    fast = cpu_graphs.fast_depthwise(tiny["prep"])
+    assert [dw[n] for n in fast] == [16]
+
+
+def test_depthwise_candidate_quantizes_only_the_fast_depthwise_convs(tiny, tmp_path):
+    cands = int8_candidates(tiny["cal"], tmp_path, lambda p: 1.0, 0.0, tiny["calib"][:16],
+                            lambda p, x: OrtSession(p, device="cpu").run(x), log=lambda *_: None)
+    dw = next(c for c in cands if c.name == "int8-depthwise")
+    assert cpu_graphs.quantized_nodes(dw.path) == cpu_graphs.fast_depthwise(tiny["prep"])
+    g = onnx.load(str(dw.path)).graph
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in g.initializer}
+    weight_dq = [n for n in g.node if n.op_type == "DequantizeLinear" and n.input[0].endswith("weight_quantized")]
+    assert weight_dq and all(inits[n.input[0]].dtype == np.int8 and not inits[n.input[2]].any() for n in weight_dq)
+    assert {c.name for c in cands} >= {"int8", "int8-compute", "int8-depthwise", "int8-fusable"}
+
+
+def test_fusable_candidate_keeps_unfusable_activations_in_float(tiny, tmp_path):
+    region = cpu_graphs.unfusable_region(tiny["prep"])
+    cal = tiny["cal"]
+    path = quantize_cpu(cal, tmp_path / "fusable.onnx", exclude=region, op_types=COMPUTE_OPS)
+    g = onnx.load(str(path)).graph
+    producer = {o: n for n in g.node for o in n.output}
+    consumers = {i: n for n in g.node for i in n.input}
+    acts = [n for n in g.node if n.op_type in cpu_graphs.UNFUSABLE]
+    assert {n.op_type for n in acts} >= {"HardSigmoid", "Sigmoid"}
+    touched = cpu_graphs.unfusable_tensors(onnx.load(str(path)))
+    for t in touched:  # no quantizer reads, no dequantizer writes, a tensor of those regions
+        assert t not in producer or producer[t].op_type != "DequantizeLinear", t
+        assert t not in consumers or consumers[t].op_type != "QuantizeLinear", t
+    quantized = set(cpu_graphs.quantized_nodes(path))
+    assert quantized and not quantized & set(region)
+    # stem and the 16-channel depthwise conv live in a ReLU region: they stay INT8
+    assert len(quantized) == len(cpu_graphs.compute_nodes(tiny["prep"])) - len(region)
+
+
+def test_bias_correction_cancels_the_mean_shift_and_helps_the_logits(tiny, tmp_path):
+    # Every op in INT8: the most Q/DQ, the largest mean shifts.
+    qdq = tiny["root"] / "int8.onnx"
+    fit, check = tiny["calib"][0::2], tiny["val"].x[:128]
+    before = measure_shifts(qdq, tiny["prep"], fit)
+    corrected, layers = correct_bias(qdq, tiny["prep"], fit, tmp_path / "bc.onnx")
+    after = measure_shifts(corrected, tiny["prep"], fit)
+    assert layers == len(before) == len(cpu_graphs.quantized_nodes(qdq))
+    total = lambda s: sum(float(np.abs(v).sum()) for v in s.values())  # noqa: E731
+    # not zero: each correction also moves the inputs of the layers after it
+    assert total(after) < 0.7 * total(before)
+    run = lambda p: OrtSession(p, device="cpu").run(check)  # noqa: E731
+    ref = run(tiny["prep"])
+    assert snr_db(ref, run(corrected)) > snr_db(ref, run(qdq))
+
+
+def test_profiled_choice_reads_the_profilers_times(tiny):
+    x = tiny["calib"][:1]
+    f = fp32_node_times(tiny["prep"], profile_nodes(tiny["prep"], x, runs=5))
+    q = int8_node_times(tiny["compute"], profile_nodes(tiny["compute"], x, runs=5))
+    computes = cpu_graphs.compute_nodes(tiny["prep"])
+    assert set(f) == set(computes) and set(q) == set(cpu_graphs.quantized_nodes(tiny["compute"]))
+    assert all(t > 0 for t in [*f.values(), *q.values()])
+    slower = slower_in_int8(tiny["prep"], tiny["compute"], x, runs=5)
+    assert all(c.int8_us > c.fp32_us and c.node in computes for c in slower)
+    assert all(d["why"].startswith("profiled") for d in (c.to_dict() for c in slower))
+
+
+def test_every_candidate_is_judged_and_corrected_where_it_helps(tiny, tmp_path):
+    val = tiny["val"]
+    cands = int8_candidates(tiny["cal"], tmp_path, lambda p: top1(OrtSession(p, device="cpu"), val), 0.0,
+                            tiny["calib"][:32], lambda p, x: OrtSession(p, device="cpu").run(x),
+                            log=lambda *_: None)
+    for c in cands:
+        bc = c.bias_correction
+        assert bc["layers"] > 0 and bc["kept"] == (bc["snr_db_after"] > bc["snr_db_before"])
+        assert 0.5 < c.top1 <= 1.0 and c.row()["bias_correction"] is bc
+
+
+def test_session_options_are_chosen_at_load_and_recorded(tiny, trained_run):
+    s = OrtSession(tiny["prep"], device="cpu", threads=2, spinning=False)
+    assert s.options == {"graph_optimization_level": "ORT_ENABLE_ALL", "intra_op_num_threads": 2,
+                         "inter_op_num_threads": 1, "allow_spinning": False}
+    assert OrtSession(tiny["prep"], device="cpu").options["allow_spinning"] is True
+    from edgetune.bundle import read_manifest
+
+    m = read_manifest(trained_run[0])
+    for name in ("model.onnx", "model.int8.cpu.onnx"):
+        assert m.artifact(name).session["graph_optimization_level"] == "ORT_ENABLE_ALL"
+    from rich.console import Console
+
+    from edgetune import bench
+
+    report = bench.benchmark(trained_run[0], artifacts=["model.onnx"], batches=[1], warmup=1, runs=3, threads=1)
+    assert report.rows[0].session == {"graph_optimization_level": "ORT_ENABLE_ALL", "intra_op_num_threads": 1,
+                                      "inter_op_num_threads": 1, "allow_spinning": True}
+    console = Console(width=200, record=True)
+    console.print(bench.render_table(report))
+    assert "onnxruntime session: graph_optimization_level ORT_ENABLE_ALL" in console.export_text()
+
+
+def test_openvino_session_matches_onnxruntime(tiny):
+    pytest.importorskip("openvino", reason="OpenVINO is in the optional [openvino]/[bench] extras")
+    from edgetune.runtime.ov_backend import OvSession
+
+    x = tiny["val"].x[:8]
+    ov = OvSession(tiny["prep"], threads=1)
+    assert ov.input.shape[1:] == (3, 32, 32) and ov.options["INFERENCE_PRECISION_HINT"] == "f32"
+    np.testing.assert_allclose(ov.run(x), OrtSession(tiny["prep"], device="cpu").run(x), atol=1e-3, rtol=1e-3)
+
+
+def test_openvino_target_needs_openvino_before_any_work(monkeypatch):
+    import sys
+
+    from edgetune.config import ExportConfig
+    from edgetune.errors import MissingDependencyError
+    from edgetune.targets import require_engines
+
+    require_engines(ExportConfig(targets=("cpu",)))  # nothing asked, nothing needed
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as on a host without it
+    with pytest.raises(MissingDependencyError, match=r"--targets openvino: .*pip install 'edgetune\[openvino\]'"):
+        require_engines(ExportConfig(targets=("cpu", "openvino")))
+
+
+def test_openvino_target_is_timed_beside_the_cpu_candidates(trained_run, digits_dir, tmp_path):
+    pytest.importorskip("openvino", reason="OpenVINO is in the optional [openvino]/[bench] extras")
+    from edgetune import runtime
+    from edgetune.config import ExportConfig
+    from edgetune.pipeline import export_bundle
+
+    out, _ = trained_run
+    m = export_bundle(out / "model.pt", tmp_path / "b", ExportConfig(targets=("cpu", "openvino"), calib_samples=64,
+                                                                     bench_runs=30),
+                      data=str(digits_dir), log=lambda *_: None)
+    rows = {r["candidate"]: r for r in m.candidates["cpu"]}
+    assert rows["openvino-fp32"]["backend"] == rows["openvino-int8"]["backend"] == "openvino"
+    assert all(rows[k]["p50_ms"] > 0 and rows[k]["verdict"] for k in ("openvino-fp32", "openvino-int8"))
+    assert m.artifact(m.recommended["cpu"]["file"]).backend == "onnxruntime"
+    ov = [a for a in m.artifacts if a.backend == "openvino"]
+    if "openvino" in m.recommended:  # only where OpenVINO measured fastest within the budget
+        assert [a.file for a in ov] == [m.recommended["openvino"]["file"]]
+        assert runtime.load(tmp_path / "b").backend == "openvino"
+    else:
+        assert ov == [] and runtime.load(tmp_path / "b").backend == "onnxruntime"
