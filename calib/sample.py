@@ -13,6 +13,7 @@ from onnxruntime.quantization import CalibrationDataReader
 from edgetune import progress
 from edgetune.dataset_scan import Sample
 from edgetune.preprocess import Preprocess
+from edgetune.reader import ChunkReader
 
 
 def stratified_sample(samples: list[Sample], n: int, seed: int = 0) -> list[Sample]:
@@ -43,10 +44,11 @@ def fingerprint(samples: list[Sample], pre: Preprocess) -> str:
 
 
 class ImageReader(CalibrationDataReader):
-    """ONNX Runtime's calibration protocol over preprocessed images, in batches."""
+    """ONNX Runtime's calibration protocol over images streamed in batches (edgetune.reader):
+    decoded while ONNX Runtime runs the previous batch, never all held at once."""
 
     def __init__(self, samples: list[Sample], pre: Preprocess, input_name: str, batch: int = 32):
-        self.arrays = pre.batch([s.path for s in samples])
+        self.images = ChunkReader([s.path for s in samples], pre, chunk=batch)
         self.input_name, self.batch = input_name, batch
         # ONNX Runtime reads us while our quantizer silences its stdout: the line goes here.
         self.log_file = sys.stdout
@@ -56,11 +58,10 @@ class ImageReader(CalibrationDataReader):
         return next(self._it, None)
 
     def rewind(self) -> None:
-        starts = range(0, len(self.arrays), self.batch)
         # ONNX Runtime reads to the end: the bar closes with the last batch.
         self._it = iter(progress.track(
-            ({self.input_name: self.arrays[i:i + self.batch]} for i in starts),
-            "calibrate", total=len(starts), unit="batches", file=self.log_file))
+            ({self.input_name: x} for _, x in self.images),
+            "calibrate", total=-(-len(self.images) // self.batch), unit="batches", file=self.log_file))
 
     def __len__(self) -> int:
-        return len(self.arrays)
+        return len(self.images)

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from edgetune.adapt_config import AdaptConfig
 from edgetune.dataset_scan import Sample
 from edgetune.evaluate import EvalSet, logits_of
@@ -112,19 +110,10 @@ def judge_set(fp32: Path, source_val, target: TargetData | None, adaptation: dic
     return fp32_agreement_set(fp32, target, pre, calib_samples)
 
 
-class _Agreement:
-    """An EvalSet whose labels are fp32's own predictions: what INT8 is judged by when no
-    labelled images are at hand."""
-
-    def __init__(self, x: np.ndarray, y: np.ndarray, paths: list[Path]):
-        self.x, self.y, self.paths = x, y, paths  # paths: for the report's thumbnails
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-
 def fp32_agreement_set(fp32: Path, target: TargetData | None, pre: Preprocess,
-                       calib_samples: int) -> _Agreement:
+                       calib_samples: int) -> EvalSet:
+    """An EvalSet whose labels are fp32's own predictions: what INT8 is judged by when no
+    labelled images are at hand. Streamed, like any EvalSet."""
     from edgetune.runtime.ort_backend import OrtSession
 
     if target is None or not target.images:  # the CLI requires --target-data; a library caller may not
@@ -133,8 +122,9 @@ def fp32_agreement_set(fp32: Path, target: TargetData | None, pre: Preprocess,
     calibrated = set(subset(target.images, calib_samples, seed=0))
     unseen = [p for p in target.images if p not in calibrated] or target.images
     paths = subset(unseen, AGREEMENT_IMAGES, seed=1)
-    x = pre.batch(paths)
-    return _Agreement(x, logits_of(OrtSession(fp32, device="cpu"), x).argmax(1), paths)
+    unlabelled = EvalSet([Sample(p, UNLABELLED) for p in paths], pre)
+    pred = logits_of(OrtSession(fp32, device="cpu"), unlabelled).argmax(1)
+    return EvalSet([Sample(p, int(k)) for p, k in zip(paths, pred)], pre)
 
 
 def adapt_bundle(bundle: str | Path, out: str | Path, cfg: AdaptConfig, export_cfg, data=None,

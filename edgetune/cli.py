@@ -79,6 +79,8 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("machine")
     g.add_argument("--device", help="auto | cpu | cuda")
     g.add_argument("--seed", type=int)
+    g.add_argument("--memory-limit", help="memory the run may use, e.g. 8GB (default: what is available); "
+                   "a run that cannot fit is refused before it starts")
     g.add_argument("--workers", type=int, help="data loader processes")
     g.add_argument("--checkpoint-every", type=int, help="also checkpoint every N steps")
     g.add_argument("--compile", action="store_true", default=None, help="torch.compile the trained part (CUDA)")
@@ -92,6 +94,8 @@ def _export_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-drop", type=float, help="top-1 points INT8 may lose (default 1.0)")
     g.add_argument("--bench-runs", type=int, help="timed runs per artifact")
     g.add_argument("--threads", type=int, help="inference threads when timing")
+    g.add_argument("--eval-max", type=int, help="val images each artifact is judged on: a seeded subset "
+                   "drawn evenly over the classes (default: all up to 10000, else 10000; 0: all)")
 
 
 def _out_flags(p: argparse.ArgumentParser, required: bool = True, training: bool = True) -> None:

@@ -58,6 +58,7 @@ class TrainConfig:
     cache_dir: str | None = None  # None: OUT/cache
     cache_dtype: CacheDtype = "float16"
     cache_seed: int | None = None  # seed of the cached views; None: --seed (a search's trials share one)
+    memory_limit: str | None = None  # what a run may use, e.g. 8GB; None: what the machine has available
     compile: bool = False  # torch.compile the trainable part
 
     def __post_init__(self):
@@ -89,6 +90,10 @@ class TrainConfig:
             from edgetune.sizes import parse_size
 
             parse_size(self.cache_memory, "--cache-memory")
+        if self.memory_limit is not None:
+            from edgetune.sizes import parse_size
+
+            parse_size(self.memory_limit, "--memory-limit")
         if self.image_size is not None and not 16 <= self.image_size <= 1024:
             raise ConfigError(f"--image-size {self.image_size} is out of range; use 16..1024")
         if self.weights.lower() == "none" and self.image_size is None:
@@ -128,10 +133,14 @@ class ExportConfig:
     bench_runs: int = 50
     threads: int | None = None
     parity_images: int = 64
+    eval_max: int | None = None  # val images artifacts are judged on; None: auto, 0: all
 
     def __post_init__(self):
         _check_choices(self)
         _positive(self, "calib_samples", "bench_runs", "parity_images")
+        if self.eval_max is not None and self.eval_max < 0:
+            raise ConfigError(f"--eval-max {self.eval_max} must be 0 (every val image) or a number "
+                              "of images; omit it for the default (all up to 10000, else a subset)")
         allowed = get_args(Target)
         for t in self.targets:
             if t not in allowed:

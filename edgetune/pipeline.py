@@ -15,7 +15,7 @@ from edgetune.atomic import sha256_file, write_text
 from edgetune.bundle import Manifest, artifact_record, write_manifest
 from edgetune.config import ExportConfig, TrainConfig, to_dict
 from edgetune.errors import ConfigError
-from edgetune.evaluate import EvalSet, top1
+from edgetune.evaluate import EvalSet, describe_subset, eval_subset, top1
 from edgetune.latency import measure_latency
 from edgetune.preprocess import Preprocess
 from edgetune.runtime.ort_backend import OrtSession
@@ -63,10 +63,14 @@ def run(train_cfg: TrainConfig, export_cfg: ExportConfig, out: str | Path, *,
     (the others return None)."""
     from edgetune.train import train
     from edgetune.train.distributed import from_env
+    from edgetune.train.footprint import check_run
+    from edgetune.train.model import preprocess_for
 
     adapt_cfg = adapt_cfg or AdaptConfig()
     targets.require_engines(export_cfg)
     target = adapt_stage.load_target(adapt_cfg, train_cfg)  # bad target folders fail before training
+    check_run(train_cfg, export_cfg, out, preprocess_for(train_cfg.model, train_cfg.weights,
+                                                         train_cfg.image_size))  # before hours of work
     out = prepare_out(out, overwrite, resume)
     write_config(out, train_cfg, export_cfg, *([adapt_cfg] if adapt_cfg != AdaptConfig() else []))
     result = train(train_cfg, out, resume=resume, log=log, target_labels=adapt_cfg.target_labels)
@@ -105,10 +109,14 @@ def export_bundle(ckpt_path: str | Path, out: str | Path, cfg: ExportConfig, dat
 
     log(f"export: ONNX fp32 → {out / FP32}")
     export_onnx(model, pre.size, out / FP32)
-    source_val = EvalSet(splits.val, pre) if splits else None
+    source_val, subset = None, {}
+    if splits:
+        picked, subset = eval_subset(splits.val, cfg.eval_max)
+        source_val, subset["images"] = EvalSet(picked, pre), len(picked)
+        log(describe_subset(subset))
     # An adapted model is judged where it will run: by agreement with fp32 on target images.
     val = adapt_stage.judge_set(out / FP32, source_val, target, adaptation, pre, cfg.calib_samples)
-    parity = check_parity(model, out / FP32, val.x[: cfg.parity_images])
+    parity = check_parity(model, out / FP32, val.head(cfg.parity_images))
     fp32 = artifact_record(out, FP32, backend="onnxruntime", target="cpu", precision="fp32",
                            top1=top1(OrtSession(out / FP32, device="cpu"), val, desc=f"evaluate {FP32}"),
                            parity=parity.to_dict())
@@ -135,7 +143,8 @@ def export_bundle(ckpt_path: str | Path, out: str | Path, cfg: ExportConfig, dat
         if name not in ("cpu", "openvino"):
             recommended[name] = targets.recommend_untimed(artifacts, name, floor)
     evaluation = {"split": "val" if val is source_val else adapt_stage.AGREEMENT, "images": len(val),
-                  "max_drop": cfg.max_drop}
+                  "max_drop": cfg.max_drop, **({k: v for k, v in subset.items() if k != "images"}
+                                               if val is source_val else {})}
     evaluation.update(adapt_stage.measure_domains(out, artifacts, source_val if val is not source_val
                                                   else None, target, pre, cfg.threads, log))
 

@@ -131,7 +131,7 @@ def evaluate(out: Path, manifest: dict, val) -> dict:
     from edgetune.runtime.ort_backend import OrtSession
 
     file = (manifest.get("recommended", {}).get("cpu") or {}).get("file") or "model.onnx"
-    probs = softmax(logits_of(OrtSession(out / file, device="cpu"), val.x, desc=f"report: evaluate {file}"))
+    probs = softmax(logits_of(OrtSession(out / file, device="cpu"), val, desc=f"report: evaluate {file}"))
     y, pred = np.asarray(val.y), probs.argmax(1)
     n = len(manifest["model"]["classes"])
     confusion = np.zeros((n, n), dtype=int)
@@ -169,7 +169,7 @@ def val_from_run(out: Path, manifest: dict):
     """The validation split the run used, from OUT/config.yaml; None when it cannot be found."""
     from edgetune.dataset_scan import scan
     from edgetune.errors import EdgetuneError
-    from edgetune.evaluate import EvalSet
+    from edgetune.evaluate import EvalSet, eval_subset
     from edgetune.preprocess import Preprocess
 
     cfg = out / "config.yaml"
@@ -190,7 +190,11 @@ def val_from_run(out: Path, manifest: dict):
         return None
     if splits.classes != manifest["model"]["classes"]:
         return None
-    return EvalSet(splits.val, Preprocess.from_dict(manifest["input"]))
+    # The images the run judged its artifacts on: the same seeded subset when it used one.
+    eval_max = (manifest.get("evaluation") or {}).get("eval_max")
+    picked, _ = eval_subset(splits.val, eval_max if isinstance(eval_max, int) else
+                            0 if eval_max == "all" else None)
+    return EvalSet(picked, Preprocess.from_dict(manifest["input"]))
 
 
 def trials(out: Path) -> dict | None:
