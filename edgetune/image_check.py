@@ -52,6 +52,7 @@ def _problem(path: Path, check) -> str | None:
     return check(str(path), stat.st_size, stat.st_mtime_ns)
 
 
+@functools.lru_cache(maxsize=1 << 20)  # `edgetune run` scans twice: the second only stats
 def _header_problem(path: str, size: int, mtime_ns: int) -> str | None:
     try:
         with Image.open(path) as im:

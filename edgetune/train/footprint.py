@@ -25,6 +25,9 @@ class Footprint:
 
 
 def measure(arch: str, num_classes: int, size: tuple[int, int]) -> Footprint:
+    from edgetune.train.model import check_arch
+
+    check_arch(arch)  # an unknown name gets its one-line error with a did-you-mean
     with torch.device("meta"):
         model = torchvision.models.get_model(arch, num_classes=num_classes).eval()
         total, largest = [0], [0]
@@ -59,13 +62,16 @@ def check_run(train_cfg, export_cfg, out, pre, num_classes: int = 2) -> Footprin
         "training", train_need,
         f"{batch} images of {pre.size[0]} px and {train_cfg.model}'s largest layer output per batch",
         "lower --batch-size or --image-size", limit)
-    if export_cfg is not None and ("cpu" in export_cfg.targets or "tensorrt" in export_cfg.targets):
-        # ONNX Runtime's calibrators keep every layer's output for every calibration image.
+    if (export_cfg is not None and export_cfg.calib_method != "minmax"
+            and ("cpu" in export_cfg.targets or "tensorrt" in export_cfg.targets)):
+        # ONNX Runtime's histogram calibrators (entropy, percentile) keep every layer's output
+        # for every calibration image before binning them; minmax reduces each batch to two
+        # numbers per tensor in the graph itself.
         calib_need = export_cfg.calib_samples * fp.activations * 4
         limits.require_memory(
             "INT8 calibration", calib_need,
             f"{export_cfg.calib_samples} images × {limits.human(fp.activations * 4)} of layer outputs each",
-            "lower --calib-samples", limit)
+            "lower --calib-samples or use --calib-method minmax", limit)
     # Checkpoints (best, and last with the optimizer's two moments), the fp32 graph, its
     # prepared copy, and the INT8/fp16 graphs beside them.
     disk = fp.params * 4 * (1 + 3 + 2 + 2)
