@@ -56,7 +56,11 @@ def test_cpu_graph_uint8_activations_int8_per_channel_weights(trained_run):
     for node in q:  # activations are quantized at run time: unsigned
         assert inits[node.input[2]].dtype == np.uint8
     weight_dq = [n for n in dq if n.input[0] in inits and inits[n.input[0]].ndim == 4]
-    assert len(weight_dq) == 20  # resnet18 has 20 convolutions
+    # resnet18 has 20 convolutions; the chosen candidate (picked by measured speed) may keep
+    # some in float, with float weights straight from an initializer.
+    float_convs = [n for n in g.node if n.op_type == "Conv" and n.input[1] in inits
+                   and inits[n.input[1]].dtype == np.float32]
+    assert len(weight_dq) + len(float_convs) == 20 and len(weight_dq) >= 10
     for node in weight_dq:
         assert inits[node.input[0]].dtype == np.int8
         scale = inits[node.input[1]]
