@@ -6,6 +6,7 @@ Each stage is a library function from files to files; this module only chains th
 from __future__ import annotations
 
 import datetime as dt
+import os
 import platform
 from pathlib import Path
 
@@ -37,6 +38,11 @@ def prepare_out(out: str | Path, overwrite: bool, resume: bool) -> Path:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; pass a folder path")
+    if int(os.environ.get("RANK", "0")) != 0:
+        # Under torchrun rank 0 alone checks and cleans OUT: another rank would see rank 0's
+        # first files (an atomic write's temporary) as a previous run, or delete them.
+        out.mkdir(parents=True, exist_ok=True)
+        return out
     # A config.yaml alone is a run that stopped before training: nothing to lose. A search's
     # folder inside OUT (`edgetune tune --out OUT/search`) is its own; the report shows it.
     entries = [p for p in out.iterdir() if p.name != "config.yaml" and not (p / "trials.csv").is_file()
@@ -84,6 +90,8 @@ def run(train_cfg: TrainConfig, export_cfg: ExportConfig, out: str | Path, *,
 def write_config(out: Path, *cfgs) -> None:
     import yaml
 
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 writes for all
+        return
     write_text(out / "config.yaml", yaml.safe_dump(to_dict(*cfgs), sort_keys=False))
 
 
