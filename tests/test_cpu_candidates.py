@@ -214,6 +214,8 @@ def test_openvino_target_is_timed_beside_the_cpu_candidates(trained_run, digits_
                       data=str(digits_dir), log=lambda *_: None)
     rows = {r["candidate"]: r for r in m.candidates["cpu"]}
     assert rows["openvino-fp32"]["backend"] == rows["openvino-int8"]["backend"] == "openvino"
+    ort = [name for name, r in rows.items() if r["backend"] == "onnxruntime"]
+    assert {f"openvino-{name}" for name in ort} <= rows.keys()  # every graph, in the other engine too
     assert all(rows[k]["p50_ms"] > 0 and rows[k]["verdict"] for k in ("openvino-fp32", "openvino-int8"))
     assert m.artifact(m.recommended["cpu"]["file"]).backend == "onnxruntime"
     ov = [a for a in m.artifacts if a.backend == "openvino"]
@@ -222,3 +224,30 @@ def test_openvino_target_is_timed_beside_the_cpu_candidates(trained_run, digits_
         assert runtime.load(tmp_path / "b").backend == "openvino"
     else:
         assert ov == [] and runtime.load(tmp_path / "b").backend == "onnxruntime"
+
+
+def test_runoff_leaders_are_the_candidates_close_to_the_fastest_within_budget(tmp_path):
+    from edgetune.calib.select import Candidate
+    from edgetune.targets import RUNOFF_MARGIN, _leaders
+
+    def cand(name, top1, p50, backend="onnxruntime"):
+        return Candidate(name, tmp_path / f"{name}.onnx", "int8", top1=top1, latency={"p50": p50}, backend=backend)
+
+    fast_over_budget = cand("int8", 0.80, 1.0)
+    leader, close, far = cand("int8-compute", 0.95, 2.0), cand("fp32", 0.96, 2.0 * (1 + RUNOFF_MARGIN) - 1e-6), \
+        cand("int8-profiled", 0.95, 2.0 * (1 + RUNOFF_MARGIN) + 0.01)
+    assert _leaders([fast_over_budget, leader, close, far], floor=0.95) == [leader, close]
+    assert _leaders([fast_over_budget], floor=0.95) == []
+
+
+def test_interleaved_timing_keeps_each_rounds_p50_when_asked(tiny):
+    from edgetune.latency import measure_interleaved
+
+    sessions = {"a": OrtSession(tiny["prep"], device="cpu", threads=1, spinning=False),
+                "b": OrtSession(tiny["prep"], device="cpu", threads=1, spinning=False)}
+    lat = measure_interleaved(sessions, (3, 32, 32), rounds=3, runs=4, warmup=1, per_round=True)
+    for s in lat.values():
+        assert s["runs"] == 12 and len(s["rounds_p50"]) == 3 and all(p > 0 for p in s["rounds_p50"])
+        # the median of all runs lies between the rounds' medians (3-decimal rounding aside)
+        assert min(s["rounds_p50"]) - 1e-3 <= s["p50"] <= max(s["rounds_p50"]) + 1e-3
+    assert "rounds_p50" not in measure_interleaved(sessions, (3, 32, 32), rounds=1, runs=2, warmup=1)["a"]
