@@ -43,22 +43,34 @@ def measure_latency(
 
 
 def measure_interleaved(sessions: dict[str, Session], shape: tuple[int, int, int], batch: int = 1,
-                        rounds: int = 5, runs: int = 10, warmup: int = 5) -> dict[str, dict]:
+                        rounds: int = 5, runs: int = 10, warmup: int = 5, per_round: bool = False) -> dict[str, dict]:
     """Latency of several sessions, measured in turns: each round times every session,
-    so a burst of load on a shared machine hits all candidates alike, not just one."""
+    so a burst of load on a shared machine hits all candidates alike, not just one.
+    `per_round` adds each round's p50 ("rounds_p50"): ratios of two sessions round by round
+    show whether a difference outlasts the machine's noise."""
     x = _inputs(shape, batch, 0)
     for s in sessions.values():
         for _ in range(warmup):
             s.run(x)
     times: dict[str, list[float]] = {name: [] for name in sessions}
-    for _ in progress.track(range(rounds), f"time {', '.join(sessions)}", unit="rounds"):
-        for name, s in sessions.items():
+    names = list(sessions)
+    for r in progress.track(range(rounds), f"time {', '.join(sessions)}", unit="rounds"):
+        # Each round starts one session later, so no session always follows the same other
+        # one: the same OpenVINO graph timed in two rows of one fixed-order run came out
+        # 1.23x apart (threads asleep or caches cold after the previous engine).
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            s = sessions[name]
             # The previous session's worker threads spin for a while after their last call
             # and steal the cores: let them settle, and re-warm this one, before timing.
             time.sleep(0.05)
             s.run(x)
             times[name] += [_time_call(s, x) for _ in range(runs)]
-    return {name: _summary(ts, batch, sessions[name]) for name, ts in times.items()}
+    out = {name: _summary(ts, batch, sessions[name]) for name, ts in times.items()}
+    if per_round:
+        for name, ts in times.items():
+            out[name]["rounds_p50"] = [round(float(np.median(ts[i:i + runs])) * 1e3, 3)
+                                       for i in range(0, len(ts), runs)]
+    return out
 
 
 def _inputs(shape, batch: int, seed: int) -> np.ndarray:

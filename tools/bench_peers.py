@@ -93,6 +93,7 @@ def openvino_int8(fp32: Path, calib, out: Path) -> Path:
 
 def bench_model(arch: str, args, console: Console) -> dict:
     from edgetune.adapt_stage import calibration_pool
+    from edgetune.atomic import sha256_file
     from edgetune.bundle import read_manifest
     from edgetune.dataset_scan import scan
     from edgetune.demo_data import ensure_digits
@@ -115,8 +116,8 @@ def bench_model(arch: str, args, console: Console) -> dict:
     cpu_rec = m.recommended["cpu"]["file"]
     rec = (m.recommended.get("openvino") or m.recommended["cpu"])["file"]  # what `load` picks here
     rec_art = m.artifact(rec)
-    rec_name = (f"openvino-{rec_art.precision}" if rec_art.backend == "openvino"
-                else (rec_art.calibration or {}).get("candidate", "fp32") if rec_art.precision == "int8" else "fp32")
+    rec_name = (rec_art.calibration or {}).get("candidate", "fp32") if rec_art.precision == "int8" else "fp32"
+    rec_name = f"openvino-{rec_name}" if rec_art.backend == "openvino" else rec_name
 
     ort = dict(device="cpu", threads=args.threads, spinning=args.spinning == "on")
 
@@ -144,24 +145,32 @@ def bench_model(arch: str, args, console: Console) -> dict:
     sessions = {"pytorch eager": rows["pytorch eager"][2]()}
     tops = {"pytorch eager": top1(sessions["pytorch eager"], val, desc="evaluate pytorch eager")}
     lat = measure_interleaved(sessions, (3, *pre.size), batch=1, rounds=args.rounds, runs=args.runs,
-                              warmup=args.warmup)
+                              warmup=args.warmup, per_round=True)
     del sessions
     gc.collect()
     sessions = {name: make() for name, (_, _, make) in rows.items() if name != "pytorch eager"}
     tops |= {name: top1(s, val, desc=f"evaluate {name}") for name, s in sessions.items()}
     lat |= measure_interleaved(sessions, (3, *pre.size), batch=1, rounds=args.rounds, runs=args.runs,
-                               warmup=args.warmup)
+                               warmup=args.warmup, per_round=True)
     options = sessions["ort fp32"].options
     del sessions
     gc.collect()
+    # Where edgetune's choice is OpenVINO running the fp32 graph, it is the "openvino fp32"
+    # row itself (same engine, options and bytes): any difference between the two is noise.
+    same = (rec_art.backend == "openvino"
+            and sha256_file(bundle / rec) == sha256_file(bundle / "model.onnx"))
     return {"model": arch, "recommended": rec, "recommended_candidate": rec_name,
+            "same_as": "openvino fp32" if same else None,
             "why": m.recommended["cpu"]["why"], "ort_session": options,
             "rows": [{"row": name, "engine": e, "precision": p, "top1": tops[name], "p50": lat[name]["p50"],
-                      "p90": lat[name]["p90"], "runs": lat[name]["runs"]} for name, (e, p, _) in rows.items()]}
+                      "p90": lat[name]["p90"], "runs": lat[name]["runs"], "rounds_p50": lat[name]["rounds_p50"]}
+                     for name, (e, p, _) in rows.items()]}
 
 
 def goals(result: dict, max_drop: float) -> dict:
-    """Goal 1: the recommendation is no slower than the best OpenVINO row within the budget.
+    """Goal 1: the recommendation is no slower than the best OpenVINO row within the budget (or
+    is that row: the same engine running the same graph); "within noise" where the rounds disagree (the recommendation faster in some rounds, slower
+    in others: the per-round p50 ratios straddle 1).
     Goal 2: INT8 chosen and >= 1.3x faster than ONNX Runtime fp32 within the budget."""
     rows = {r["row"]: r for r in result["rows"]}
     fp32_top1 = rows["ort fp32"]["top1"]
@@ -169,9 +178,17 @@ def goals(result: dict, max_drop: float) -> dict:
     ovs = [r for r in result["rows"] if r["row"].startswith("openvino") and r["top1"] >= fp32_top1 - max_drop / 100 - 1e-9]
     best_ov = min(ovs, key=lambda r: r["p50"]) if ovs else None
     speedup = rows["ort fp32"]["p50"] / rec["p50"]
+    per_round = ([a / b for a, b in zip(rec["rounds_p50"], best_ov["rounds_p50"])]
+                 if best_ov and rec.get("rounds_p50") and best_ov.get("rounds_p50") else [])
+    identical = bool(best_ov) and result.get("same_as") == best_ov["row"]
+    holds = bool(best_ov) and (rec["p50"] <= best_ov["p50"] or identical)
+    noise = not holds and bool(per_round) and min(per_round) <= 1.0
     return {"rec_vs_best_ov": rec["p50"] / best_ov["p50"] if best_ov else None,
             "best_ov": best_ov["row"] if best_ov else None,
-            "goal1": bool(best_ov) and rec["p50"] <= best_ov["p50"],
+            "rounds_ratio": (min(per_round), max(per_round)) if per_round else None,
+            "goal1": holds,
+            "goal1_verdict": ("holds (the same engine and graph)" if identical else "holds" if holds
+                              else "within noise" if noise else "NOT met"),
             "speedup_vs_fp32": speedup,
             "goal2": rec["precision"] == "int8" and speedup >= 1.3 and rec["top1"] >= fp32_top1 - max_drop / 100 - 1e-9}
 
@@ -188,8 +205,10 @@ def render(results: list[dict], args) -> list[Table]:
             t.add_row(r["row"], r["engine"], r["precision"], f"{r['top1']:.2%}", f"{r['p50']:.2f}",
                       f"{r['p90']:.2f}", f"{fp32['p50'] / r['p50']:.2f}x")
         ratio = f"{g['rec_vs_best_ov']:.2f}x the p50 of {g['best_ov']}" if g["best_ov"] else "no OpenVINO row in budget"
+        if g["rounds_ratio"]:
+            ratio += f" (rounds {g['rounds_ratio'][0]:.2f}-{g['rounds_ratio'][1]:.2f}x)"
         t.caption = (f"recommended {res['recommended']} ({res['recommended_candidate']}): {ratio} -> goal 1 "
-                     f"{'holds' if g['goal1'] else 'NOT met'}; {g['speedup_vs_fp32']:.2f}x ORT fp32 -> goal 2 "
+                     f"{g['goal1_verdict']}; {g['speedup_vs_fp32']:.2f}x ORT fp32 -> goal 2 "
                      f"{'holds' if g['goal2'] else 'not met'}")
         t.caption_justify = "left"
         tables.append(t)
