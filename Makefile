@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[train,runtime,dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[train,runtime,openvino,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -18,8 +18,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/edgetune run --out runs/demo --overwrite
 
+# --durations: the slowest tests are named in every CI log, so the suite's budget stays visible.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=10
 
 test-gpu: $(STAMP)
 	$(BIN)/python -m pytest -q -m "gpu or tensorrt"
