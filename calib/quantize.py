@@ -71,6 +71,29 @@ def quantize_cpu(cal: Calibration, out: Path, exclude=(), op_types=None) -> Path
     return _quantize(cal, out, QuantType.QUInt8, exclude, op_types, {"WeightSymmetric": True})
 
 
+def quantize_openvino(cal: Calibration, out: Path, exclude=(), op_types=None) -> Path:
+    """OpenVINO's CPU plugin (its low-precision transformations turn Q/DQ into INT8 kernels).
+
+    NNCF's scheme, zero-points 0 everywhere: unsigned 8-bit activations where the calibrated
+    range is non-negative (after ReLU), signed symmetric where it is not (the normalised
+    input, residual sums, SiLU/HardSwish outputs); signed per-channel weights. Why: the CPU
+    recipe's asymmetric unsigned activations put a zero-point on every tensor that can be
+    negative, and OpenVINO runs a conv with an input zero-point through a compensation pass
+    and its input through a reference Convert (ResNet-18's first conv, in its profiler). ONNX
+    Runtime wants the opposite (unsigned activations for its u8×s8 kernels), so this graph is
+    only ever a candidate in OpenVINO. Needs the ranges the CPU recipe calibrated.
+    """
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    if not cal.cache.is_file():
+        raise RuntimeError(f"quantize_openvino needs calibrated ranges in {cal.cache} (run a CPU recipe first)")
+    signed = {"quant_type": QuantType.QInt8, "symmetric": True}
+    overrides = {name: [dict(signed)] for name, t in load_tensors_data(cal.cache).data.items()
+                 if float(t.range_value[0].min()) < 0}
+    return _quantize(cal, out, QuantType.QUInt8, exclude, op_types,
+                     {"WeightSymmetric": True, "TensorQuantOverrides": overrides})
+
+
 def quantize_tensorrt(cal: Calibration, out: Path, exclude=()) -> Path:
     """TensorRT (strongly typed network from explicit Q/DQ; also TensorRT 8.6/10 on Jetson).
 
@@ -89,4 +112,4 @@ def quantize_tensorrt(cal: Calibration, out: Path, exclude=()) -> Path:
     return _quantize(cal, out, QuantType.QInt8, exclude, ["Conv", "Gemm", "MatMul", "Add"], extra)
 
 
-RECIPES = {"cpu": quantize_cpu, "tensorrt": quantize_tensorrt}
+RECIPES = {"cpu": quantize_cpu, "tensorrt": quantize_tensorrt, "openvino": quantize_openvino}

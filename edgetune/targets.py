@@ -39,7 +39,10 @@ def build_cpu(out: Path, cal, val: EvalSet, calib_batch: np.ndarray, pre: Prepro
     log(f"quantize: INT8 candidates for cpu ({cal.method}, {cal.samples} images)")
     candidates = [Candidate("fp32", out / FP32, "fp32", top1=fp32.top1)]
     candidates += int8_candidates(cal, work, evaluate, floor, calib_batch, run, log, threads=cfg.threads)
-    peers = openvino_candidates(candidates, val, cfg, log) if "openvino" in cfg.targets else []
+    peers = []
+    if "openvino" in cfg.targets:
+        zp0 = openvino_recipe_candidate(cal, work, calib_batch, run)
+        peers = openvino_candidates(candidates + [zp0], val, cfg, log)
     # Timed in turns with spinning off: an idle session's spinning threads would steal the
     # cores from the one being timed. The options are recorded with the latency.
     sessions = {c.name: _session(c, cfg.threads) for c in candidates + peers}
@@ -136,6 +139,18 @@ def require_engines(cfg: ExportConfig) -> None:
         ok, why = is_available()
         if not ok:
             raise MissingDependencyError(f"--targets openvino: {why}")
+
+
+def openvino_recipe_candidate(cal, work: Path, calib_batch: np.ndarray, run):
+    """The INT8 graph made for OpenVINO (calib.quantize.quantize_openvino: zero-points 0, as
+    NNCF makes them), with the same bias-correction check as the CPU candidates; only ever
+    run by OpenVINO."""
+    from edgetune.calib.quantize import quantize_openvino
+    from edgetune.calib.select import Candidate, correct_candidate
+
+    c = Candidate("int8-zp0", quantize_openvino(cal, work / "int8-zp0.onnx"), "int8")
+    correct_candidate(c, cal.model, calib_batch, run, work)
+    return c
 
 
 def openvino_candidates(candidates: list, val: EvalSet, cfg: ExportConfig, log) -> list:

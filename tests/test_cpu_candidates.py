@@ -216,6 +216,7 @@ def test_openvino_target_is_timed_beside_the_cpu_candidates(trained_run, digits_
     assert rows["openvino-fp32"]["backend"] == rows["openvino-int8"]["backend"] == "openvino"
     ort = [name for name, r in rows.items() if r["backend"] == "onnxruntime"]
     assert {f"openvino-{name}" for name in ort} <= rows.keys()  # every graph, in the other engine too
+    assert rows["openvino-int8-zp0"]["backend"] == "openvino" and "int8-zp0" not in rows  # OpenVINO's own recipe
     assert all(rows[k]["p50_ms"] > 0 and rows[k]["verdict"] for k in ("openvino-fp32", "openvino-int8"))
     assert m.artifact(m.recommended["cpu"]["file"]).backend == "onnxruntime"
     ov = [a for a in m.artifacts if a.backend == "openvino"]
@@ -251,3 +252,20 @@ def test_interleaved_timing_keeps_each_rounds_p50_when_asked(tiny):
         # the median of all runs lies between the rounds' medians (3-decimal rounding aside)
         assert min(s["rounds_p50"]) - 1e-3 <= s["p50"] <= max(s["rounds_p50"]) + 1e-3
     assert "rounds_p50" not in measure_interleaved(sessions, (3, 32, 32), rounds=1, runs=2, warmup=1)["a"]
+
+
+def test_openvino_recipe_has_zero_points_of_zero_signed_where_the_range_is(tiny, tmp_path):
+    from edgetune.calib.quantize import quantize_openvino
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    cal = tiny["cal"]
+    q = onnx.load(str(quantize_openvino(cal, tmp_path / "zp0.onnx")))
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in q.graph.initializer}
+    ranges = {k: float(v.range_value[0].min()) for k, v in load_tensors_data(cal.cache).data.items()}
+    quantizers = [n for n in q.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in ranges]
+    assert quantizers
+    for n in quantizers:
+        zp = inits[n.input[2]]
+        assert not zp.any(), f"{n.input[0]}: zero-point {zp}"
+        assert zp.dtype == (np.int8 if ranges[n.input[0]] < 0 else np.uint8), n.input[0]
+    assert np.isfinite(OrtSession(tmp_path / "zp0.onnx", device="cpu").run(tiny["val"].x[:4])).all()
