@@ -21,6 +21,7 @@ from edgetune.preprocess import Preprocess
 from edgetune.runtime.ort_backend import OrtSession
 
 FP32 = "model.onnx"
+OPENVINO_RECIPE = "int8-zp0"  # the candidate quantized by OpenVINO's own recipe
 
 
 def build_cpu(out: Path, cal, val: EvalSet, calib_batch: np.ndarray, pre: Preprocess,
@@ -148,7 +149,7 @@ def openvino_recipe_candidate(cal, work: Path, calib_batch: np.ndarray, run):
     from edgetune.calib.quantize import quantize_openvino
     from edgetune.calib.select import Candidate, correct_candidate
 
-    c = Candidate("int8-zp0", quantize_openvino(cal, work / "int8-zp0.onnx"), "int8")
+    c = Candidate(OPENVINO_RECIPE, quantize_openvino(cal, work / f"{OPENVINO_RECIPE}.onnx"), "int8")
     correct_candidate(c, cal.model, calib_batch, run, work)
     return c
 
@@ -178,14 +179,15 @@ def _openvino_artifact(out: Path, c, options: dict, cal, log) -> tuple[list[Arti
     with atomic_path(out / name) as tmp:
         shutil.copyfile(c.path, tmp)
     log(f"openvino: {c.name} is the fastest within budget → {name}")
+    source = c.name.removeprefix("openvino-")
     calibration = None if c.precision != "int8" else {
-        **cal.to_dict(), "recipe": "cpu", "candidate": c.name.removeprefix("openvino-"),
+        **cal.to_dict(), "recipe": "openvino" if source == OPENVINO_RECIPE else "cpu", "candidate": source,
         "op_types": c.op_types or "all", "float_nodes": c.excluded, "bias_correction": c.bias_correction}
     art = artifact_record(out, name, backend="openvino", target="openvino", precision=c.precision,
                           top1=c.top1, latency_ms=c.latency, session=options, calibration=calibration,
                           notes="the same ONNX graph run by OpenVINO's CPU runtime; Intel validates "
                                 "OpenVINO on Intel CPUs only")
-    return [art], {"file": name, "why": f"{c.verdict} ({c.latency['p50']:.2f} ms p50 at batch 1, OpenVINO)"}
+    return [art], {"file": name, "why": f"{c.name}, {c.verdict} ({c.latency['p50']:.2f} ms p50 at batch 1, OpenVINO)"}
 
 
 def build_tensorrt(out: Path, cal, val: EvalSet, cfg: ExportConfig, log) -> Artifact:

@@ -222,6 +222,9 @@ def test_openvino_target_is_timed_beside_the_cpu_candidates(trained_run, digits_
     ov = [a for a in m.artifacts if a.backend == "openvino"]
     if "openvino" in m.recommended:  # only where OpenVINO measured fastest within the budget
         assert [a.file for a in ov] == [m.recommended["openvino"]["file"]]
+        if ov[0].precision == "int8":  # which graph OpenVINO runs, and by which recipe
+            assert f"openvino-{ov[0].calibration['candidate']}" in rows
+            assert ov[0].calibration["recipe"] == ("openvino" if ov[0].calibration["candidate"] == "int8-zp0" else "cpu")
         assert runtime.load(tmp_path / "b").backend == "openvino"
     else:
         assert ov == [] and runtime.load(tmp_path / "b").backend == "onnxruntime"
