@@ -40,18 +40,20 @@ def build_cpu(out: Path, cal, val: EvalSet, calib_batch: np.ndarray, pre: Prepro
     log(f"quantize: INT8 candidates for cpu ({cal.method}, {cal.samples} images)")
     candidates = [Candidate("fp32", out / FP32, "fp32", top1=fp32.top1)]
     candidates += int8_candidates(cal, work, evaluate, floor, calib_batch, run, log, threads=cfg.threads)
-    peers = []
+    peers, ov_sessions = [], {}
     if "openvino" in cfg.targets:
         zp0 = openvino_recipe_candidate(cal, work, calib_batch, run)
-        peers = openvino_candidates(candidates + [zp0], val, cfg, log)
+        peers, ov_sessions = openvino_candidates(candidates + [zp0], val, cfg, log)
     # Timed in turns with spinning off: an idle session's spinning threads would steal the
-    # cores from the one being timed. The options are recorded with the latency.
-    sessions = {c.name: _session(c, cfg.threads) for c in candidates + peers}
+    # cores from the one being timed. The options are recorded with the latency. OpenVINO's
+    # sessions are the ones that evaluated them (compiling a model again costs seconds).
+    sessions = {c.name: OrtSession(c.path, device="cpu", threads=cfg.threads, spinning=False)
+                for c in candidates} | ov_sessions
     _time_candidates(candidates, peers, sessions, (3, *pre.size), max(3, cfg.bench_runs // 10), floor,
                      cfg.threads, log)
     options = sessions["fp32"].options
     ov_options = sessions[peers[0].name].options if peers else None
-    del sessions
+    del sessions, ov_sessions
     overall = choose(candidates + peers, floor, cfg.max_drop) if peers else None
     verdicts = {c.name: c.verdict for c in peers}
     winner = choose(candidates, floor, cfg.max_drop)  # the cpu target: ONNX Runtime artifacts
@@ -78,9 +80,7 @@ def build_cpu(out: Path, cal, val: EvalSet, calib_batch: np.ndarray, pre: Prepro
     int8 = artifact_record(
         out, name, backend="onnxruntime", target="cpu", precision="int8", top1=best_int8.top1,
         latency_ms=best_int8.latency, session=options,
-        calibration={**cal.to_dict(), "recipe": "cpu", "candidate": best_int8.name,
-                     "op_types": best_int8.op_types or "all", "float_nodes": best_int8.excluded,
-                     "bias_correction": best_int8.bias_correction},
+        calibration=_calibration_record(cal, best_int8, "cpu"),
         notes="" if best_int8.within(floor) else
         f"over the {cfg.max_drop:g}-point budget even with layers in float; fp32 is recommended",
     )
@@ -123,12 +123,10 @@ def _leaders(candidates: list, floor: float) -> list:
     return [c for c in within if c.latency["p50"] <= fastest * (1 + RUNOFF_MARGIN)]
 
 
-def _session(c, threads):
-    if c.backend == "openvino":
-        from edgetune.runtime.ov_backend import OvSession
-
-        return OvSession(c.path, device="cpu", threads=threads)
-    return OrtSession(c.path, device="cpu", threads=threads, spinning=False)
+def _calibration_record(cal, c, recipe: str) -> dict:
+    """How an INT8 artifact's graph was made: ranges, recipe, candidate, what stayed in float."""
+    return {**cal.to_dict(), "recipe": recipe, "candidate": c.name.removeprefix("openvino-"),
+            "op_types": c.op_types or "all", "float_nodes": c.excluded, "bias_correction": c.bias_correction}
 
 
 def require_engines(cfg: ExportConfig) -> None:
@@ -154,24 +152,25 @@ def openvino_recipe_candidate(cal, work: Path, calib_batch: np.ndarray, run):
     return c
 
 
-def openvino_candidates(candidates: list, val: EvalSet, cfg: ExportConfig, log) -> list:
+def openvino_candidates(candidates: list, val: EvalSet, cfg: ExportConfig, log) -> tuple[list, dict]:
     """The fp32 graph and every INT8 QDQ graph run by OpenVINO (which turns Q/DQ into its own
     INT8 kernels): the same files, another engine, each judged like the rest. Every INT8
     candidate, not only the all-ops one: which graph an engine runs fastest is the engine's
     business (on ResNet-18 OpenVINO runs the all-ops graph as fast as NNCF's own), and the
-    top-1 of each is measured in OpenVINO, not assumed from ONNX Runtime's."""
+    top-1 of each is measured in OpenVINO, not assumed from ONNX Runtime's. Returns the
+    candidates and their compiled sessions, kept for timing."""
     from edgetune.calib.select import Candidate
     from edgetune.runtime.ov_backend import OvSession
 
     log("openvino: timing the same fp32 and INT8 graphs in OpenVINO (Intel does not validate AMD CPUs)")
-    out = []
+    out, sessions = [], {}
     for c in candidates:
         name = f"openvino-{c.name}"
-        session = OvSession(c.path, device="cpu", threads=cfg.threads)
+        sessions[name] = OvSession(c.path, device="cpu", threads=cfg.threads)
         out.append(Candidate(name, c.path, c.precision, backend="openvino", op_types=c.op_types,
                              excluded=c.excluded, bias_correction=c.bias_correction,
-                             top1=top1(session, val, desc=f"evaluate {name}")))
-    return out
+                             top1=top1(sessions[name], val, desc=f"evaluate {name}")))
+    return out, sessions
 
 
 def _openvino_artifact(out: Path, c, options: dict, cal, log) -> tuple[list[Artifact], dict]:
@@ -179,10 +178,8 @@ def _openvino_artifact(out: Path, c, options: dict, cal, log) -> tuple[list[Arti
     with atomic_path(out / name) as tmp:
         shutil.copyfile(c.path, tmp)
     log(f"openvino: {c.name} is the fastest within budget → {name}")
-    source = c.name.removeprefix("openvino-")
-    calibration = None if c.precision != "int8" else {
-        **cal.to_dict(), "recipe": "openvino" if source == OPENVINO_RECIPE else "cpu", "candidate": source,
-        "op_types": c.op_types or "all", "float_nodes": c.excluded, "bias_correction": c.bias_correction}
+    recipe = "openvino" if c.name == f"openvino-{OPENVINO_RECIPE}" else "cpu"
+    calibration = _calibration_record(cal, c, recipe) if c.precision == "int8" else None
     art = artifact_record(out, name, backend="openvino", target="openvino", precision=c.precision,
                           top1=c.top1, latency_ms=c.latency, session=options, calibration=calibration,
                           notes="the same ONNX graph run by OpenVINO's CPU runtime; Intel validates "

@@ -207,6 +207,7 @@ def test_openvino_target_is_timed_beside_the_cpu_candidates(trained_run, digits_
     from edgetune import runtime
     from edgetune.config import ExportConfig
     from edgetune.pipeline import export_bundle
+    from edgetune.targets import OPENVINO_RECIPE
 
     out, _ = trained_run
     m = export_bundle(out / "model.pt", tmp_path / "b", ExportConfig(targets=("cpu", "openvino"), calib_samples=64,
@@ -216,7 +217,7 @@ def test_openvino_target_is_timed_beside_the_cpu_candidates(trained_run, digits_
     assert rows["openvino-fp32"]["backend"] == rows["openvino-int8"]["backend"] == "openvino"
     ort = [name for name, r in rows.items() if r["backend"] == "onnxruntime"]
     assert {f"openvino-{name}" for name in ort} <= rows.keys()  # every graph, in the other engine too
-    assert rows["openvino-int8-zp0"]["backend"] == "openvino" and "int8-zp0" not in rows  # OpenVINO's own recipe
+    assert rows[f"openvino-{OPENVINO_RECIPE}"]["backend"] == "openvino" and OPENVINO_RECIPE not in rows  # its own recipe
     assert all(rows[k]["p50_ms"] > 0 and rows[k]["verdict"] for k in ("openvino-fp32", "openvino-int8"))
     assert m.artifact(m.recommended["cpu"]["file"]).backend == "onnxruntime"
     ov = [a for a in m.artifacts if a.backend == "openvino"]
@@ -224,7 +225,8 @@ def test_openvino_target_is_timed_beside_the_cpu_candidates(trained_run, digits_
         assert [a.file for a in ov] == [m.recommended["openvino"]["file"]]
         if ov[0].precision == "int8":  # which graph OpenVINO runs, and by which recipe
             assert f"openvino-{ov[0].calibration['candidate']}" in rows
-            assert ov[0].calibration["recipe"] == ("openvino" if ov[0].calibration["candidate"] == "int8-zp0" else "cpu")
+            assert ov[0].calibration["recipe"] == ("openvino" if ov[0].calibration["candidate"] == OPENVINO_RECIPE
+                                                   else "cpu")
         assert runtime.load(tmp_path / "b").backend == "openvino"
     else:
         assert ov == [] and runtime.load(tmp_path / "b").backend == "onnxruntime"
