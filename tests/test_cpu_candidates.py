@@ -5,6 +5,9 @@ squeeze-excitation with HardSigmoid·Mul, SiLU) briefly trained on the digits at
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -15,7 +18,7 @@ from edgetune.calib import cpu_graphs
 from edgetune.calib.bias_correction import correct_bias, measure_shifts
 from edgetune.calib.node_profile import fp32_node_times, int8_node_times, profile_nodes, slower_in_int8
 from edgetune.calib.quantize import Calibration, prepare, quantize_cpu
-from edgetune.calib.select import COMPUTE_OPS, int8_candidates
+from edgetune.calib.select import COMPUTE_OPS, Candidate, correct_candidate, int8_candidates
 from edgetune.calib.sensitivity import snr_db
 from edgetune.dataset_scan import scan
 from edgetune.evaluate import EvalSet, top1
@@ -118,10 +121,10 @@ def test_fusable_candidate_keeps_unfusable_activations_in_float(tiny, tmp_path):
     assert len(quantized) == len(cpu_graphs.compute_nodes(tiny["prep"])) - len(region)
 
 
-def test_bias_correction_cancels_the_mean_shift_and_helps_the_logits(tiny, tmp_path):
+def test_bias_correction_cancels_the_mean_shift_and_never_ships_worse(tiny, tmp_path):
     # Every op in INT8: the most Q/DQ, the largest mean shifts.
     qdq = tiny["root"] / "int8.onnx"
-    fit, check = tiny["calib"][0::2], tiny["val"].x[:128]
+    fit = tiny["calib"][0::2]
     before = measure_shifts(qdq, tiny["prep"], fit)
     corrected, layers = correct_bias(qdq, tiny["prep"], fit, tmp_path / "bc.onnx")
     after = measure_shifts(corrected, tiny["prep"], fit)
@@ -129,9 +132,20 @@ def test_bias_correction_cancels_the_mean_shift_and_helps_the_logits(tiny, tmp_p
     total = lambda s: sum(float(np.abs(v).sum()) for v in s.values())  # noqa: E731
     # not zero: each correction also moves the inputs of the layers after it
     assert total(after) < 0.7 * total(before)
-    run = lambda p: OrtSession(p, device="cpu").run(check)  # noqa: E731
-    ref = run(tiny["prep"])
-    assert snr_db(ref, run(corrected)) > snr_db(ref, run(qdq))
+    # Whether cancelling the shift also brings the logits closer to fp32 depends on the CPU's
+    # INT8 kernels (on an Intel Xeon with AMX this graph measured 30.5 dB corrected against
+    # 32.0 dB uncorrected), so the promise is the product's: the graph a candidate ships is
+    # never further from fp32 than the uncorrected one, on whatever CPU measures it.
+    run = lambda p, x: OrtSession(p, device="cpu").run(x)  # noqa: E731
+    c = Candidate("int8", Path(shutil.copyfile(qdq, tmp_path / "int8.onnx")), "int8")
+    correct_candidate(c, tiny["prep"], tiny["calib"], run, tmp_path)
+    bc = c.bias_correction
+    assert bc["layers"] == layers and bc["kept"] == (bc["snr_db_after"] > bc["snr_db_before"])
+    check = tiny["calib"][1::2]  # the half correct_candidate judges on
+    ref = run(tiny["prep"], check)
+    shipped, uncorrected = snr_db(ref, run(c.path, check)), snr_db(ref, run(qdq, check))
+    assert shipped == pytest.approx(max(bc["snr_db_before"], bc["snr_db_after"]), abs=0.01)
+    assert shipped >= uncorrected - 0.01
 
 
 def test_profiled_choice_reads_the_profilers_times(tiny):
