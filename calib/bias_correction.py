@@ -101,7 +101,8 @@ def measure_shifts(qdq: Path, fp32: Path, batch: np.ndarray) -> dict[str, np.nda
         axes = [0, *range(2, rank)]
         if opset >= 18:  # axes became an input in opset 18
             probe.graph.initializer.append(numpy_helper.from_array(np.array(axes, np.int64), f"bc_axes{i}"))
-            mean = helper.make_node("ReduceMean", [f"bc_d{i}", f"bc_axes{i}"], [f"bc_m{i}"], name=f"bc_m{i}", keepdims=0)
+            mean = helper.make_node("ReduceMean", [f"bc_d{i}", f"bc_axes{i}"], [f"bc_m{i}"], name=f"bc_m{i}",
+                                    keepdims=0)
         else:
             mean = helper.make_node("ReduceMean", [f"bc_d{i}"], [f"bc_m{i}"], name=f"bc_m{i}", keepdims=0, axes=axes)
         probe.graph.node.extend([helper.make_node("Sub", [ref_out, q_out], [f"bc_d{i}"], name=f"bc_d{i}"), mean])
@@ -122,7 +123,8 @@ def _as_seen_downstream(probe: onnx.ModelProto, q_out: str, ref_out: str, i: int
     the raw conv output still holds the negative half that no one reads; its error would
     steer the correction. The reference goes through the same quantizer."""
     q = next((n for n in probe.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == q_out), None)
-    dq = q and next((n for n in probe.graph.node if n.op_type == "DequantizeLinear" and n.input[0] == q.output[0]), None)
+    dq = q and next((n for n in probe.graph.node
+                     if n.op_type == "DequantizeLinear" and n.input[0] == q.output[0]), None)
     if dq is None:
         return ref_out, q_out
     probe.graph.node.extend([

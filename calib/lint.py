@@ -55,7 +55,8 @@ def lint_tensorrt_qdq(model: str | Path | onnx.ModelProto) -> list[LintIssue]:
         elif zp.dtype != np.int8:
             issues.append(LintIssue(name, f"zero-point is {zp.dtype}, TensorRT needs int8"))
         elif zp.any():
-            issues.append(LintIssue(name, f"zero-point {zp.ravel()[:4].tolist()} is not 0: TensorRT needs symmetric quantization"))
+            issues.append(LintIssue(name, f"zero-point {zp.ravel()[:4].tolist()} is not 0: TensorRT needs "
+                                          "symmetric quantization"))
         if n.op_type == "QuantizeLinear":
             users = consumers.get(n.output[0], [])
             if not users or any(u.op_type != "DequantizeLinear" for u in users):
@@ -63,7 +64,8 @@ def lint_tensorrt_qdq(model: str | Path | onnx.ModelProto) -> list[LintIssue]:
         else:
             source = n.input[0]
             if source not in inits and (source not in producers or producers[source].op_type != "QuantizeLinear"):
-                issues.append(LintIssue(name, "DequantizeLinear input is neither a weight nor a QuantizeLinear output (dangling DQ)"))
+                issues.append(LintIssue(name, "DequantizeLinear input is neither a weight nor a QuantizeLinear "
+                                              "output (dangling DQ)"))
             if not consumers.get(n.output[0]) and n.output[0] not in graph_outputs:
                 issues.append(LintIssue(name, "DequantizeLinear output is unused (dangling DQ)"))
             issues += _check_weight_axis(n, name, inits, consumers)

@@ -31,9 +31,9 @@ def profile_nodes(path: Path, x: np.ndarray, runs: int = 20, threads: int | None
     """Median microseconds per profiled node (ORT's names) over `runs` calls on `x`."""
     import onnxruntime as ort
 
-    from edgetune.runtime.ort_backend import _ort_options, session_options
+    from edgetune.runtime.ort_backend import ort_session_options, session_options
 
-    options = _ort_options(ort, session_options(threads))
+    options = ort_session_options(ort, session_options(threads))
     with tempfile.TemporaryDirectory(prefix="edgetune-prof-") as tmp:
         options.enable_profiling = True
         options.profile_file_prefix = os.path.join(tmp, "prof")

@@ -1,38 +1,18 @@
-"""Which training images calibrate INT8: a seeded, stratified sample, so every class's
+"""The calibration images as ONNX Runtime reads them, and the key of the ranges they give.
+Which images calibrate is `edgetune.data.subsets.stratified_sample`: every class's
 activations shape the ranges, not just the most frequent class's."""
 
 from __future__ import annotations
 
 import hashlib
-import random
 import sys
-from collections import defaultdict
 
 from onnxruntime.quantization import CalibrationDataReader
 
 from edgetune import progress
-from edgetune.dataset_scan import Sample
+from edgetune.data.reader import ChunkReader
+from edgetune.data.scan import Sample
 from edgetune.preprocess import Preprocess
-from edgetune.reader import ChunkReader
-
-
-def stratified_sample(samples: list[Sample], n: int, seed: int = 0) -> list[Sample]:
-    """Up to `n` samples, drawn round-robin over classes (all of them when there are fewer)."""
-    if n >= len(samples):
-        return list(samples)
-    rng = random.Random(seed)
-    by_class: dict[int, list[Sample]] = defaultdict(list)
-    for s in samples:
-        by_class[s.label].append(s)
-    for items in by_class.values():
-        rng.shuffle(items)
-    picked: list[Sample] = []
-    queues = [by_class[k] for k in sorted(by_class)]
-    while len(picked) < n:
-        for q in queues:
-            if q and len(picked) < n:
-                picked.append(q.pop())
-    return sorted(picked, key=lambda s: (s.label, str(s.path)))
 
 
 def fingerprint(samples: list[Sample], pre: Preprocess) -> str:
@@ -44,7 +24,7 @@ def fingerprint(samples: list[Sample], pre: Preprocess) -> str:
 
 
 class ImageReader(CalibrationDataReader):
-    """ONNX Runtime's calibration protocol over images streamed in batches (edgetune.reader):
+    """ONNX Runtime's calibration protocol over images streamed in batches (edgetune.data.reader):
     decoded while ONNX Runtime runs the previous batch, never all held at once."""
 
     def __init__(self, samples: list[Sample], pre: Preprocess, input_name: str, batch: int = 32):

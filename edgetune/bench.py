@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 import edgetune
-from edgetune import atomic, host
+from edgetune import host
 from edgetune.bundle import read_manifest
 from edgetune.errors import ConfigError
 from edgetune.latency import measure_latency
@@ -300,9 +300,3 @@ def render_table(report: BenchReport):
     table.caption = "\n".join(notes)
     table.caption_justify = "left"
     return table
-
-
-def write_json(report: BenchReport, path: str | os.PathLike) -> Path:
-    """Write the report atomically as JSON; returns the path."""
-    atomic.write_json(path, report.to_dict())
-    return Path(path)

@@ -13,11 +13,11 @@ from pathlib import Path, PurePosixPath
 
 from edgetune.atomic import sha256_file, write_json
 from edgetune.errors import BundleError
+from edgetune.files import MANIFEST
 from edgetune.preprocess import Preprocess
 
 FORMAT = "edgetune-bundle"
 VERSION = 1
-MANIFEST = "manifest.json"
 
 
 @dataclass

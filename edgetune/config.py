@@ -1,7 +1,9 @@
 """Stage configs: frozen dataclasses, every user choice validated before any work starts.
 
+One home for every stage's settings: training, export, domain adaptation and the search.
 CLI flags map one-to-one to fields; `--config run.yaml` sets defaults and flags override
-it; the resolved config is written into the run folder.
+it; the resolved config is written into the run folder (`config.yaml`), so `--resume`
+continues the way the run was configured.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ CalibMethod = Literal["minmax", "entropy", "percentile"]
 Target = Literal["cpu", "tensorrt", "gpu", "openvino"]
 CacheMode = Literal["auto", "off"]
 CacheDtype = Literal["float16", "float32"]
+AdaptMethod = Literal["bn", "tent", "pseudo"]
+Sampler = Literal["tpe", "random", "grid"]
+Objective = Literal["top1", "int8"]
+Pruner = Literal["median", "none"]
 
 
 @dataclass(frozen=True)
@@ -76,8 +82,6 @@ class TrainConfig:
                 "(e.g. 2), 'head', 'all' or 'auto'"
             )
         if self.unfreeze_schedule is not None:
-            from edgetune.train.schedule import parse_schedule
-
             parse_schedule(self.unfreeze_schedule, self.epochs)
         if self.cache_views is not None:
             if self.cache_views < 1:
@@ -152,6 +156,62 @@ class ExportConfig:
             raise ConfigError(f"--max-drop {self.max_drop} must not be negative")
 
 
+@dataclass(frozen=True)
+class AdaptConfig:
+    """Domain adaptation: the camera the device will see."""
+
+    target_data: str | None = None  # unlabelled deployment-domain images, any layout
+    adapt: str | None = None  # bn | tent | pseudo; None: bn when target_data is given
+    target_val: str | None = None  # labelled target images: measured only, never selects
+    target_labels: str | None = None  # a few labelled target images: trained on beside the source
+    adapt_images: int = 2000  # target images adaptation and calibration draw from
+    min_shift: float = 0.1  # below this input-statistics shift, keep the source statistics
+    tent_lr: float = 1e-3
+    pseudo_threshold: float = 0.9
+    pseudo_epochs: int = 3
+
+    def __post_init__(self):
+        _check_choices(self)
+        if self.adapt is not None and self.target_data is None:
+            raise ConfigError(f"--adapt {self.adapt} needs unlabelled images from the deployment domain: "
+                              "add --target-data DIR")
+        if self.adapt_images < 1 or self.pseudo_epochs < 1 or self.tent_lr <= 0:
+            raise ConfigError("--adapt-images, --pseudo-epochs and --tent-lr must be positive")
+        if not 0.0 < self.pseudo_threshold < 1.0:
+            raise ConfigError(f"--pseudo-threshold {self.pseudo_threshold} must be between 0 and 1")
+        if self.min_shift < 0:
+            raise ConfigError(f"--min-shift {self.min_shift} must not be negative (0: always adapt)")
+
+    @property
+    def method(self) -> str | None:
+        """The adaptation to run: None without target images."""
+        if self.target_data is None:
+            return None
+        return self.adapt or "bn"
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """`edgetune tune`: the search's own settings (the trials' are a TrainConfig)."""
+
+    trials: int = 20
+    sampler: Sampler = "tpe"
+    space: str | None = None
+    objective: Objective = "top1"
+    pruner: Pruner = "median"
+    timeout: float | None = None
+    storage: str | None = None
+    study_name: str | None = None
+
+    def __post_init__(self):
+        _check_choices(self)
+        if self.trials < 1:
+            raise ConfigError(f"--trials {self.trials} must be at least 1 (the number of finished trials "
+                              "the study should hold)")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ConfigError(f"--timeout {self.timeout:g} must be positive (seconds)")
+
+
 def _flag(name: str) -> str:
     return name.replace("_", "-")
 
@@ -165,6 +225,10 @@ _CHOICES = {
     "calib_method": CalibMethod,
     "cache": CacheMode,
     "cache_dtype": CacheDtype,
+    "adapt": AdaptMethod,
+    "sampler": Sampler,
+    "objective": Objective,
+    "pruner": Pruner,
 }
 
 
@@ -173,7 +237,7 @@ def _check_choices(cfg) -> None:
         if not hasattr(cfg, name):
             continue
         value, allowed = getattr(cfg, name), get_args(alias)
-        if value not in allowed:
+        if value not in allowed and not (value is None and name == "adapt"):
             raise ConfigError(
                 f"--{_flag(name)} {value!r} is not allowed{did_you_mean(str(value), allowed)}; "
                 f"choose one of: {', '.join(allowed)}"
@@ -184,6 +248,40 @@ def _positive(cfg, *names: str) -> None:
     for name in names:
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"--{_flag(name)} {getattr(cfg, name)} must be positive")
+
+
+_STAGE = re.compile(r"(head|all|\d+)(?::(\d+))?")
+
+
+@dataclass(frozen=True)
+class UnfreezeStage:
+    unfreeze: str  # head | K | all
+    first_epoch: int  # 0-based, inclusive
+
+
+def parse_schedule(text: str, epochs: int) -> tuple[UnfreezeStage, ...]:
+    """`head:2,1:2,2` → stages with their first epochs; checked against --epochs."""
+    stages, start = [], 0
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    for i, part in enumerate(parts):
+        m = _STAGE.fullmatch(part)
+        last = i == len(parts) - 1
+        if not m or (m.group(2) is None and not last) or (m.group(2) is not None and int(m.group(2)) < 1):
+            raise ConfigError(
+                f"--unfreeze-schedule {text!r}: stage {part!r} is not DEPTH:EPOCHS; use e.g. "
+                "'head:2,1:2,2' (DEPTH is head, a number of top blocks or all; the last stage "
+                "may omit its epochs)"
+            )
+        stages.append(UnfreezeStage(m.group(1), start))
+        start += int(m.group(2)) if m.group(2) else 0
+    if not stages:
+        raise ConfigError("--unfreeze-schedule is empty; use e.g. 'head:2,1:2,2'")
+    if stages[-1].first_epoch >= epochs or start > epochs:
+        raise ConfigError(
+            f"--unfreeze-schedule {text!r} needs more than --epochs {epochs}; shorten its stages "
+            "or raise --epochs"
+        )
+    return tuple(stages)
 
 
 def field_names(cls) -> set[str]:
@@ -205,8 +303,9 @@ def build(cls, *layers: dict):
         raise ConfigError(f"bad configuration: {exc}") from None
 
 
-def load_yaml(path: str | Path, allowed: set[str]) -> dict:
-    """A YAML file of flag names (dashes or underscores) -> settings; unknown keys are refused."""
+def load_yaml(path: str | Path, allowed: set[str] | None = None) -> dict:
+    """A YAML file of flag names (dashes or underscores) -> settings; keys outside `allowed`
+    are refused (None: every key is kept, for a file whose keys were checked already)."""
     import yaml
 
     path = Path(path)
@@ -222,7 +321,7 @@ def load_yaml(path: str | Path, allowed: set[str]) -> dict:
     out = {}
     for key, value in raw.items():
         name = str(key).replace("-", "_")
-        if name not in allowed:
+        if allowed is not None and name not in allowed:
             raise ConfigError(
                 f"--config {path}: unknown key {key!r}{did_you_mean(name, allowed)}; "
                 "keys are the command's flag names"

@@ -12,9 +12,8 @@ from pathlib import Path
 from edgetune import host
 from edgetune.bundle import artifact_record, read_manifest, verify_artifact, write_manifest
 from edgetune.errors import BundleError
+from edgetune.files import ENGINE_SOURCES, engine_name
 from edgetune.latency import measure_latency
-
-SOURCES = ("model.int8.tensorrt.onnx", "model.fp16.onnx")
 
 
 def add_engine(bundle: str | Path, source: str | None = None, max_batch: int = 8,
@@ -35,7 +34,7 @@ def add_engine(bundle: str | Path, source: str | None = None, max_batch: int = 8
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
     files = {a.file: a for a in manifest.artifacts}
-    source = source or next((s for s in SOURCES if s in files), None)
+    source = source or next((s for s in ENGINE_SOURCES if s in files), None)
     if source not in files:
         raise BundleError(
             f"no graph to build an engine from in {bundle} (have: {', '.join(files)}); "
@@ -46,7 +45,7 @@ def add_engine(bundle: str | Path, source: str | None = None, max_batch: int = 8
     version = trt_version()
     build_mode(version, src.precision, device)  # refuses a version/device/graph that cannot build
     _preflight(bundle / source, version, log)
-    name = f"{Path(source).stem}.engine" if device == "gpu" else f"{Path(source).stem}.{device.replace(':', '')}.engine"
+    name = engine_name(source, device)
     log(f"tensorrt {version}: building {name} from {source} on {device} (batch 1..{max_batch}, opt {opt_batch})")
     pre = manifest.preprocess
     built = build_engine(bundle / source, bundle / name, pre.size, src.precision, max_batch=max_batch,

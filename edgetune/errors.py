@@ -50,6 +50,13 @@ def did_you_mean(value: str, allowed: Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+def first_few(items, shown: int = 3) -> str:
+    """'a, b, c and 4 more': a message names the first few and counts the rest."""
+    items = [str(x) for x in items]
+    text = ", ".join(items[:shown])
+    return text + (f" and {len(items) - shown} more" if len(items) > shown else "")
+
+
 def require(module: str, extra: str, purpose: str):
     """Import an optional dependency or raise a one-line install hint."""
     import importlib

@@ -1,7 +1,7 @@
 """Accuracy of any Session on labelled images. Torch-free: it judges the artifact itself,
 through the same preprocessing deployment code runs.
 
-Images stream through `edgetune.reader` in bounded chunks on every pass, so memory does not
+Images stream through `edgetune.data.reader` in bounded chunks on every pass, so memory does not
 grow with the val split (held in memory it was 0.6 MB an image at 224 px). Results are the
 same, image for image, as on an array held in memory: the same `Preprocess.apply`, the
 same batches.
@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 from edgetune import progress
-from edgetune.dataset_scan import Sample
+from edgetune.data.reader import CHUNK, ChunkReader, read_all
+from edgetune.data.scan import Sample
 from edgetune.preprocess import Preprocess
-from edgetune.reader import CHUNK, ChunkReader, read_all
 from edgetune.runtime.session import Session
 
 # Below this many val images every one is judged; above it, by default, a stratified subset of
@@ -69,7 +69,7 @@ def eval_subset(samples: list[Sample], eval_max: int | None) -> tuple[list[Sampl
     """The images artifacts are judged on, and the manifest's record of the choice.
     `eval_max`: None (auto: all up to AUTO_EVAL_MAX, else a subset of that size), 0 (all),
     or N (a seeded subset of at most N, drawn evenly over the classes)."""
-    from edgetune.calib.sample import stratified_sample
+    from edgetune.data.subsets import stratified_sample
 
     limit = AUTO_EVAL_MAX if eval_max is None else eval_max
     setting = f"auto ({AUTO_EVAL_MAX})" if eval_max is None else ("all" if eval_max == 0 else eval_max)

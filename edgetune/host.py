@@ -1,4 +1,5 @@
-"""What machine a number was measured on. Torch-free."""
+"""What machine this is: what a number was measured on, and the worker counts its cores
+allow. Torch-free."""
 
 from __future__ import annotations
 
@@ -49,3 +50,16 @@ def short() -> str:
     d = describe()
     gpu = f", {d['gpu']}" if d["gpu"] else ""
     return f"{d['cpu']} ({d['cores']} cores{gpu})"
+
+
+def decode_threads() -> int:
+    """Threads that decode and preprocess images for evaluation and calibration: PIL and
+    numpy release the GIL, so threads use every core (up to 8: past that the engine starves)."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def loader_processes() -> int:
+    """DataLoader worker processes for training (0: decode in the training process). On small
+    machines decoding in-process beats fighting the training threads for the cores."""
+    cores = os.cpu_count() or 1
+    return 0 if cores <= 2 else min(8, cores - 1)

@@ -10,56 +10,26 @@ import os
 import platform
 from pathlib import Path
 
-from edgetune import __version__, adapt_stage, htmlreport, report, targets
-from edgetune.adapt_config import AdaptConfig
+from edgetune import __version__, files, targets
+from edgetune.adapt import stage as adapt_stage
 from edgetune.atomic import sha256_file, write_text
 from edgetune.bundle import Manifest, artifact_record, write_manifest
-from edgetune.config import ExportConfig, TrainConfig, to_dict
+from edgetune.config import AdaptConfig, ExportConfig, TrainConfig, to_dict
 from edgetune.errors import ConfigError
 from edgetune.evaluate import EvalSet, describe_subset, eval_subset, top1
+from edgetune.files import CHECKPOINT, FP32
 from edgetune.latency import measure_latency
 from edgetune.preprocess import Preprocess
+from edgetune.report import choice, html
 from edgetune.runtime.ort_backend import OrtSession
-
-FP32 = "model.onnx"
-CHECKPOINT = "model.pt"
-# Files and folders a run writes: the only things --overwrite removes.
-OWNED = ("manifest.json", "config.yaml", CHECKPOINT, "checkpoints", "calib", "model.onnx",
-         "model.int8.cpu.onnx", "model.int8.tensorrt.onnx", "model.fp16.onnx",
-         "model.int8.tensorrt.engine", "model.fp16.engine",
-         # what build-engine writes beside them: the sidecar records and the timing caches
-         "model.int8.tensorrt.engine.json", "model.fp16.engine.json",
-         "model.int8.tensorrt.timing.cache", "model.fp16.timing.cache", "report.html", "report.json",
-         "model.fp32.openvino.onnx", "model.int8.openvino.onnx")
 
 
 def prepare_out(out: str | Path, overwrite: bool, resume: bool) -> Path:
-    """Refuse a non-empty output folder unless asked to overwrite or resume into it."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; pass a folder path")
-    if int(os.environ.get("RANK", "0")) != 0:
-        # Under torchrun rank 0 alone checks and cleans OUT: another rank would see rank 0's
-        # first files (an atomic write's temporary) as a previous run, or delete them.
-        out.mkdir(parents=True, exist_ok=True)
-        return out
-    # A config.yaml alone is a run that stopped before training: nothing to lose. A search's
-    # folder inside OUT (`edgetune tune --out OUT/search`) is its own; the report shows it.
-    entries = [p for p in out.iterdir() if p.name != "config.yaml" and not (p / "trials.csv").is_file()
-               ] if out.is_dir() else []
-    if entries and not (overwrite or resume):
-        raise ConfigError(
-            f"--out {out} is not empty; pass --overwrite to replace its run, --resume to continue "
-            "it, or choose another --out"
-        )
-    if overwrite and not resume:
-        import shutil
-
-        for name in OWNED:
-            p = out / name
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    """A run's folder: refused when it holds another run, unless asked to overwrite or resume.
+    A config.yaml alone is a run that stopped before training: nothing to lose. A search's
+    folder inside OUT (`edgetune tune --out OUT/search`) is its own; the report shows it."""
+    return files.prepare_out(out, files.RUN_FILES, overwrite=overwrite, resume=resume,
+                             ignore=lambda p: p.name == files.CONFIG or (p / files.TRIALS_CSV).is_file())
 
 
 def run(train_cfg: TrainConfig, export_cfg: ExportConfig, out: str | Path, *,
@@ -92,7 +62,7 @@ def write_config(out: Path, *cfgs) -> None:
 
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 writes for all
         return
-    write_text(out / "config.yaml", yaml.safe_dump(to_dict(*cfgs), sort_keys=False))
+    write_text(out / files.CONFIG, yaml.safe_dump(to_dict(*cfgs), sort_keys=False))
 
 
 def export_bundle(ckpt_path: str | Path, out: str | Path, cfg: ExportConfig, data: str | None = None,
@@ -101,9 +71,8 @@ def export_bundle(ckpt_path: str | Path, out: str | Path, cfg: ExportConfig, dat
     `target` (adapt_stage.TargetData): calibrate on the deployment images, measure on `--target-val`;
     without source data (`data=False`), artifacts are judged by agreement with fp32 on target images."""
     from edgetune.export.onnx import check_parity, export_onnx
-    from edgetune.train import checkpoint
+    from edgetune.train import checkpoint, load_splits
     from edgetune.train.model import build_from_checkpoint
-    from edgetune.train import load_splits
 
     targets.require_engines(cfg)
     out = Path(out)
@@ -172,20 +141,49 @@ def export_bundle(ckpt_path: str | Path, out: str | Path, cfg: ExportConfig, dat
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
     write_manifest(out, manifest)
-    report.show_choice(manifest, log)
-    htmlreport.write_report(out, val=val, ckpt_path=ckpt_path)
+    choice.show_choice(manifest, log)
+    html.write_report(out, val=val, history=checkpoint.training_history(ckpt_path, out))
     return manifest
+
+
+def adapt_bundle(bundle: str | Path, out: str | Path, cfg: AdaptConfig, export_cfg, data=None,
+                 device: str = "auto", overwrite: bool = False, log=print):
+    """`edgetune adapt`: the bundle's checkpoint adapted to the target images and exported to
+    `out`. The source data is optional (`data`); without it, INT8 is judged by agreement with
+    fp32 on target images and the input shift against the model's own statistics."""
+    from edgetune.bundle import read_manifest, verify_checkpoint
+    from edgetune.train.adapt import adapt_checkpoint, pick_device
+    from edgetune.train.loop import load_splits
+
+    manifest = read_manifest(bundle)
+    ckpt_path = verify_checkpoint(bundle, manifest)
+    target = adapt_stage.load_target(cfg, classes=manifest.classes)
+    if Path(out).resolve() == Path(bundle).resolve():
+        raise ConfigError(f"--out {out} is the bundle being adapted; pass a new folder for the adapted bundle")
+    out = files.prepare_out(out, files.RUN_FILES, overwrite=overwrite, resumable=False)
+    reference = None
+    if data is not None:
+        from edgetune.train import checkpoint
+
+        reference = load_splits(checkpoint.load(ckpt_path), data).val
+    record = adapt_checkpoint(ckpt_path, Path(out) / adapt_stage.ADAPTED, cfg, target, reference,
+                              pick_device(device), log, work=Path(out))
+    record["source_bundle"] = str(bundle)
+    return export_bundle(Path(out) / adapt_stage.ADAPTED, out, export_cfg,
+                         data=data if data is not None else False, log=log, target=target,
+                         adaptation=record)
 
 
 def _calibrate(out: Path, sample, pre: Preprocess, cfg: ExportConfig, log):
     from edgetune.calib.quantize import Calibration, prepare
-    from edgetune.calib.sample import ImageReader, fingerprint, stratified_sample
+    from edgetune.calib.sample import ImageReader, fingerprint
+    from edgetune.data.subsets import stratified_sample
 
-    prepared = prepare(out / FP32, out / "calib" / "model.prep.onnx")
+    prepared = prepare(out / FP32, out / files.CALIB / "model.prep.onnx")
     # Ranges belong to one graph and one sample: a re-export of the same checkpoint reuses
     # them, a different model never does.
     key = _hash_text(fingerprint(sample, pre) + sha256_file(prepared))[:16]
-    cache = out / "calib" / f"ranges-{cfg.calib_method}-{key}.json"
+    cache = out / files.CALIB / f"ranges-{cfg.calib_method}-{key}.json"
     reader = None
     if cache.is_file():
         log(f"calibrate: reusing ranges {cache}")

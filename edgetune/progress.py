@@ -17,8 +17,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 _live: Progress | None = None
 _depth = 0
@@ -29,7 +28,7 @@ def interactive() -> bool:
     return Console(file=sys.stderr).is_terminal
 
 
-class Stage:
+class StageProgress:
     """One stage's progress: `advance()` per unit of work, `note()` for a short status."""
 
     def __init__(self, desc: str, total: int | None, unit: str, line: bool, file=None):
@@ -61,12 +60,12 @@ class Stage:
 
 @contextmanager
 def stage(desc: str, total: int | None = None, unit: str = "", line: bool = True,
-          file=None) -> Iterator[Stage]:
+          file=None) -> Iterator[StageProgress]:
     """A stage of `total` units. `line=False`: no closing line off a terminal, for stages
     whose caller already logs one (the training loop's epoch line). `file`: where that line
     goes (default: stdout at the time, like the other log lines)."""
     global _live, _depth
-    s = Stage(desc, total, unit, line, file)
+    s = StageProgress(desc, total, unit, line, file)
     if interactive():
         if _live is None:
             _live = _new_progress()
@@ -92,7 +91,7 @@ class Track:
     def __init__(self, items: Iterable, desc: str, total: int | None, unit: str, line: bool, file=None):
         self.items, self.desc, self.unit, self.line, self.file = items, desc, unit, line, file
         self.total = total if total is not None else _len(items)
-        self._stage: Stage | None = None
+        self._stage: StageProgress | None = None
         self._status: dict = {}
 
     def __len__(self) -> int:

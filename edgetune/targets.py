@@ -16,11 +16,11 @@ from edgetune.atomic import atomic_path
 from edgetune.bundle import Artifact, artifact_record
 from edgetune.config import ExportConfig
 from edgetune.evaluate import EvalSet, top1
+from edgetune.files import CALIB, FP16, FP32, INT8_CPU, INT8_TENSORRT, openvino_artifact
 from edgetune.latency import measure_interleaved
 from edgetune.preprocess import Preprocess
 from edgetune.runtime.ort_backend import OrtSession
 
-FP32 = "model.onnx"
 OPENVINO_RECIPE = "int8-zp0"  # the candidate quantized by OpenVINO's own recipe
 
 
@@ -36,7 +36,7 @@ def build_cpu(out: Path, cal, val: EvalSet, calib_batch: np.ndarray, pre: Prepro
         return OrtSession(path, device="cpu").run(batch)
 
     floor = fp32.top1 - cfg.max_drop / 100.0
-    work = out / "calib" / "candidates"
+    work = out / CALIB / "candidates"
     log(f"quantize: INT8 candidates for cpu ({cal.method}, {cal.samples} images)")
     candidates = [Candidate("fp32", out / FP32, "fp32", top1=fp32.top1)]
     candidates += int8_candidates(cal, work, evaluate, floor, calib_batch, run, log, threads=cfg.threads)
@@ -64,7 +64,7 @@ def build_cpu(out: Path, cal, val: EvalSet, calib_batch: np.ndarray, pre: Prepro
     within = [c for c in int8s if c.within(floor)]
     best_int8 = (min(within, key=lambda c: c.latency["p50"]) if within
                  else max(int8s, key=lambda c: c.top1))
-    name = "model.int8.cpu.onnx"
+    name = INT8_CPU
     with atomic_path(out / name) as tmp:
         shutil.copyfile(best_int8.path, tmp)
     rows = [c.row() for c in candidates + peers]
@@ -104,7 +104,7 @@ def _time_candidates(candidates: list, peers: list, sessions: dict, shape, round
     everyone = candidates + peers
     for name, lat in measure_interleaved(sessions, shape, rounds=rounds).items():
         next(c for c in everyone if c.name == name).latency = {**lat, "threads": threads}
-    ahead = {id(c) for c in _leaders(candidates, floor) + _leaders(everyone, floor)}
+    ahead = {id(c) for c in runoff_leaders(candidates, floor) + runoff_leaders(everyone, floor)}
     leaders = [c for c in everyone if id(c) in ahead]
     if len(leaders) < 2:
         return
@@ -115,7 +115,7 @@ def _time_candidates(candidates: list, peers: list, sessions: dict, shape, round
         c.latency = {**again[c.name], "threads": threads, "runoff": True}
 
 
-def _leaders(candidates: list, floor: float) -> list:
+def runoff_leaders(candidates: list, floor: float) -> list:
     within = [c for c in candidates if c.within(floor) and c.latency]
     if not within:
         return []
@@ -174,7 +174,7 @@ def openvino_candidates(candidates: list, val: EvalSet, cfg: ExportConfig, log) 
 
 
 def _openvino_artifact(out: Path, c, options: dict, cal, log) -> tuple[list[Artifact], dict]:
-    name = f"model.{c.precision}.openvino.onnx"
+    name = openvino_artifact(c.precision)
     with atomic_path(out / name) as tmp:
         shutil.copyfile(c.path, tmp)
     log(f"openvino: {c.name} is the fastest within budget → {name}")
@@ -191,7 +191,7 @@ def build_tensorrt(out: Path, cal, val: EvalSet, cfg: ExportConfig, log) -> Arti
     from edgetune.calib.lint import lint_tensorrt_qdq
     from edgetune.calib.quantize import quantize_tensorrt
 
-    name = "model.int8.tensorrt.onnx"
+    name = INT8_TENSORRT
     log(f"quantize: INT8 QDQ for tensorrt (symmetric) → {out / name}")
     quantize_tensorrt(cal, out / name)
     issues = lint_tensorrt_qdq(out / name)
@@ -211,7 +211,7 @@ def build_tensorrt(out: Path, cal, val: EvalSet, cfg: ExportConfig, log) -> Arti
 def build_gpu_fp16(out: Path, val: EvalSet, cfg: ExportConfig, log) -> Artifact:
     from edgetune.export.fp16 import convert_fp16
 
-    name = "model.fp16.onnx"
+    name = FP16
     log(f"export: fp16 graph for gpu → {out / name}")
     convert_fp16(out / FP32, out / name)
     checked = preflight_tensorrt(out / name, log)  # `build-engine` also builds from this graph

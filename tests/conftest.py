@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edgetune.demo_data import ensure_digits
+from edgetune.data.demo import ensure_digits
 
 
 @pytest.fixture(scope="session")

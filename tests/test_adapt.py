@@ -12,14 +12,13 @@ import pytest
 import torch
 from cli_helpers import FAST, assert_user_error, edgetune
 
-from edgetune.adapt_config import AdaptConfig
-from edgetune.config import ExportConfig, TrainConfig
-from edgetune.demo_shift import CameraShift, ensure_shifted
+from edgetune.config import AdaptConfig, ExportConfig, TrainConfig
+from edgetune.data.demo_shift import CameraShift, ensure_shifted
+from edgetune.data.sources import balance, scan_sources
+from edgetune.data.target_domain import TargetData, scan_images, scan_labelled
 from edgetune.errors import DataError
 from edgetune.evaluate import EvalSet
 from edgetune.preprocess import Preprocess
-from edgetune.sources import balance, scan_sources
-from edgetune.target_data import TargetData, scan_images, scan_labelled
 
 CLASSES = [str(i) for i in range(10)]
 
@@ -130,7 +129,7 @@ def test_export_of_adapted_model_calibrates_int8_on_target_images(source_model, 
                                                                    tmp_path):
     """bn folds into the conv weights, parity holds, INT8 calibrated on target images stays
     within 1.5 points of fp32 on the target val set, and the manifest names its images."""
-    from edgetune.adapt_stage import AGREEMENT
+    from edgetune.adapt.stage import AGREEMENT
     from edgetune.pipeline import export_bundle
 
     shifted = domains["shifted"]
@@ -153,7 +152,8 @@ def test_export_of_adapted_model_calibrates_int8_on_target_images(source_model, 
 
 
 def test_adapt_command_needs_no_source_data(trained_run, domains, tmp_path):
-    from edgetune.adapt_stage import AGREEMENT, adapt_bundle
+    from edgetune.adapt.stage import AGREEMENT
+    from edgetune.pipeline import adapt_bundle
 
     bundle, _ = trained_run
     m = adapt_bundle(bundle, tmp_path / "adapted", AdaptConfig(target_data=str(domains["shifted"] / "train")),

@@ -14,6 +14,7 @@ from rich.console import Console
 from tiny_bundle import CHECKPOINT, FP32, INT8, tiny_bundle
 
 from edgetune import bench, runtime
+from edgetune.atomic import write_json
 from edgetune.errors import BundleError, ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,7 +31,8 @@ def report(tiny):
 
 
 def test_json_has_percentiles_for_every_artifact_and_batch(report, tmp_path):
-    data = json.loads(bench.write_json(report, tmp_path / "bench.json").read_text())
+    write_json(tmp_path / "bench.json", report.to_dict())
+    data = json.loads((tmp_path / "bench.json").read_text())
     rows = {(r["artifact"], r["batch"]): r for r in data["rows"]}
     assert set(rows) == {(a, b) for a in (FP32, INT8, CHECKPOINT) for b in (1, 3)}
     for r in rows.values():

@@ -2,11 +2,10 @@
 
 import torch
 
-from edgetune.train import checkpoint
-from edgetune.train.bn_adapt import slow_batchnorms
 from edgetune.config import TrainConfig
+from edgetune.train import checkpoint, train
+from edgetune.train.bn_adapt import slow_batchnorms
 from edgetune.train.model import create_model
-from edgetune.train import train
 
 
 def test_only_trainable_slow_batchnorms_are_picked():

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import yaml
-
 from cli_helpers import assert_user_error, edgetune
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,7 +58,7 @@ def test_unknown_or_bad_config_keys_are_one_line_errors(tmp_path):
 
 def test_info_table_and_json_without_torch(trained_run):
     out, manifest = trained_run
-    code = f"""
+    code = """
 import sys
 sys.modules["torch"] = None
 sys.modules["torchvision"] = None
@@ -85,7 +84,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 def test_summary_next_commands_run_as_printed(trained_run):
-    from edgetune.summary import summary_lines
+    from edgetune.report.summary import summary_lines
 
     out, manifest = trained_run
     lines, steps = summary_lines(out, manifest)

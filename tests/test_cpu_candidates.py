@@ -20,7 +20,7 @@ from edgetune.calib.node_profile import fp32_node_times, int8_node_times, profil
 from edgetune.calib.quantize import Calibration, prepare, quantize_cpu
 from edgetune.calib.select import COMPUTE_OPS, Candidate, correct_candidate, int8_candidates
 from edgetune.calib.sensitivity import snr_db
-from edgetune.dataset_scan import scan
+from edgetune.data.scan import scan
 from edgetune.evaluate import EvalSet, top1
 from edgetune.export.onnx import export_onnx
 from edgetune.preprocess import Preprocess
@@ -231,7 +231,8 @@ def test_openvino_target_is_timed_beside_the_cpu_candidates(trained_run, digits_
     assert rows["openvino-fp32"]["backend"] == rows["openvino-int8"]["backend"] == "openvino"
     ort = [name for name, r in rows.items() if r["backend"] == "onnxruntime"]
     assert {f"openvino-{name}" for name in ort} <= rows.keys()  # every graph, in the other engine too
-    assert rows[f"openvino-{OPENVINO_RECIPE}"]["backend"] == "openvino" and OPENVINO_RECIPE not in rows  # its own recipe
+    # its own recipe, run by OpenVINO only
+    assert rows[f"openvino-{OPENVINO_RECIPE}"]["backend"] == "openvino" and OPENVINO_RECIPE not in rows
     assert all(rows[k]["p50_ms"] > 0 and rows[k]["verdict"] for k in ("openvino-fp32", "openvino-int8"))
     assert m.artifact(m.recommended["cpu"]["file"]).backend == "onnxruntime"
     ov = [a for a in m.artifacts if a.backend == "openvino"]
@@ -248,7 +249,7 @@ def test_openvino_target_is_timed_beside_the_cpu_candidates(trained_run, digits_
 
 def test_runoff_leaders_are_the_candidates_close_to_the_fastest_within_budget(tmp_path):
     from edgetune.calib.select import Candidate
-    from edgetune.targets import RUNOFF_MARGIN, _leaders
+    from edgetune.targets import RUNOFF_MARGIN, runoff_leaders
 
     def cand(name, top1, p50, backend="onnxruntime"):
         return Candidate(name, tmp_path / f"{name}.onnx", "int8", top1=top1, latency={"p50": p50}, backend=backend)
@@ -256,8 +257,8 @@ def test_runoff_leaders_are_the_candidates_close_to_the_fastest_within_budget(tm
     fast_over_budget = cand("int8", 0.80, 1.0)
     leader, close, far = cand("int8-compute", 0.95, 2.0), cand("fp32", 0.96, 2.0 * (1 + RUNOFF_MARGIN) - 1e-6), \
         cand("int8-profiled", 0.95, 2.0 * (1 + RUNOFF_MARGIN) + 0.01)
-    assert _leaders([fast_over_budget, leader, close, far], floor=0.95) == [leader, close]
-    assert _leaders([fast_over_budget], floor=0.95) == []
+    assert runoff_leaders([fast_over_budget, leader, close, far], floor=0.95) == [leader, close]
+    assert runoff_leaders([fast_over_budget], floor=0.95) == []
 
 
 def test_interleaved_timing_keeps_each_rounds_p50_when_asked(tiny):
@@ -274,8 +275,9 @@ def test_interleaved_timing_keeps_each_rounds_p50_when_asked(tiny):
 
 
 def test_openvino_recipe_has_zero_points_of_zero_signed_where_the_range_is(tiny, tmp_path):
-    from edgetune.calib.quantize import quantize_openvino
     from onnxruntime.quantization.calibrate import load_tensors_data
+
+    from edgetune.calib.quantize import quantize_openvino
 
     cal = tiny["cal"]
     q = onnx.load(str(quantize_openvino(cal, tmp_path / "zp0.onnx")))

@@ -1,6 +1,6 @@
 import pytest
 
-from edgetune.dataset_scan import scan
+from edgetune.data.scan import scan
 from edgetune.errors import DataError
 
 

@@ -2,12 +2,11 @@ import pytest
 import torch
 import torchvision
 
-from edgetune.train import checkpoint
 from edgetune.config import TrainConfig
 from edgetune.errors import ConfigError
+from edgetune.train import checkpoint, train
 from edgetune.train.freeze import FreezePlan
 from edgetune.train.model import create_model
-from edgetune.train import train
 
 ARCHS = ["resnet18", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "regnet_y_400mf",
          "convnext_tiny"]

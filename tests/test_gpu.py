@@ -3,9 +3,8 @@
 import pytest
 import torch
 
-from edgetune.train import checkpoint
 from edgetune.config import TrainConfig
-from edgetune.train import train
+from edgetune.train import checkpoint, train
 
 pytestmark = [
     pytest.mark.gpu,

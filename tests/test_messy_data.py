@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from cli_helpers import FAST, assert_user_error, edgetune, warning_lines
 
+from edgetune.data.image_check import find_unreadable
+from edgetune.data.scan import Sample, scan
+from edgetune.errors import DataError, DataWarning
 from edgetune.train import checkpoint
 from edgetune.train.data import ImageDataset
-from edgetune.dataset_scan import Sample, scan
-from edgetune.errors import DataError, DataWarning
-from edgetune.image_check import find_unreadable
 
 
 def copy_of(small_digits: Path, dest: Path) -> Path:

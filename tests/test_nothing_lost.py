@@ -13,8 +13,8 @@ import torch
 from cli_helpers import FAST, assert_user_error, edgetune
 from tiny_bundle import INT8, tiny_bundle
 
-from edgetune.train import checkpoint
 from edgetune.bundle import MANIFEST
+from edgetune.train import checkpoint
 
 LAST = "checkpoints/last.pt"
 

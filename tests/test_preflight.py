@@ -39,7 +39,7 @@ def _qdq_conv(zero_point: int = 0, op: str = "Relu", spatial=(8, 8), opset: int 
 def test_the_op_lists_name_their_source():
     table = support_table()
     assert set(table) == set(FAMILIES)
-    for family, entry in table.items():
+    for entry in table.values():
         assert entry["source"].startswith("https://github.com/onnx/onnx-tensorrt/blob/")
         assert entry["source"].endswith("docs/operators.md")
         assert {"Conv", "QuantizeLinear", "DequantizeLinear", "Gemm", "Relu"} <= set(entry["ops"])

@@ -7,7 +7,7 @@ from onnx import numpy_helper
 from edgetune.bundle import read_manifest
 from edgetune.calib.quantize import Calibration
 from edgetune.calib.select import Candidate, choose, int8_candidates
-from edgetune.dataset_scan import scan
+from edgetune.data.scan import scan
 from edgetune.evaluate import EvalSet, top1
 from edgetune.runtime.ort_backend import OrtSession
 

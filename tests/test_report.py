@@ -13,9 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from cli_helpers import assert_user_error, edgetune
+from PIL import Image
 
 PNG = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 

@@ -204,7 +204,8 @@ def test_torch_free_load_predict_and_bench(tiny):
 import sys
 sys.modules["torch"] = None
 sys.modules["torchvision"] = None
-from edgetune import runtime, bench, latency, host, bundle, preprocess, cli_deploy
+from edgetune import runtime, bench, latency, host, bundle, preprocess
+from edgetune.cli import deploy as cli_deploy
 from edgetune.cli import main
 model = runtime.load({str(tiny.bundle)!r})
 print(model.predict({str(tiny.images[0])!r}, topk=1))

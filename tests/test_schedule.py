@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from edgetune.config import TrainConfig
+from edgetune.config import TrainConfig, parse_schedule
 from edgetune.errors import ConfigError
 from edgetune.train import checkpoint, train
-from edgetune.train.schedule import choose_unfreeze, parse_schedule, stage_at
+from edgetune.train.schedule import choose_unfreeze, stage_at
 
 
 def test_parse_and_locate_stages():

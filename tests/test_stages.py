@@ -3,7 +3,7 @@ import torch
 import torchvision
 
 from edgetune.train.freeze import FreezePlan
-from edgetune.train.stages import split, stages_of
+from edgetune.train.segments import segments_of, split
 
 ARCHS = ["resnet18", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "regnet_y_400mf",
          "convnext_tiny"]
@@ -15,7 +15,7 @@ def test_stages_compose_to_the_model(arch):
     model = torchvision.models.get_model(arch, weights=None, num_classes=5).eval()
     x = torch.randn(2, 3, 64, 64)
     y = x
-    for stage in stages_of(model, arch):
+    for stage in segments_of(model, arch):
         y = stage.module(y)
     torch.testing.assert_close(y, model(x), rtol=1e-4, atol=1e-5)
 

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from cli_helpers import assert_user_error, edgetune
 
 FINISHED = ("COMPLETE", "PRUNED")

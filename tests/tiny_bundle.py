@@ -100,7 +100,10 @@ def _write_images(folder: Path) -> list[Path]:
 def _quantize(fp32: Path, int8: Path, batch: np.ndarray) -> None:
     """CPU recipe: QDQ, u8 activations, per-channel s8 weights (see DESIGN.md on speed)."""
     from onnxruntime.quantization import (
-        CalibrationDataReader, QuantFormat, QuantType, quantize_static,
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
     )
 
     class Reader(CalibrationDataReader):

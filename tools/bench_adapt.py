@@ -1,7 +1,7 @@
 """Domain adaptation on a synthetic camera shift: how much of the gap each --adapt method closes.
 
 Source: the embedded digits. Target: the same digits through a flatter, brighter, blurrier,
-noisier camera (edgetune.demo_shift). Rows: a model trained on the source only; bn, tent
+noisier camera (edgetune.data.demo_shift). Rows: a model trained on the source only; bn, tent
 and pseudo adaptations of it to the unlabelled target train images; an oracle trained on
 the labelled target train images. Columns: top-1 on the source val split and on the
 target val set, fp32 and INT8 (each bundle's INT8 artifact, calibrated on target images
@@ -18,13 +18,12 @@ import shutil
 import time
 from pathlib import Path
 
-from edgetune.adapt_config import AdaptConfig
-from edgetune.config import ExportConfig, TrainConfig
-from edgetune.demo_data import ensure_digits
-from edgetune.demo_shift import CameraShift, ensure_shifted
+from edgetune.config import AdaptConfig, ExportConfig, TrainConfig
+from edgetune.data.demo import ensure_digits
+from edgetune.data.demo_shift import CameraShift, ensure_shifted
+from edgetune.data.sources import scan_sources
+from edgetune.data.target_domain import TargetData, scan_images, scan_labelled
 from edgetune.pipeline import export_bundle
-from edgetune.sources import scan_sources
-from edgetune.target_data import TargetData, scan_images, scan_labelled
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ from edgetune import host
 
 def train_and_export(arch: str, args, console: Console) -> Path:
     from edgetune.config import ExportConfig, TrainConfig
-    from edgetune.demo_data import ensure_digits
+    from edgetune.data.demo import ensure_digits
     from edgetune.pipeline import export_bundle
     from edgetune.train import train
 
@@ -92,11 +92,11 @@ def openvino_int8(fp32: Path, calib, out: Path) -> Path:
 
 
 def bench_model(arch: str, args, console: Console) -> dict:
-    from edgetune.adapt_stage import calibration_pool
+    from edgetune.adapt.stage import calibration_pool
     from edgetune.atomic import sha256_file
     from edgetune.bundle import read_manifest
-    from edgetune.dataset_scan import scan
-    from edgetune.demo_data import ensure_digits
+    from edgetune.data.demo import ensure_digits
+    from edgetune.data.scan import scan
     from edgetune.evaluate import EvalSet, top1
     from edgetune.latency import measure_interleaved
     from edgetune.runtime.ort_backend import OrtSession
@@ -169,13 +169,15 @@ def bench_model(arch: str, args, console: Console) -> dict:
 
 def goals(result: dict, max_drop: float) -> dict:
     """Goal 1: the recommendation is no slower than the best OpenVINO row within the budget (or
-    is that row: the same engine running the same graph); "within noise" where the rounds disagree (the recommendation faster in some rounds, slower
-    in others: the per-round p50 ratios straddle 1).
+    is that row: the same engine running the same graph); "within noise" where the rounds
+    disagree (the recommendation faster in some rounds, slower in others: the per-round p50
+    ratios straddle 1).
     Goal 2: INT8 chosen and >= 1.3x faster than ONNX Runtime fp32 within the budget."""
     rows = {r["row"]: r for r in result["rows"]}
     fp32_top1 = rows["ort fp32"]["top1"]
     rec = next(r for r in result["rows"] if r["row"].startswith("edgetune recommended"))
-    ovs = [r for r in result["rows"] if r["row"].startswith("openvino") and r["top1"] >= fp32_top1 - max_drop / 100 - 1e-9]
+    floor = fp32_top1 - max_drop / 100 - 1e-9
+    ovs = [r for r in result["rows"] if r["row"].startswith("openvino") and r["top1"] >= floor]
     best_ov = min(ovs, key=lambda r: r["p50"]) if ovs else None
     speedup = rows["ort fp32"]["p50"] / rec["p50"]
     per_round = ([a / b for a, b in zip(rec["rounds_p50"], best_ov["rounds_p50"])]

@@ -29,10 +29,11 @@ def bench_model(arch: str, args, console: Console) -> dict:
     from onnxruntime.quantization import quantize_static
 
     from edgetune.calib.quantize import Calibration, quantize_cpu
-    from edgetune.calib.sample import ImageReader, stratified_sample
+    from edgetune.calib.sample import ImageReader
     from edgetune.config import ExportConfig, TrainConfig
-    from edgetune.dataset_scan import scan
-    from edgetune.demo_data import ensure_digits
+    from edgetune.data.demo import ensure_digits
+    from edgetune.data.scan import scan
+    from edgetune.data.subsets import stratified_sample
     from edgetune.evaluate import EvalSet, top1
     from edgetune.latency import measure_interleaved
     from edgetune.pipeline import run

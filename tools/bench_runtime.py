@@ -20,9 +20,9 @@ from pathlib import Path
 from rich.console import Console
 
 from edgetune import bench, host
-from edgetune.train import checkpoint
 from edgetune.bundle import MANIFEST, Manifest, artifact_record, write_manifest
 from edgetune.preprocess import Preprocess
+from edgetune.train import checkpoint
 
 FP32, INT8, CKPT = "model.onnx", "model.int8.cpu.onnx", "model.pt"
 
@@ -32,9 +32,10 @@ def build_bundle(out: Path, arch: str, size: int, calib_samples: int, console: C
     import torch
 
     from edgetune.calib.quantize import Calibration, prepare, quantize_cpu
-    from edgetune.calib.sample import ImageReader, stratified_sample
-    from edgetune.dataset_scan import scan
-    from edgetune.demo_data import ensure_digits
+    from edgetune.calib.sample import ImageReader
+    from edgetune.data.demo import ensure_digits
+    from edgetune.data.scan import scan
+    from edgetune.data.subsets import stratified_sample
     from edgetune.export.onnx import export_onnx
     from edgetune.train.model import create_model
 
@@ -98,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"host: {host.short()}, {host.describe()['system']} {host.describe()['machine']}, "
                   f"CPU used by other work before/after: {report.cpu_busy}")
     if args.json:
-        console.print(f"report: {bench.write_json(report, args.json)}")
+        console.write_json(args.json, report.to_dict())
+        print(f"report: {args.json}")
     return 0
 
 

@@ -89,9 +89,9 @@ def make_folder(root: Path, n: int, size: int = 64, seed: int = 0) -> Path:
 
 def throughput_alone(folder: Path, n_decode: int = 2000) -> dict:
     """Scan images/s (headers read) and decode+preprocess images/s at 224 px, in this process."""
-    from edgetune.dataset_scan import scan
+    from edgetune.data.reader import ChunkReader
+    from edgetune.data.scan import scan
     from edgetune.preprocess import Preprocess
-    from edgetune.reader import ChunkReader
 
     t = time.perf_counter()
     splits = scan(folder)

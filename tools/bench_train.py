@@ -30,8 +30,8 @@ import torch
 from torch import nn
 
 from edgetune.config import TrainConfig
-from edgetune.dataset_scan import scan
-from edgetune.demo_data import ensure_digits
+from edgetune.data.demo import ensure_digits
+from edgetune.data.scan import scan
 from edgetune.train import train
 from edgetune.train.data import ImageDataset, eval_transform, make_loader, train_transform
 from edgetune.train.freeze import FreezePlan

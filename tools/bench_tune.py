@@ -29,8 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_train's data a
 
 from bench_train import pretrain, source_and_target  # noqa: E402
 
-from edgetune.config import ExportConfig, TrainConfig  # noqa: E402
-from edgetune.tune.search import TuneConfig, tune  # noqa: E402
+from edgetune.config import (  # noqa: E402
+    ExportConfig,
+    TrainConfig,
+    TuneConfig,  # noqa: E402
+)
+from edgetune.tune.search import tune  # noqa: E402
 
 METHODS = (("random", "none"), ("tpe", "median"))
 

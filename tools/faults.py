@@ -361,7 +361,7 @@ def judge(c: Case, proc: subprocess.CompletedProcess, extra: list[str], seconds:
 
 
 def make_data(root: Path) -> Path:
-    from edgetune.demo_data import ensure_digits
+    from edgetune.data.demo import ensure_digits
 
     digits = ensure_digits(root / "digits")
     data = root / "small"

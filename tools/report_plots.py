@@ -2,7 +2,7 @@
 
     python tools/report_plots.py runs/demo docs --prefix demo- --only training
 
-Uses the same data and drawing code as OUT/report.html (edgetune.htmlreport).
+Uses the same data and drawing code as OUT/report.html (edgetune.report.html).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgetune.htmlreport import collect, plots, sections
+from edgetune.report.html import collect, plots, sections
 
 
 def figures(out: Path) -> dict:

@@ -100,7 +100,8 @@ def _engine_host() -> EngineHost | None:
     try:
         return trt_backend.engine_host()
     except Exception as exc:  # the GPU query failed: let TensorRT itself judge the engine
-        warnings.warn(EdgetuneWarning(f"cannot read this GPU's identity ({exc}); engines are not pre-checked"))
+        warnings.warn(EdgetuneWarning(f"cannot read this GPU's identity ({exc}); engines are not pre-checked"),
+                      stacklevel=2)
         return None
 
 

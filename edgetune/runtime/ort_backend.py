@@ -86,7 +86,9 @@ def session_options(threads: int | None = None, spinning: bool = True) -> dict:
             "allow_spinning": bool(spinning)}
 
 
-def _ort_options(ort, opts: dict):
+def ort_session_options(ort, opts: dict):
+    """ONNX Runtime's SessionOptions for the recorded options (`session_options`): one place
+    turns the record into the engine's settings, so a profiled or timed session matches."""
     options = ort.SessionOptions()
     options.log_severity_level = 3  # warnings about unused initializers are noise here
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -121,7 +123,7 @@ class OrtSession:
             providers = _provider_options(names, Path(path))
 
         self.options = session_options(threads, spinning)
-        options = _ort_options(ort, self.options)
+        options = ort_session_options(ort, self.options)
         self._session = ort.InferenceSession(
             str(path), sess_options=options, providers=providers
         )

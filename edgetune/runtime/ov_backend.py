@@ -43,7 +43,8 @@ class OvSession:
         if not ok:
             raise MissingDependencyError(why)
         if device not in ("auto", "cpu"):
-            raise MissingDependencyError(f"the openvino backend runs on the CPU here, not on {device!r}; use --device cpu")
+            raise MissingDependencyError(f"the openvino backend runs on the CPU here, not on {device!r}; "
+                                         "use --device cpu")
         import openvino as ov
 
         core = ov.Core()

@@ -24,16 +24,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edgetune.adapt_config import AdaptConfig
-from edgetune.dataset_scan import Sample
+from edgetune.config import AdaptConfig
+from edgetune.data.scan import Sample
+from edgetune.data.subsets import subset
+from edgetune.data.target_domain import TargetData
 from edgetune.preprocess import Preprocess
-from edgetune.target_data import UNLABELLED, TargetData, subset
 from edgetune.train import checkpoint
-from edgetune.train.bn_adapt import adapt_batchnorm, all_batchnorms
-from edgetune.train.data import ImageDataset, default_workers, eval_transform, make_loader
+from edgetune.train.bn_adapt import adapt_bn, all_batchnorms
+from edgetune.train.data import image_loader
 from edgetune.train.model import build_from_checkpoint
 
-BATCH = 64
 KEEP = ("arch", "weights", "classes", "preprocess", "config")
 
 
@@ -44,17 +44,6 @@ def pick_device(choice: str) -> torch.device:
 
         raise ConfigError("--device cuda: no CUDA GPU is visible to PyTorch; use --device cpu or auto")
     return torch.device("cuda" if choice != "cpu" and torch.cuda.is_available() else "cpu")
-
-
-def image_loader(paths_or_samples, pre: Preprocess, batch: int = BATCH, shuffle_seed: int | None = None,
-                 skip_bad: bool = False):
-    """Target images through the eval transform (the deployment preprocessing)."""
-    samples = [s if isinstance(s, Sample) else Sample(Path(s), UNLABELLED) for s in paths_or_samples]
-    ds = ImageDataset(samples, eval_transform(pre), skip_bad)
-    sampler = None
-    if shuffle_seed is not None:
-        sampler = torch.utils.data.RandomSampler(ds, generator=torch.Generator().manual_seed(shuffle_seed))
-    return make_loader(ds, batch, default_workers(), sampler=sampler, seed=shuffle_seed or 0)
 
 
 @torch.no_grad()
@@ -88,11 +77,6 @@ def shift_score(ref: tuple, target: tuple, eps: float = 1e-5) -> float:
     (m0, v0), (m1, v1) = ref, target
     moved = (m1 - m0).abs() / (v0 + eps).sqrt() + 0.5 * ((v1 + eps) / (v0 + eps)).log().abs()
     return round(float(moved.mean()), 4)
-
-
-def adapt_bn(model: nn.Module, loader, device) -> int:
-    """AdaBN: every BatchNorm layer's statistics from `loader`'s images; returns images seen."""
-    return adapt_batchnorm(model, all_batchnorms(model), loader, device)
 
 
 @torch.no_grad()

@@ -15,8 +15,6 @@ AdaBN domain adaptation (`edgetune.train.adapt`).
 
 from __future__ import annotations
 
-import random
-
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -34,14 +32,6 @@ def slow_batchnorms(model: nn.Module) -> list[_BatchNorm]:
 def all_batchnorms(model: nn.Module) -> list[_BatchNorm]:
     """Every BatchNorm layer that keeps running statistics, frozen or not."""
     return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
-
-
-def adaptation_subset(samples: list, images: int, seed: int) -> list:
-    """A fixed, seeded subset of the training samples: the same images every epoch."""
-    rng = random.Random(seed)
-    picked = list(samples)
-    rng.shuffle(picked)
-    return picked[:images]
 
 
 @torch.no_grad()
@@ -65,3 +55,8 @@ def adapt_batchnorm(model: nn.Module, layers: list[_BatchNorm], loader, device) 
             m.momentum = mom
         model.train(was_training)
     return seen
+
+
+def adapt_bn(model: nn.Module, loader, device) -> int:
+    """AdaBN: every BatchNorm layer's statistics from `loader`'s images; returns images seen."""
+    return adapt_batchnorm(model, all_batchnorms(model), loader, device)

@@ -28,6 +28,7 @@ from torch import nn
 
 from edgetune.atomic import atomic_path, write_text
 from edgetune.errors import ConfigError
+from edgetune.limits import available_memory, human
 from edgetune.sizes import parse_size
 
 FORMAT = "edgetune-feature-cache"
@@ -82,29 +83,11 @@ def estimate_bytes(shape: tuple[int, ...], images: int, views: int, dtype: str) 
 
 
 def memory_budget(setting: str | None) -> int:
-    """--cache-memory: '4GB', '512MB', '0'; default 40% of the memory available now."""
+    """--cache-memory: '4GB', '512MB', '0'; default 40% of the memory available now, which in
+    a container is what its cgroup limit leaves (the same figure --memory-limit checks against)."""
     if setting is None:
         return int(0.4 * available_memory())
     return parse_size(setting, "--cache-memory")
-
-
-def available_memory() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
-
-
-def human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1024
-    return f"{n:.2f} TB"
 
 
 def check_writable(folder: Path) -> None:
@@ -149,18 +132,28 @@ def checksum(array: np.ndarray) -> str:
     return h.hexdigest()
 
 
+@dataclass(frozen=True)
+class CacheSettings:
+    """How a cache is kept and filled, the same for every request of a run."""
+    folder: Path | None  # where caches are kept (None: memory only, nothing reused across runs)
+    budget: int  # bytes a cache may hold in memory; a larger one is memory-mapped from `folder`
+    dtype: str  # float16 | float32
+    batch_size: int  # images per prefix call while filling
+    workers: int  # DataLoader processes while filling
+    device: object  # torch.device the prefix runs on
+    seed: int  # seed of the augmented views
+    skip_bad: bool = False  # --skip-bad-images: an image unreadable since the scan gives way
+
+
 class FeatureCache:
-    """Fills and reuses `Features` for one split point of one model.
+    """Fills and reuses `Features` for one split point of one model. `parts`: what, besides
+    the prefix's weights and the request, changes the cached bytes (the key's other inputs)."""
 
-    `folder`: where caches are kept (None: memory only, nothing reused across runs).
-    """
-
-    def __init__(self, prefix: nn.Module, parts: dict, folder: Path | None, budget: int,
-                 dtype: str, batch_size: int, workers: int, device, seed: int, log=print,
-                 skip_bad: bool = False):
-        self.prefix, self.parts, self.folder, self.skip_bad = prefix, parts, folder, skip_bad
-        self.budget, self.dtype, self.batch_size, self.workers = budget, dtype, batch_size, workers
-        self.device, self.seed, self.log = device, seed, log
+    def __init__(self, prefix: nn.Module, parts: dict, settings: CacheSettings, log=print):
+        self.prefix, self.parts, self.log = prefix, parts, log
+        s = settings
+        self.folder, self.budget, self.dtype, self.skip_bad = s.folder, s.budget, s.dtype, s.skip_bad
+        self.batch_size, self.workers, self.device, self.seed = s.batch_size, s.workers, s.device, s.seed
         self.weights = weights_hash(prefix)
 
     def get(self, request: Request, shape: tuple[int, ...]) -> Features | None:

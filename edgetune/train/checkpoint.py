@@ -74,3 +74,28 @@ def set_rng_state(state: dict) -> None:
 
 def _tupled(x):
     return tuple(_tupled(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def training_history(ckpt_path: str | Path, out: str | Path) -> list[dict]:
+    """The per-epoch records (epoch, train_loss, val_loss, top1, top5, lr, stage, …) of the
+    run that made `ckpt_path`, as plain data for the report: from the checkpoint itself when it
+    holds them, else from the run's last.pt; [] when neither does (a bundle exported elsewhere)."""
+    from edgetune.files import CHECKPOINTS
+
+    ckpt_path = Path(ckpt_path)
+    for path in (ckpt_path, ckpt_path.parent / "last.pt", Path(out) / CHECKPOINTS / "last.pt"):
+        if not path.is_file():
+            continue
+        try:
+            records = load(path).get("history") or []
+        except BundleError:
+            continue
+        if records:
+            return [{k: _plain(v) for k, v in r.items()} for r in records if isinstance(r, dict)]
+    return []
+
+
+def _plain(v):
+    if hasattr(v, "item"):  # a tensor or numpy scalar
+        return v.item()
+    return v if isinstance(v, (int, float, str, bool, type(None))) else str(v)

@@ -4,16 +4,18 @@ exactly `Preprocess.apply`, the function deployment code runs."""
 from __future__ import annotations
 
 import itertools
-import os
 import warnings
 from collections import Counter
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, WeightedRandomSampler
 from torchvision.transforms import v2
 
-from edgetune.dataset_scan import Sample
+from edgetune.data.scan import Sample
+from edgetune.data.target_domain import UNLABELLED
 from edgetune.errors import DataError, DataWarning, InputError
+from edgetune.host import loader_processes
 from edgetune.preprocess import Preprocess, load_image
 
 
@@ -41,7 +43,7 @@ class ImageDataset(Dataset):
                     raise DataError(f"{exc}; --verify-images finds every such file before training, "
                                     "--skip-bad-images leaves them out") from None
                 warnings.warn(f"--skip-bad-images: left out {s.path}, unreadable while loading "
-                              "(changed since the scan?); the next image takes its place", DataWarning)
+                              "(changed since the scan?); the next image takes its place", DataWarning, stacklevel=2)
                 continue
             return self.transform(image), s.label
         raise DataError(f"none of the {n} images could be read; check that the data folder is still there")
@@ -109,7 +111,15 @@ def make_loader(ds: ImageDataset, batch_size: int, workers: int, sampler=None, b
     )
 
 
-def default_workers() -> int:
-    # On small machines decoding in-process beats fighting the training threads for cores.
-    cores = os.cpu_count() or 1
-    return 0 if cores <= 2 else min(8, cores - 1)
+ADAPT_BATCH = 64  # target images per batch in adaptation: statistics, not steps
+
+
+def image_loader(paths_or_samples, pre: Preprocess, batch: int = ADAPT_BATCH, shuffle_seed: int | None = None,
+                 skip_bad: bool = False):
+    """Target images through the eval transform (the deployment preprocessing)."""
+    samples = [s if isinstance(s, Sample) else Sample(Path(s), UNLABELLED) for s in paths_or_samples]
+    ds = ImageDataset(samples, eval_transform(pre), skip_bad)
+    sampler = None
+    if shuffle_seed is not None:
+        sampler = torch.utils.data.RandomSampler(ds, generator=torch.Generator().manual_seed(shuffle_seed))
+    return make_loader(ds, batch, loader_processes(), sampler=sampler, seed=shuffle_seed or 0)

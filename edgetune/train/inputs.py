@@ -16,8 +16,7 @@ import torch
 from torch import nn
 
 from edgetune.train.cache import FeatureCache, Features, Request, feature_shape
-from edgetune.train.data import (EpochSampler, ImageDataset, eval_transform, make_loader,
-                                 train_transform)
+from edgetune.train.data import EpochSampler, ImageDataset, eval_transform, make_loader, train_transform
 from edgetune.train.distributed import World
 
 
@@ -90,8 +89,8 @@ class CachedInputs:
         tag = f"-r{world.rank}of{world.size}" if world.distributed else ""
         # Under torchrun each process caches and trains a fixed share (equal lengths: DDP steps
         # in lockstep), reshuffled every epoch.
-        train = cache.get(Request(f"train{tag}", world.shard(src.train, pad=True), train_transform(pre, cfg.augment), views,
-                                  cfg.augment), shape)
+        train = cache.get(Request(f"train{tag}", world.shard(src.train, pad=True), train_transform(pre, cfg.augment),
+                                  views, cfg.augment), shape)
         if train is None:
             return None
         val = cache.get(Request(f"val{tag}", src.val, eval_transform(pre), 1, "none"), shape)

@@ -7,10 +7,11 @@ stopping, gradual unfreezing, the frozen prefix cached, seeded and resumable.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -18,20 +19,22 @@ import torch
 from torch import nn
 
 from edgetune import config as cfgmod
-from edgetune.config import TrainConfig
-from edgetune.dataset_scan import Splits
-from edgetune.sources import scan_sources
+from edgetune.config import TrainConfig, UnfreezeStage, parse_schedule
+from edgetune.data.scan import Splits
+from edgetune.data.sources import scan_sources
+from edgetune.data.subsets import adaptation_subset
 from edgetune.errors import DataError, EdgetuneError
+from edgetune.host import loader_processes
 from edgetune.train import checkpoint, distributed
+from edgetune.train.bn_adapt import adapt_batchnorm, slow_batchnorms
 from edgetune.train.cache import check_writable
-from edgetune.train.bn_adapt import adapt_batchnorm, adaptation_subset, slow_batchnorms
-from edgetune.train.data import class_weights, default_workers
+from edgetune.train.data import class_weights
 from edgetune.train.freeze import FreezePlan
 from edgetune.train.inputs import Sources
 from edgetune.train.interrupt import LAST, Interrupted, SaveOnInterrupt
 from edgetune.train.model import create_model, preprocess_for
-from edgetune.train.prepare import build_stage, resolve_unfreeze
-from edgetune.train.schedule import Stage, check_depths, parse_schedule, stage_at
+from edgetune.train.prepare import RunSetup, build_stage, resolve_unfreeze
+from edgetune.train.schedule import check_depths, stage_at
 
 BEST = "checkpoints/best.pt"
 __all__ = ["BEST", "LAST", "Interrupted", "DivergedError", "TrainResult", "train", "evaluate",
@@ -40,6 +43,41 @@ __all__ = ["BEST", "LAST", "Interrupted", "DivergedError", "TrainResult", "train
 
 class DivergedError(EdgetuneError):
     """The loss became NaN or infinite."""
+
+
+@dataclass
+class RunState:
+    """Where training stands: saved with every checkpoint (the same keys as its fields) and
+    restored by --resume."""
+    epoch: int = 0  # epochs finished
+    step: int = 0  # steps finished in the current epoch
+    best_top1: float = -1.0
+    history: list[dict] = field(default_factory=list)  # one record per finished epoch
+    bad_epochs: int = 0  # epochs since val top-1 last improved (early stopping)
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict) -> RunState:
+        return cls(**{f.name: ckpt[f.name] for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What every training step uses and no step changes: the loss, the optimisation state's
+    owners, the device and precision, and the run's ways to save and stop."""
+    model: nn.Module  # the whole model (train/eval modes are set on it)
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    amp: torch.dtype | None  # autocast dtype on CUDA, None on the CPU
+    world: object  # distributed.World
+    cfg: TrainConfig
+    save_last: object  # () -> None: writes last.pt
+    stop: object = None  # SaveOnInterrupt: stops between steps on Ctrl-C
 
 
 @dataclass
@@ -81,9 +119,10 @@ def _train(cfg, out, resume, log, command, world, device, target_labels=None, on
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     names = [n for n, _ in model.named_parameters()]
-    workers = default_workers() if cfg.workers is None else cfg.workers
+    workers = loader_processes() if cfg.workers is None else cfg.workers
     saved = checkpoint.load(out / LAST) if resume and (out / LAST).is_file() else None
-    stages = _stages(cfg, model, names, splits, pre, out, workers, device, saved, log)
+    setup = RunSetup(cfg, model, out, pre, world, workers, device, log)
+    stages = _stages(setup, names, splits, saved)
     plans = [FreezePlan.build(cfg.model, names, s.unfreeze) for s in stages]
     log(f"edgetune: {cfg.model} ({cfg.weights}) on {device}"
         + (f" × {world.size} processes" if world.distributed else "")
@@ -97,6 +136,7 @@ def _train(cfg, out, resume, log, command, world, device, target_labels=None, on
     plans[-1].apply(model)
     optimizer = make_optimizer(model, plans[-1], cfg)
     src = _sources(cfg, model, splits, world)
+    setup = dataclasses.replace(setup, src=src, class_weights=weights)
     if src.bn:
         log(f"edgetune: {len(slow_batchnorms(model))} BatchNorm layers have momentum < 0.1: their "
             f"statistics are re-estimated on {len(src.bn)} training images after every epoch")
@@ -109,8 +149,7 @@ def _train(cfg, out, resume, log, command, world, device, target_labels=None, on
             end = stages[i + 1].first_epoch if i + 1 < len(stages) else cfg.epochs
             log(f"edgetune: stage {i + 1}/{len(stages)}, epochs {stages[i].first_epoch + 1}-{end}: "
                 f"{plans[i].describe()}")
-            current = build_stage(i, stages[i].unfreeze, plans[i], model, cfg, out, src, pre, world,
-                                  workers, weights, device, end - stages[i].first_epoch, log)
+            current = build_stage(setup, i, stages[i].unfreeze, plans[i], end - stages[i].first_epoch)
             # Wrapped once per stage: DDP registers the stage's parameters, compile traces once.
             current.step_module = _wrap(current.inputs.module, cfg, world, device)
             log(f"edgetune: {current.why}")
@@ -126,10 +165,10 @@ def _train(cfg, out, resume, log, command, world, device, target_labels=None, on
             "preprocess": pre.to_dict(), "config": cfgmod.to_dict(cfg),
             "schedule": [[s.unfreeze, s.first_epoch] for s in stages]}
 
-    state = {"epoch": 0, "step": 0, "best_top1": -1.0, "history": [], "bad_epochs": 0}
+    state = RunState()
     if saved is not None:
         state = _restore(out / LAST, saved, model, optimizer, scheduler, scaler, meta)
-        log(f"edgetune: resumed from {out / LAST} at epoch {state['epoch'] + 1}, step {state['step']}")
+        log(f"edgetune: resumed from {out / LAST} at epoch {state.epoch + 1}, step {state.step}")
 
     def save_last():
         if world.is_main:
@@ -137,17 +176,18 @@ def _train(cfg, out, resume, log, command, world, device, target_labels=None, on
                                          "optimizer": optimizer.state_dict(),
                                          "scheduler": scheduler.state_dict(),
                                          "scaler": scaler.state_dict(), "rng": checkpoint.rng_state(),
-                                         **state})
+                                         **state.to_dict()})
 
     stopped_early = False
     with SaveOnInterrupt(save_last, out, command) as stop:
-        while state["epoch"] < cfg.epochs:
+        ctx = StepContext(model, criterion, optimizer, scheduler, scaler, device, amp, world, cfg,
+                          save_last, stop)
+        while state.epoch < cfg.epochs:
             stop.check()
-            epoch = state["epoch"]
+            epoch = state.epoch
             stage = activate(epoch)
             t0 = time.perf_counter()
-            loss = train_one_epoch(stage.step_module, model, stage, criterion, optimizer, scheduler, scaler,
-                                   device, state, cfg, save_last, world, amp, stop)
+            loss = train_one_epoch(ctx, stage, state)
             # Evaluation changes no state, and the BatchNorm re-estimate starts from a reset
             # on fixed images, so a resumed run redoes it identically: a Ctrl-C may stop either.
             with stop.at_once():
@@ -161,45 +201,45 @@ def _train(cfg, out, resume, log, command, world, device, target_labels=None, on
                       "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2),
                       "stage": stage.index + 1, "unfreeze": stage.unfreeze,
                       "cached": stage.inputs.cached}
-            state["history"].append(record)
-            state["epoch"], state["step"] = epoch + 1, 0
-            improved = metrics["top1"] > state["best_top1"]
+            state.history.append(record)
+            state.epoch, state.step = epoch + 1, 0
+            improved = metrics["top1"] > state.best_top1
             if improved:
-                state["best_top1"], state["bad_epochs"] = metrics["top1"], 0
+                state.best_top1, state.bad_epochs = metrics["top1"], 0
                 if world.is_main:
                     checkpoint.save(out / BEST, {**meta, "model": model.state_dict(),
                                                  "epoch": epoch + 1, "metrics": metrics})
             else:
-                state["bad_epochs"] += 1
+                state.bad_epochs += 1
             save_last()
             log(f"epoch {epoch + 1}/{cfg.epochs}  loss {loss:.4f}  val top-1 {metrics['top1']:.2%}  "
                 f"top-5 {metrics['top5']:.2%}  {seconds:.1f}s" + ("  *best" if improved else ""))
             if on_epoch is not None:
                 on_epoch(record)
-            if cfg.patience and state["bad_epochs"] >= cfg.patience:
+            if cfg.patience and state.bad_epochs >= cfg.patience:
                 log(f"edgetune: early stop: no val top-1 gain for {cfg.patience} epochs")
                 stopped_early = True
                 break
     world.barrier()  # nobody leaves (and exports) before rank 0 has written the checkpoints
-    return TrainResult(out / BEST, out / LAST, state["best_top1"], state["epoch"],
-                       state["history"], stopped_early)
+    return TrainResult(out / BEST, out / LAST, state.best_top1, state.epoch, state.history, stopped_early)
 
 
-def _stages(cfg, model, names, splits, pre, out, workers, device, saved, log) -> tuple[Stage, ...]:
+def _stages(setup: RunSetup, names, splits, saved) -> tuple[UnfreezeStage, ...]:
     """The unfreezing stages: --unfreeze-schedule, or one stage of --unfreeze (auto resolved)."""
+    cfg = setup.cfg
     groups = len(FreezePlan.build(cfg.model, names, "head").groups)
     if cfg.unfreeze_schedule:
         stages = parse_schedule(cfg.unfreeze_schedule, cfg.epochs)
         check_depths(stages, groups, cfg.model, "--unfreeze-schedule")
         return stages
     if cfg.unfreeze != "auto":
-        check_depths((Stage(cfg.unfreeze, 0),), groups, cfg.model, "--unfreeze")
-        return (Stage(cfg.unfreeze, 0),)
+        check_depths((UnfreezeStage(cfg.unfreeze, 0),), groups, cfg.model, "--unfreeze")
+        return (UnfreezeStage(cfg.unfreeze, 0),)
     if saved is not None:  # a resumed run keeps the depth it chose
-        return tuple(Stage(u, e) for u, e in saved["schedule"])
-    choice = resolve_unfreeze(cfg, model, names, splits, pre, out, workers, device, log)
-    log(f"edgetune: --unfreeze auto chose {choice.unfreeze}: {choice.why}")
-    return (Stage(choice.unfreeze, 0),)
+        return tuple(UnfreezeStage(u, e) for u, e in saved["schedule"])
+    choice = resolve_unfreeze(setup, names, splits)
+    setup.log(f"edgetune: --unfreeze auto chose {choice.unfreeze}: {choice.why}")
+    return (UnfreezeStage(choice.unfreeze, 0),)
 
 
 def _sources(cfg, model, splits: Splits, world) -> Sources:
@@ -230,40 +270,42 @@ def _amp_dtype(device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def train_one_epoch(module, model, stage, criterion, optimizer, scheduler, scaler, device, state,
-                    cfg: TrainConfig, save_last, world, amp, stop=None) -> float:
-    stage.plan.set_train_mode(model)
+def train_one_epoch(ctx: StepContext, stage, state: RunState) -> float:
+    """One epoch of `stage` (a PreparedStage) from `state.step` on; `state.step` counts the
+    steps as they finish, so a checkpoint taken at any step resumes there. Returns the mean loss."""
+    cfg, device, amp = ctx.cfg, ctx.device, ctx.amp
+    stage.plan.set_train_mode(ctx.model)
     total, count = 0.0, 0
-    batches = stage.inputs.train_batches(state["epoch"], state["step"])
-    bar = _progress(batches, state["epoch"] + 1, cfg.epochs, stage.inputs.steps_per_epoch() - state["step"])
+    batches = stage.inputs.train_batches(state.epoch, state.step)
+    bar = _progress(batches, state.epoch + 1, cfg.epochs, stage.inputs.steps_per_epoch() - state.step)
     for inputs, labels in _guard(bar):
         inputs, labels = inputs.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         if device.type == "cuda" and inputs.ndim == 4:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            loss = criterion(module(inputs), labels)
+            loss = ctx.criterion(stage.step_module(inputs), labels)
         if not torch.isfinite(loss):
-            saved = state["epoch"] > 0 or (cfg.checkpoint_every and state["step"] >= cfg.checkpoint_every)
+            saved = state.epoch > 0 or (cfg.checkpoint_every and state.step >= cfg.checkpoint_every)
             raise DivergedError(
-                f"the loss became {loss.item()} at epoch {state['epoch'] + 1}, step {state['step'] + 1}; "
+                f"the loss became {loss.item()} at epoch {state.epoch + 1}, step {state.step + 1}; "
                 + ("the last good checkpoint is kept" if saved else "no checkpoint was written yet")
                 + ": lower --lr (e.g. by 10x) or raise --warmup-epochs"
             )
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        state["step"] += 1
+        ctx.optimizer.zero_grad(set_to_none=True)
+        ctx.scaler.scale(loss).backward()
+        ctx.scaler.step(ctx.optimizer)
+        ctx.scaler.update()
+        ctx.scheduler.step()
+        state.step += 1
         total += loss.item() * len(labels)
         count += len(labels)
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{total / count:.4f}")
-        if cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0:
-            save_last()
-        if stop is not None:
-            stop.check()  # between steps: the state a checkpoint here would hold
-    total, count = world.sum(total, count)
+        if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
+            ctx.save_last()
+        if ctx.stop is not None:
+            ctx.stop.check()  # between steps: the state a checkpoint here would hold
+    total, count = ctx.world.sum(total, count)
     return total / max(count, 1)
 
 
@@ -336,7 +378,7 @@ def load_splits(ckpt: dict, data: str | None = None) -> Splits:
     return splits
 
 
-def _restore(path, ckpt, model, optimizer, scheduler, scaler, meta) -> dict:
+def _restore(path, ckpt, model, optimizer, scheduler, scaler, meta) -> RunState:
     if ckpt["arch"] != meta["arch"] or ckpt["classes"] != meta["classes"]:
         raise EdgetuneError(
             f"--resume: {path} holds {ckpt['arch']} for classes {ckpt['classes']}, not this run's "
@@ -359,7 +401,7 @@ def _restore(path, ckpt, model, optimizer, scheduler, scaler, meta) -> dict:
             "resume without changing --model, --weights, --unfreeze, --optimizer or --dropout, or use --overwrite"
         ) from None
     checkpoint.set_rng_state(ckpt["rng"])
-    return {k: ckpt[k] for k in ("epoch", "step", "best_top1", "history", "bad_epochs")}
+    return RunState.from_checkpoint(ckpt)
 
 
 def _progress(batches, epoch: int, epochs: int, total: int):

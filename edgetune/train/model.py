@@ -11,8 +11,8 @@ import torchvision
 from torch import nn
 
 from edgetune.errors import ConfigError, did_you_mean
-from edgetune.train.freeze import FAMILIES
 from edgetune.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from edgetune.train.freeze import FAMILIES
 
 
 def supported_models() -> list[str]:

@@ -5,6 +5,7 @@ cache, and the inputs that follow from those choices. Each choice is printed wit
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,14 +13,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgetune import files
 from edgetune.config import TrainConfig
-from edgetune.train.cache import FeatureCache, Request, feature_shape, memory_budget
+from edgetune.train.cache import CacheSettings, FeatureCache, Request, feature_shape, memory_budget
 from edgetune.train.data import eval_transform
 from edgetune.train.distributed import World
 from edgetune.train.freeze import FreezePlan
 from edgetune.train.inputs import CachedInputs, ImageInputs, Sources
 from edgetune.train.schedule import AutoChoice, choose_unfreeze
-from edgetune.train.stages import split
+from edgetune.train.segments import Split, split
 
 MAX_VIEWS = 4
 EPOCHS_PER_VIEW = 6  # views are drawn once; a view pays when several epochs reuse it
@@ -36,8 +38,23 @@ def cached_views(cfg: TrainConfig, stage_epochs: int) -> tuple[int, str]:
                    f"{MAX_VIEWS}; filling a view costs about one uncached epoch; set --cache-views)")
 
 
+@dataclass(frozen=True)
+class RunSetup:
+    """What every unfreezing stage is prepared from; fixed for the whole run."""
+    cfg: TrainConfig
+    model: nn.Module
+    out: Path
+    pre: object  # Preprocess
+    world: World
+    workers: int  # DataLoader processes
+    device: torch.device
+    log: Callable[..., None]
+    src: Sources | None = None  # known once the model's BatchNorm layers are
+    class_weights: torch.Tensor | None = None
+
+
 @dataclass
-class Stage:
+class PreparedStage:
     """One unfreezing stage, ready to train."""
     index: int
     unfreeze: str
@@ -56,54 +73,56 @@ def cache_reason(cfg: TrainConfig, prefix_stages: int) -> str | None:
     return None
 
 
-def make_cache(model_prefix: nn.Module, cfg: TrainConfig, out, split_index: int, where: str, pre,
-               workers: int, device, log) -> FeatureCache:
-    folder = Path(cfg.cache_dir) if cfg.cache_dir else Path(out) / "cache"
+def make_cache(setup: RunSetup, s: Split) -> FeatureCache:
+    """The feature cache of split `s`'s frozen prefix."""
+    cfg = setup.cfg
+    folder = Path(cfg.cache_dir) if cfg.cache_dir else setup.out / files.CACHE
     # Trials of a search train with their own seeds but draw the cached views with one seed,
     # so they share the cache.
     seed = cfg.seed if cfg.cache_seed is None else cfg.cache_seed
-    parts = {"arch": cfg.model, "weights": cfg.weights, "split": where, "split_index": split_index,
-             "preprocess": pre.to_dict(), "seed": seed, "dtype": cfg.cache_dtype}
-    return FeatureCache(model_prefix, parts, folder, memory_budget(cfg.cache_memory), cfg.cache_dtype,
-                        cfg.batch_size, workers, device, seed, log, skip_bad=cfg.skip_bad_images)
+    parts = {"arch": cfg.model, "weights": cfg.weights, "split": s.where, "split_index": s.index,
+             "preprocess": setup.pre.to_dict(), "seed": seed, "dtype": cfg.cache_dtype}
+    settings = CacheSettings(folder, memory_budget(cfg.cache_memory), cfg.cache_dtype, cfg.batch_size,
+                             setup.workers, setup.device, seed, cfg.skip_bad_images)
+    return FeatureCache(s.prefix, parts, settings, setup.log)
 
 
-def build_stage(index: int, unfreeze: str, plan: FreezePlan, model: nn.Module, cfg: TrainConfig, out,
-                src: Sources, pre, world: World, workers: int, class_weights, device, stage_epochs: int,
-                log) -> Stage:
+def build_stage(setup: RunSetup, index: int, unfreeze: str, plan: FreezePlan, epochs: int) -> PreparedStage:
+    """Unfreezing stage `index` (training `unfreeze` for `epochs` epochs), its inputs ready:
+    cached prefix features where the cache pays and fits, decoded images otherwise."""
+    cfg, model = setup.cfg, setup.model
     plan.apply(model)
     s = split(model, cfg.model)
     off = cache_reason(cfg, s.index)
     if off is None:
-        views, views_why = cached_views(cfg, stage_epochs)
-        cache = make_cache(s.prefix, cfg, out, s.index, s.where, pre, workers, device, log)
-        inputs = CachedInputs.build(s, cache, src, pre, cfg, world, views, class_weights, device)
+        views, views_why = cached_views(cfg, epochs)
+        inputs = CachedInputs.build(s, make_cache(setup, s), setup.src, setup.pre, cfg, setup.world, views,
+                                    setup.class_weights, setup.device)
         if inputs is not None:
             why = (f"cache on: the frozen prefix runs once per image and view instead of every "
                    f"epoch; training runs from {s.where}; views: {views_why}")
-            return Stage(index, unfreeze, plan, inputs, why)
+            return PreparedStage(index, unfreeze, plan, inputs, why)
         off = "the features fit neither the memory budget nor the disk"
-    return Stage(index, unfreeze, plan, ImageInputs(model, src, pre, cfg, world, workers, class_weights),
-                 f"cache off: {off}")
+    inputs = ImageInputs(model, setup.src, setup.pre, cfg, setup.world, setup.workers, setup.class_weights)
+    return PreparedStage(index, unfreeze, plan, inputs, f"cache off: {off}")
 
 
-def resolve_unfreeze(cfg: TrainConfig, model: nn.Module, names: list[str], splits, pre, out,
-                     workers: int, device, log) -> AutoChoice:
+def resolve_unfreeze(setup: RunSetup, names: list[str], splits) -> AutoChoice:
     """`--unfreeze auto`: the rule of thumb, from images per class and a head-only probe."""
+    cfg = setup.cfg
     groups = len(FreezePlan.build(cfg.model, names, "head").groups)
     per_class = len(splits.train) / max(len(splits.classes), 1)
-    probe = None
-    if not cfg.from_scratch:
-        probe = _probe(cfg, model, names, splits, pre, out, workers, device, log)
+    probe = None if cfg.from_scratch else _probe(setup, names, splits)
     return choose_unfreeze(per_class, probe, cfg.from_scratch, groups)
 
 
-def _probe(cfg, model, names, splits, pre, out, workers, device, log) -> float:
+def _probe(setup: RunSetup, names: list[str], splits) -> float:
     """Val top-1 of a logistic-regression head on the frozen pooled features (cached)."""
-    FreezePlan.build(cfg.model, names, "head").apply(model)
-    s = split(model, cfg.model)
-    cache = make_cache(s.prefix, cfg, out, s.index, s.where, pre, workers, device, log)
-    shape = feature_shape(s.prefix, pre.size, device)
+    cfg, pre = setup.cfg, setup.pre
+    FreezePlan.build(cfg.model, names, "head").apply(setup.model)
+    s = split(setup.model, cfg.model)
+    cache = make_cache(setup, s)
+    shape = feature_shape(s.prefix, pre.size, setup.device)
     train = cache.get(Request("probe-train", splits.train, eval_transform(pre), 1, "none"), shape)
     val = cache.get(Request("probe-val", splits.val, eval_transform(pre), 1, "none"), shape)
     if train is None or val is None:

@@ -18,16 +18,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edgetune.adapt_config import AdaptConfig
-from edgetune.config import TrainConfig
-from edgetune.dataset_scan import Sample
+from edgetune.config import AdaptConfig, TrainConfig
+from edgetune.data.scan import Sample
+from edgetune.data.sources import scan_sources
 from edgetune.errors import DataError
+from edgetune.host import loader_processes
 from edgetune.preprocess import Preprocess
-from edgetune.sources import scan_sources
 from edgetune.train import checkpoint
-from edgetune.train.adapt import adapt_bn, image_loader
-from edgetune.train.bn_adapt import all_batchnorms
-from edgetune.train.data import ImageDataset, default_workers, make_loader, train_transform
+from edgetune.train.bn_adapt import adapt_bn, all_batchnorms
+from edgetune.train.data import ImageDataset, image_loader, make_loader, train_transform
 from edgetune.train.freeze import FreezePlan
 from edgetune.train.loop import make_optimizer
 
@@ -77,7 +76,7 @@ def self_train(ckpt: dict, model: nn.Module, images: list[Path], cfg: AdaptConfi
     for epoch in range(start, cfg.pseudo_epochs):
         labelled = pseudo_label(model, images, pre, cfg.pseudo_threshold, device)
         ds = ImageDataset(splits.train + labelled, train_transform(pre, tcfg.augment), tcfg.skip_bad_images)
-        loader = make_loader(ds, tcfg.batch_size, default_workers(), drop_last=len(ds) > tcfg.batch_size,
+        loader = make_loader(ds, tcfg.batch_size, loader_processes(), drop_last=len(ds) > tcfg.batch_size,
                              sampler=torch.utils.data.RandomSampler(
                                  ds, generator=torch.Generator().manual_seed(tcfg.seed * 7919 + epoch)))
         loss = _epoch(model, plan, loader, criterion, optimizer, device)

@@ -1,4 +1,5 @@
 """Which blocks train when: gradual unfreezing, and the rule of thumb behind `--unfreeze auto`.
+Pure Python: the schedule's syntax is checked with the other flags (`config.parse_schedule`).
 
 A schedule is `DEPTH:EPOCHS,...`, e.g. `head:2,1:2,2`: the head alone for 2 epochs, then the
 top block too for 2, then the top 2 blocks for the remaining epochs (the last stage may omit
@@ -8,18 +9,10 @@ block, once unfrozen, keeps training (ULMFiT's gradual unfreezing).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
+from edgetune.config import UnfreezeStage
 from edgetune.errors import ConfigError
-
-_STAGE = re.compile(r"(head|all|\d+)(?::(\d+))?")
-
-
-@dataclass(frozen=True)
-class Stage:
-    unfreeze: str  # head | K | all
-    first_epoch: int  # 0-based, inclusive
 
 
 def depth(unfreeze: str, groups: int) -> int:
@@ -27,32 +20,7 @@ def depth(unfreeze: str, groups: int) -> int:
     return {"head": 0, "all": groups}[unfreeze] if unfreeze in ("head", "all") else int(unfreeze)
 
 
-def parse_schedule(text: str, epochs: int) -> tuple[Stage, ...]:
-    """`head:2,1:2,2` → stages with their first epochs; checked against --epochs."""
-    stages, start = [], 0
-    parts = [p.strip() for p in text.split(",") if p.strip()]
-    for i, part in enumerate(parts):
-        m = _STAGE.fullmatch(part)
-        last = i == len(parts) - 1
-        if not m or (m.group(2) is None and not last) or (m.group(2) is not None and int(m.group(2)) < 1):
-            raise ConfigError(
-                f"--unfreeze-schedule {text!r}: stage {part!r} is not DEPTH:EPOCHS; use e.g. "
-                "'head:2,1:2,2' (DEPTH is head, a number of top blocks or all; the last stage "
-                "may omit its epochs)"
-            )
-        stages.append(Stage(m.group(1), start))
-        start += int(m.group(2)) if m.group(2) else 0
-    if not stages:
-        raise ConfigError("--unfreeze-schedule is empty; use e.g. 'head:2,1:2,2'")
-    if stages[-1].first_epoch >= epochs or start > epochs:
-        raise ConfigError(
-            f"--unfreeze-schedule {text!r} needs more than --epochs {epochs}; shorten its stages "
-            "or raise --epochs"
-        )
-    return tuple(stages)
-
-
-def check_depths(stages: tuple[Stage, ...], groups: int, arch: str, flag: str) -> None:
+def check_depths(stages: tuple[UnfreezeStage, ...], groups: int, arch: str, flag: str) -> None:
     """Every depth exists in the model and none decreases."""
     previous = -1
     for s in stages:
@@ -70,7 +38,7 @@ def check_depths(stages: tuple[Stage, ...], groups: int, arch: str, flag: str) -
         previous = d
 
 
-def stage_at(stages: tuple[Stage, ...], epoch: int) -> int:
+def stage_at(stages: tuple[UnfreezeStage, ...], epoch: int) -> int:
     """Index of the stage that trains 0-based `epoch`."""
     return max(i for i, s in enumerate(stages) if s.first_epoch <= epoch)
 

@@ -14,8 +14,8 @@ import torch
 
 from edgetune.bundle import read_manifest, verify_checkpoint
 from edgetune.errors import BundleError, ConfigError
-from edgetune.train.model import build_from_checkpoint
 from edgetune.runtime.session import InputSpec
+from edgetune.train.model import build_from_checkpoint
 
 BACKEND = "pytorch eager"
 

@@ -2,7 +2,7 @@
 
 trials.csv has one row per trial (number, state, value, epochs, seconds, params_<flag>...),
 rewritten atomically from the storage, so it is whole whichever worker wrote it last. The
-HTML report reads it and importances.json (edgetune.htmlreport).
+HTML report reads it and importances.json (edgetune.report.html).
 """
 
 from __future__ import annotations
@@ -13,10 +13,7 @@ import json
 from pathlib import Path
 
 from edgetune.atomic import write_text
-
-TRIALS_CSV = "trials.csv"
-BEST_YAML = "best.yaml"
-IMPORTANCES = "importances.json"
+from edgetune.files import BEST_YAML, IMPORTANCES, TRIALS_CSV
 
 
 def trial_rows(study) -> list[dict]:

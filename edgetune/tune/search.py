@@ -9,53 +9,26 @@ scores each finished trial on its CPU INT8 artifact: what ships.
 from __future__ import annotations
 
 import dataclasses
-import shutil
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
 
-from edgetune.config import ExportConfig, TrainConfig, to_dict
-from edgetune.errors import ConfigError, EdgetuneError, did_you_mean
-from edgetune.tune import outputs, space as spacemod, study as studymod
+from edgetune import files
+from edgetune.config import ExportConfig, TrainConfig, TuneConfig, to_dict
+from edgetune.errors import ConfigError, EdgetuneError
+from edgetune.tune import outputs
+from edgetune.tune import space as spacemod
+from edgetune.tune import study as studymod
 from edgetune.tune.trial import run_trial, trial_config, trial_export_config
 
-Sampler = Literal["tpe", "random", "grid"]
-Objective = Literal["top1", "int8"]
-Pruner = Literal["median", "none"]
 TRIALS = "trials"
 # What --overwrite removes: the study and its outputs, never the feature cache (reusable).
-OWNED = (studymod.STUDY_DB, studymod.LOCK, TRIALS, outputs.TRIALS_CSV, outputs.BEST_YAML,
-         outputs.IMPORTANCES)
+OWNED = (studymod.STUDY_DB, studymod.LOCK, TRIALS, files.TRIALS_CSV, files.BEST_YAML,
+         files.IMPORTANCES)
 # Flags that may differ between a study's workers and reruns: where things are on each machine.
 LOCAL = ("data", "device", "workers", "cache_dir", "cache_memory")
 
 
 class TuneInterrupted(EdgetuneError):
     """Ctrl-C during a search: the study is kept, the stopped trial is retried on rerun."""
-
-
-@dataclass(frozen=True)
-class TuneConfig:
-    trials: int = 20
-    sampler: Sampler = "tpe"
-    space: str | None = None
-    objective: Objective = "top1"
-    pruner: Pruner = "median"
-    timeout: float | None = None
-    storage: str | None = None
-    study_name: str | None = None
-
-    def __post_init__(self):
-        for name, alias in (("sampler", Sampler), ("objective", Objective), ("pruner", Pruner)):
-            value, allowed = getattr(self, name), get_args(alias)
-            if value not in allowed:
-                raise ConfigError(f"--{name} {value!r} is not allowed{did_you_mean(str(value), allowed)}; "
-                                  f"choose one of: {', '.join(allowed)}")
-        if self.trials < 1:
-            raise ConfigError(f"--trials {self.trials} must be at least 1 (the number of finished trials "
-                              "the study should hold)")
-        if self.timeout is not None and self.timeout <= 0:
-            raise ConfigError(f"--timeout {self.timeout:g} must be positive (seconds)")
 
 
 def tune(base: TrainConfig, export_cfg: ExportConfig, cfg: TuneConfig, out: str | Path,
@@ -70,7 +43,7 @@ def tune(base: TrainConfig, export_cfg: ExportConfig, cfg: TuneConfig, out: str 
     grid = spacemod.grid(params, cfg.space) if cfg.sampler == "grid" else None
     out = _prepare_out(Path(out), overwrite)
     # Trials share one cache folder, so each frozen prefix is computed once for the search.
-    base = dataclasses.replace(base, cache_dir=base.cache_dir or str(out / "cache"))
+    base = dataclasses.replace(base, cache_dir=base.cache_dir or str(out / files.CACHE))
     settings = {"train": {k: v for k, v in to_dict(base).items() if k not in LOCAL},
                 "space": {p.name: p.describe() for p in params},
                 "objective": cfg.objective, "sampler": cfg.sampler}
@@ -82,8 +55,9 @@ def tune(base: TrainConfig, export_cfg: ExportConfig, cfg: TuneConfig, out: str 
     objective = TrialObjective(base, params, out, cfg.objective, trial_export_config(export_cfg))
     pruning = (f"median pruning after {studymod.STARTUP_TRIALS} trials" if cfg.pruner == "median"
                else "no pruning")
-    log(f"tune: {cfg.trials} trials, {cfg.sampler} sampler, {pruning}, scored on {_objective_text(cfg.objective)}; study {plan.name!r} in "
-        + ("--storage" if cfg.storage else str(out / studymod.STUDY_DB)))
+    where = "--storage" if cfg.storage else str(out / studymod.STUDY_DB)
+    log(f"tune: {cfg.trials} trials, {cfg.sampler} sampler, {pruning}, scored on "
+        f"{_objective_text(cfg.objective)}; study {plan.name!r} in {where}")
     log("tune: searching " + ", ".join(f"{p.name} {p.describe()}" for p in params))
     if grid is not None and studymod.grid_size(plan) < cfg.trials:
         log(f"tune: the grid has {studymod.grid_size(plan)} points: the search ends after them")
@@ -103,9 +77,9 @@ def tune(base: TrainConfig, export_cfg: ExportConfig, cfg: TuneConfig, out: str 
         log(line)
     if best is None:
         log("tune: no trial completed, so there is no best.yaml; see the note column of "
-            f"{out / outputs.TRIALS_CSV}")
+            f"{out / files.TRIALS_CSV}")
     else:
-        log(f"tune: {out / outputs.TRIALS_CSV}, {best}; next: edgetune run --config {best} --out DIR")
+        log(f"tune: {out / files.TRIALS_CSV}, {best}; next: edgetune run --config {best} --out DIR")
     return best
 
 
@@ -157,16 +131,11 @@ class TrialObjective:
 
 
 def _prepare_out(out: Path, overwrite: bool) -> Path:
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; pass a folder for the study")
-    if (out / "manifest.json").is_file():  # trials never write into a user's bundle
+    """A study folder: a rerun continues the study in it, --overwrite starts a new one (the
+    cache is kept); never a user's bundle."""
+    if (out / files.MANIFEST).is_file():  # trials never write into a user's bundle
         raise ConfigError(f"--out {out} holds a bundle; a search writes its own folder: choose another --out")
-    if overwrite:
-        for name in OWNED:
-            p = out / name
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    return files.prepare_out(out, OWNED, overwrite=overwrite, resume=not overwrite)
 
 
 def _file_log(path: Path):

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgetune.config import ExportConfig, TrainConfig
+from edgetune.files import CHECKPOINTS, INT8_CPU, MANIFEST
 
-INT8_CPU = "model.int8.cpu.onnx"
 BUNDLE = "bundle"
 # What a finished trial keeps: its record, and the INT8 artifact its value was measured on.
 # Checkpoints (tens of MB each, every trial) go: best.yaml retrains the winner exactly.
-KEEP = ("manifest.json", INT8_CPU)
+KEEP = (MANIFEST, INT8_CPU)
 
 
 @dataclass
@@ -60,7 +60,7 @@ def run_trial(cfg: TrainConfig, folder: Path, objective: str, export_cfg: Export
         value = (result.best_top1 if objective == "top1"
                  else _int8_top1(result.best, folder, cfg, export_cfg, log))
     finally:  # pruned, failed or done: the weights are not needed again
-        shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+        shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)
     return Outcome(value, result.epochs, history)
 
 

@@ -1,12 +1,14 @@
-"""`edgetune tune`: the search's flags on top of every train and export flag. Registered by
-`edgetune.cli`; the search itself is edgetune.tune.search."""
+"""`edgetune tune`: the search's flags on top of every train and export flag. Parsing only;
+the search itself is `edgetune.tune.search`."""
 
 from __future__ import annotations
 
 import argparse
 
+from edgetune.cli.flags import export_config, export_flags, train_config, train_flags
 
-def add_parser(sub, train_flags, export_flags) -> None:
+
+def add_parser(sub) -> None:
     p = sub.add_parser(
         "tune", help="search fine-tuning hyperparameters (Optuna); writes OUT/trials.csv and OUT/best.yaml",
         description="Train many configurations, prune hopeless ones early, and write the best as "
@@ -32,11 +34,10 @@ def add_parser(sub, train_flags, export_flags) -> None:
 
 
 def run_tune(args: argparse.Namespace) -> int:
-    from edgetune import cli
-    from edgetune.config import TrainConfig, build, field_names
-    from edgetune.tune.search import TuneConfig, tune
+    from edgetune.config import TrainConfig, TuneConfig, build, field_names
+    from edgetune.tune.search import tune
 
     cfg = build(TuneConfig, {k: v for k, v in vars(args).items() if k in field_names(TuneConfig)})
     fixed = {k for k, v in vars(args).items() if k in field_names(TrainConfig) and v is not None}
-    tune(cli._train_config(args), cli._export_config(args), cfg, args.out, fixed, overwrite=args.overwrite)
+    tune(train_config(args), export_config(args), cfg, args.out, fixed, overwrite=args.overwrite)
     return 0

@@ -21,8 +21,9 @@ import numpy as np
 from edgetune import __version__, host
 from edgetune.atomic import write_json
 from edgetune.bundle import MANIFEST
+from edgetune.files import CONFIG, FP32, IMPORTANCES, REPORT_JSON, TRIALS_CSV
 
-CACHE = "report.json"
+CACHE = REPORT_JSON
 WORST = 12  # thumbnails of the worst-classified validation images
 THUMB = 96  # their longest side, in pixels
 
@@ -30,7 +31,8 @@ THUMB = 96  # their longest side, in pixels
 def command_line() -> str:
     """The command as the user typed it (or the Python program that called us)."""
     prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
-    if prog in ("edgetune", "cli.py") or sys.argv[0].endswith("edgetune/cli.py"):
+    # The installed script, `python -m edgetune` or `python -m edgetune.cli`: the user typed edgetune.
+    if prog == "edgetune" or sys.argv[0].endswith(("edgetune/__main__.py", "edgetune/cli/__main__.py")):
         return shlex.join(["edgetune", *sys.argv[1:]])
     return shlex.join([Path(sys.executable).name, *sys.argv])
 
@@ -56,9 +58,10 @@ def read_manifest_raw(out: Path) -> dict:
     return raw
 
 
-def gather(out: Path, val=None, ckpt_path: str | Path | None = None, command: str | None = None) -> dict:
-    """Fresh data from an export (`val`: its EvalSet, `ckpt_path`: the checkpoint it used),
-    or, with neither, the cached data refreshed with what the run folder holds now."""
+def gather(out: Path, val=None, history: list[dict] | None = None, command: str | None = None) -> dict:
+    """Fresh data from an export (`val`: its EvalSet, `history`: the training run's per-epoch
+    records, which the export read from its checkpoint), or, with neither, the cached data
+    refreshed with what the run folder holds now. Torch-free: the report never opens a checkpoint."""
     fresh = val is not None
     cached = {} if fresh else load_cache(out)  # a new export owes nothing to an older one
     manifest = read_manifest_raw(out)
@@ -67,7 +70,7 @@ def gather(out: Path, val=None, ckpt_path: str | Path | None = None, command: st
         "made_at": cached.get("made_at") or _now(),
         "host": cached.get("host") or host.describe(),
         "edgetune": __version__,
-        "history": history(out, ckpt_path) or cached.get("history") or [],
+        "history": history if history is not None else cached.get("history") or [],
         "evaluation": cached.get("evaluation"),
     }
     if data["evaluation"] is None:
@@ -88,49 +91,13 @@ def load_cache(out: Path) -> dict:
     return cached if isinstance(cached, dict) else {}
 
 
-def history(out: Path, ckpt_path: str | Path | None) -> list[dict]:
-    """Per-epoch records (epoch, train_loss, val_loss, top1, top5, lr, stage?) from the
-    training checkpoint, when there is one and torch can read it; [] otherwise."""
-    places = []
-    if ckpt_path is not None:
-        places += [Path(ckpt_path), Path(ckpt_path).parent / "last.pt"]
-    places += [out / "checkpoints" / "last.pt"]
-    for path in places:
-        records = _history_in(path)
-        if records:
-            return records
-    return []
-
-
-def _history_in(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    try:
-        from edgetune.train import checkpoint
-    except ImportError:  # a deployment install: the cached history is all there is
-        return []
-    from edgetune.errors import BundleError
-
-    try:
-        records = checkpoint.load(path).get("history") or []
-    except BundleError:
-        return []
-    return [{k: _plain(v) for k, v in r.items()} for r in records if isinstance(r, dict)]
-
-
-def _plain(v):
-    if hasattr(v, "item"):  # a tensor or numpy scalar
-        return v.item()
-    return v if isinstance(v, (int, float, str, bool, type(None))) else str(v)
-
-
 def evaluate(out: Path, manifest: dict, val) -> dict:
     """Confusion matrix and worst-classified images of the artifact recommended for the CPU."""
     from edgetune.evaluate import logits_of
     from edgetune.runtime.classifier import softmax
     from edgetune.runtime.ort_backend import OrtSession
 
-    file = (manifest.get("recommended", {}).get("cpu") or {}).get("file") or "model.onnx"
+    file = (manifest.get("recommended", {}).get("cpu") or {}).get("file") or FP32
     probs = softmax(logits_of(OrtSession(out / file, device="cpu"), val, desc=f"report: evaluate {file}"))
     y, pred = np.asarray(val.y), probs.argmax(1)
     n = len(manifest["model"]["classes"])
@@ -167,12 +134,12 @@ def thumbnail(path) -> str | None:
 
 def val_from_run(out: Path, manifest: dict):
     """The validation split the run used, from OUT/config.yaml; None when it cannot be found."""
-    from edgetune.dataset_scan import scan
+    from edgetune.data.scan import scan
     from edgetune.errors import EdgetuneError
     from edgetune.evaluate import EvalSet, eval_subset
     from edgetune.preprocess import Preprocess
 
-    cfg = out / "config.yaml"
+    cfg = out / CONFIG
     if not cfg.is_file():
         return None
     import yaml
@@ -180,7 +147,7 @@ def val_from_run(out: Path, manifest: dict):
     c = yaml.safe_load(cfg.read_text()) or {}
     data = c.get("data")
     if data is None:
-        from edgetune.demo_data import default_dir
+        from edgetune.data.demo import default_dir
 
         data = default_dir()
     try:
@@ -201,13 +168,13 @@ def trials(out: Path) -> dict | None:
     """A search's trials (Optuna's `trials_dataframe()` written as trials.csv), when present."""
     import csv
 
-    found = sorted(p for pattern in ("trials.csv", "*/trials.csv") for p in out.glob(pattern))
+    found = sorted(p for pattern in (TRIALS_CSV, f"*/{TRIALS_CSV}") for p in out.glob(pattern))
     if not found:
         return None
     with open(found[0], newline="") as f:
         rows = list(csv.DictReader(f))
     importances = None
-    imp = found[0].parent / "importances.json"
+    imp = found[0].parent / IMPORTANCES
     if imp.is_file():
         try:
             importances = {str(k): float(v) for k, v in json.loads(imp.read_text()).items()}

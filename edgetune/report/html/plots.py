@@ -216,7 +216,8 @@ def _label_points(ax, points: list[dict]) -> None:
         else:
             fx, fy = to_axes((p["p50"], 100 * p["top1"]))
         w, h = 0.0105 * len(p["label"]), 0.05
-        for dx, dy, ha, va in ((8, 6, "left", "bottom"), (8, -8, "left", "top"),
+        # The first free corner wins; its offsets and alignment are used after the loop.
+        for dx, dy, ha, va in ((8, 6, "left", "bottom"), (8, -8, "left", "top"),  # noqa: B007
                                (-8, 6, "right", "bottom"), (-8, -8, "right", "top")):
             x0 = fx + (0.012 if dx > 0 else -0.012 - w)
             y0 = fy + (0.015 if dy > 0 else -0.015 - h)

@@ -4,22 +4,20 @@
 - `--target-val DIR`, `--target-labels DIR`: labelled target images, `DIR/<class>/*`, whose
   classes must be the training classes.
 
-The rules for messy folders are `dataset_scan`'s: hidden files and OS droppings skipped,
+The rules for messy folders are `edgetune.data.scan`'s: hidden files and OS droppings skipped,
 files that are not images by extension left out with a warning, unreadable images one
 error (or left out with `--skip-bad-images`).
 """
 
 from __future__ import annotations
 
-import random
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgetune.dataset_scan import (IMAGE_EXTENSIONS, READABLE, Sample, _class_files, _names,
-                                   _note_ignored, _readable, _skipped)
-from edgetune.errors import DataError, DataWarning
-from edgetune.image_check import describe, find_unreadable
+from edgetune.data.image_check import describe, find_unreadable
+from edgetune.data.scan import IMAGE_EXTENSIONS, READABLE, Sample, class_files, note_ignored, readable, walk
+from edgetune.errors import DataError, DataWarning, first_few
 
 UNLABELLED = -1  # the label of a target image nobody labelled
 
@@ -43,17 +41,15 @@ def scan_images(folder: str | Path, flag: str = "--target-data", *, verify_image
     root = Path(folder)
     if not root.is_dir():
         raise DataError(f"{flag} {root} does not exist; pass a folder of images from the deployment camera")
-    files = sorted(p for p in root.rglob("*")
-                   if (p.is_file() or p.is_symlink())
-                   and not any(_skipped(part) for part in p.relative_to(root).parts))
+    files = walk(root)
     images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
     if not images:
         raise DataError(f"{flag} {root} holds no images ({READABLE}), in any sub-folder; "
                         "pass a folder of images from the deployment camera")
     notes: list[str] = []
-    _note_ignored([p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS], notes)
+    note_ignored([p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS], notes)
     try:
-        (kept,) = _readable([{"": images}], verify_images or skip_bad_images, True, notes)
+        (kept,) = readable([{"": images}], verify_images or skip_bad_images, True, notes)
     except DataError as exc:
         raise DataError(f"{flag} {root}: {exc}") from None
     if not kept[""]:
@@ -75,31 +71,24 @@ def scan_labelled(folder: str | Path, classes: list[str], flag: str, *, verify_i
     if not root.is_dir():
         raise DataError(f"{flag} {root} does not exist; pass a folder with one sub-folder per class")
     try:
-        found = _class_files(root)
+        found = class_files(root)
     except DataError as exc:
         raise DataError(f"{flag}: {exc}") from None
     missing, extra = sorted(set(classes) - set(found.images)), sorted(set(found.images) - set(classes))
     if missing or extra:
-        parts = [f"{what}: {_names(names)}" for what, names in
+        parts = [f"{what}: {first_few(names)}" for what, names in
                  (("missing", missing), ("not a training class", extra)) if names]
         raise DataError(f"{flag} {root}: its class folders differ from the training classes "
                         f"({'; '.join(parts)}); give it one folder per training class, named the same")
     notes: list[str] = []
-    _note_ignored(found.ignored, notes)
+    note_ignored(found.ignored, notes)
     try:
-        (by_class,) = _readable([found.images], verify_images or skip_bad_images, skip_bad_images, notes)
+        (by_class,) = readable([found.images], verify_images or skip_bad_images, skip_bad_images, notes)
     except DataError as exc:
         raise DataError(f"{flag} {root}: {exc}") from None
     for note in notes:
         warnings.warn(f"{flag}: {note}", DataWarning, stacklevel=2)
     return [Sample(p, classes.index(c)) for c in classes for p in by_class[c]]
-
-
-def subset(paths: list[Path], n: int, seed: int = 0) -> list[Path]:
-    """Up to `n` of `paths`, a seeded draw, returned sorted (the same images every run)."""
-    if n >= len(paths):
-        return list(paths)
-    return sorted(random.Random(seed).sample(list(paths), n))
 
 
 def relative(paths: list[Path], root: Path | None) -> list[str]:

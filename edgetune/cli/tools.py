@@ -3,21 +3,20 @@
 A config file is a YAML mapping of flag names (dashes or underscores) to values. One file
 can serve every command: each takes the keys that are its flags and leaves the others;
 a key that is no command's flag is an error with a did-you-mean. Flags on the command line
-override the file. Registered by `edgetune.cli`; torch-free.
+override the file. Torch-free.
 """
 
 from __future__ import annotations
 
 import argparse
 
+from edgetune.cli.flags import export_config, export_flags, out_flags, train_config, train_flags
 from edgetune.errors import ConfigError, require
 
 SKIP = {"help", "config", "version", "debug"}
 
 
 def add_parsers(sub) -> None:
-    from edgetune import cli
-
     p = sub.add_parser("report", help="rebuild OUT/report.html from the bundle and the run's logs",
                        description="Rebuild the HTML report, e.g. after build-engine added an engine "
                                    "or a search wrote its trials.")
@@ -28,14 +27,14 @@ def add_parsers(sub) -> None:
                        description="The settings `edgetune run` would use with these flags and "
                                    "--config file, as YAML that --config accepts back.")
     p.add_argument("--dump", action="store_true", help="print the effective configuration as YAML")
-    cli._train_flags(p), cli._export_flags(p), cli._out_flags(p, required=False)
+    train_flags(p), export_flags(p), out_flags(p, required=False)
     p.set_defaults(func=run_config)
 
 
 def run_report(args) -> int:
     from pathlib import Path
 
-    from edgetune.htmlreport import write_report
+    from edgetune.report.html import write_report
 
     out = Path(args.out)
     if not out.is_dir():
@@ -45,14 +44,13 @@ def run_report(args) -> int:
 
 
 def run_config(args) -> int:
-    from edgetune import cli
     from edgetune.config import to_dict
 
     if not args.dump:
         raise ConfigError("edgetune config: pass --dump to print the effective configuration "
                           "(e.g. edgetune config --dump --epochs 3 > run.yaml)")
     yaml = require("yaml", "train", "edgetune config --dump")
-    settings = to_dict(cli._train_config(args), cli._export_config(args))
+    settings = to_dict(train_config(args), export_config(args))
     print("# edgetune run: effective configuration; use it with --config FILE")
     print(yaml.safe_dump(settings, sort_keys=False), end="")
     return 0

@@ -23,8 +23,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgetune.errors import DataError, DataWarning
-from edgetune.image_check import describe, find_unreadable
+from edgetune.data.image_check import describe, find_unreadable
+from edgetune.errors import DataError, DataWarning, first_few
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
                     ".ppm", ".pgm"}
@@ -32,7 +32,6 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".tif", ".
 OS_DROPPINGS = {"__macosx", "thumbs.db", "desktop.ini"}
 READABLE = "JPEG, PNG, BMP, GIF, TIFF, WebP, PPM/PGM"
 MIN_TRAIN_IMAGES = 5  # per class: below this, its val accuracy says little
-SHOWN = 3
 
 
 @dataclass(frozen=True)
@@ -76,22 +75,22 @@ def scan(data: str | Path, val_fraction: float = 0.2, seed: int = 0, *,
                 f"{root} has train/ but no val/; add {root}/val/<class>/ folders, or pass "
                 f"--data {root / 'train'} to split it by --val-fraction"
             )
-        found = {"train/": _class_files(root / "train"), "val/": _class_files(root / "val")}
+        found = {"train/": class_files(root / "train"), "val/": class_files(root / "val")}
         _same_classes(root, found["train/"].images, found["val/"].images)
         classes = sorted(found["train/"].images)
         _at_least_two(root, classes)
-        _note_ignored(found["train/"].ignored + found["val/"].ignored, notes)
-        train_by, val_by = _readable([found["train/"].images, found["val/"].images], full,
+        note_ignored(found["train/"].ignored + found["val/"].ignored, notes)
+        train_by, val_by = readable([found["train/"].images, found["val/"].images], full,
                                      skip_bad_images, notes)
         _none_empty(train_by, "train/")
         train, val = _samples(train_by, classes), _samples(val_by, classes)
         layout = "train/val"
     else:
-        found = {"": _class_files(root)}
+        found = {"": class_files(root)}
         classes = sorted(found[""].images)
         _at_least_two(root, classes)
-        _note_ignored(found[""].ignored, notes)
-        (by_class,) = _readable([found[""].images], full, skip_bad_images, notes)
+        note_ignored(found[""].ignored, notes)
+        (by_class,) = readable([found[""].images], full, skip_bad_images, notes)
         _none_empty(by_class, "")
         train, val = _stratified_split(by_class, classes, val_fraction, seed)
         layout = "split"
@@ -103,13 +102,13 @@ def scan(data: str | Path, val_fraction: float = 0.2, seed: int = 0, *,
 
 
 @dataclass
-class _Found:
+class Found:
     images: dict[str, list[Path]]  # class -> image files (by extension)
     ignored: list[Path]  # files without an image extension
 
 
-def _class_files(folder: Path) -> _Found:
-    subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not _skipped(p.name))
+def class_files(folder: Path) -> Found:
+    subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not skipped(p.name))
     if not subdirs:
         loose = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
         hint = f" (it holds {len(loose)} images directly: move them into one folder per class)" if loose else ""
@@ -121,38 +120,39 @@ def _class_files(folder: Path) -> _Found:
     ignored: list[Path] = []
     empty: list[str] = []
     for d in subdirs:
-        files = _walk(d)
+        files = walk(d)
         images[d.name] = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
         ignored += [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
         if not images[d.name]:
             empty.append(str(d))
     if empty:
         raise DataError(
-            f"class folder{'s' if len(empty) > 1 else ''} {_names(empty)} "
+            f"class folder{'s' if len(empty) > 1 else ''} {first_few(empty)} "
             f"{'have' if len(empty) > 1 else 'has'} no images; add images ({READABLE}) or remove the folder"
         )
-    return _Found(images, ignored)
+    return Found(images, ignored)
 
 
-def _walk(folder: Path) -> list[Path]:
+def walk(folder: Path) -> list[Path]:
     """Every file under `folder` (a broken link too: it is reported, not dropped), sorted,
-    without hidden or OS-dropping files and folders. os.walk reads each directory's entry
+    without hidden or OS-dropping files and folders: the one recursive walk every image
+    folder (class folders, target-domain folders) goes through. os.walk reads each directory's entry
     types with its listing, where a stat per file made 100,000 files take many seconds."""
     found = []
     for top, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if not _skipped(d)]
-        found += [Path(top, f) for f in files if not _skipped(f)]
+        dirs[:] = [d for d in dirs if not skipped(d)]
+        found += [Path(top, f) for f in files if not skipped(f)]
     return sorted(found)
 
 
-def _skipped(name: str) -> bool:
+def skipped(name: str) -> bool:
     return name.startswith(".") or name.lower() in OS_DROPPINGS
 
 
 def _same_classes(root: Path, train: dict, val: dict) -> None:
     only_train, only_val = sorted(set(train) - set(val)), sorted(set(val) - set(train))
     if only_train or only_val:
-        parts = [f"only in {split}: {_names(names)}" for split, names
+        parts = [f"only in {split}: {first_few(names)}" for split, names
                  in (("train/", only_train), ("val/", only_val)) if names]
         raise DataError(
             f"{root}: class folders differ between train/ and val/ ({'; '.join(parts)}); "
@@ -167,18 +167,18 @@ def _at_least_two(root: Path, classes: list[str]) -> None:
         )
 
 
-def _note_ignored(ignored: list[Path], notes: list[str]) -> None:
+def note_ignored(ignored: list[Path], notes: list[str]) -> None:
     if not ignored:
         return
     kinds = Counter(p.suffix.lower() or "no extension" for p in ignored)
     summary = ", ".join(f"{k} ×{n}" for k, n in kinds.most_common())
     notes.append(
         f"left out {len(ignored)} file(s) that are not images by extension ({summary}): "
-        f"{_names(ignored)}; edgetune reads {READABLE}: convert any you meant to train on"
+        f"{first_few(ignored)}; edgetune reads {READABLE}: convert any you meant to train on"
     )
 
 
-def _readable(groups: list[dict[str, list[Path]]], full: bool, skip: bool,
+def readable(groups: list[dict[str, list[Path]]], full: bool, skip: bool,
               notes: list[str]) -> list[dict[str, list[Path]]]:
     """Each `class -> files` map without its unreadable images; raises unless `skip`.
     train/ and val/ are checked together so one line names the bad files of both."""
@@ -200,7 +200,7 @@ def _none_empty(by_class: dict[str, list[Path]], split: str) -> None:
     empty = [c for c, files in by_class.items() if not files]
     if empty:
         raise DataError(
-            f"class{'es' if len(empty) > 1 else ''} {_names(empty)} in {split or 'the data'} "
+            f"class{'es' if len(empty) > 1 else ''} {first_few(empty)} in {split or 'the data'} "
             f"{'have' if len(empty) > 1 else 'has'} no readable images left; replace the unreadable "
             "ones or remove the class folder"
         )
@@ -215,11 +215,11 @@ def _check_sizes(root: Path, splits: Splits, notes: list[str]) -> None:
     train_n, val_n = splits.counts("train"), splits.counts("val")
     few = [f"{c} ({train_n[i]})" for i, c in enumerate(splits.classes) if train_n[i] < MIN_TRAIN_IMAGES]
     if few:
-        notes.append(f"class(es) with fewer than {MIN_TRAIN_IMAGES} training images: {_names(few)}; "
+        notes.append(f"class(es) with fewer than {MIN_TRAIN_IMAGES} training images: {first_few(few)}; "
                      "the model will barely learn them: add images")
     unjudged = [c for i, c in enumerate(splits.classes) if val_n[i] == 0]
     if unjudged:
-        notes.append(f"class(es) with no validation image: {_names(unjudged)}; their accuracy is "
+        notes.append(f"class(es) with no validation image: {first_few(unjudged)}; their accuracy is "
                      "not measured: add images")
 
 
@@ -241,9 +241,3 @@ def _stratified_split(by_class, classes, val_fraction, seed):
         val += [Sample(p, label) for p in files[:n_val]]
         train += [Sample(p, label) for p in files[n_val:]]
     return train, val
-
-
-def _names(items: list, shown: int = SHOWN) -> str:
-    text = ", ".join(str(x) for x in items[:shown])
-    return text + (f" and {len(items) - shown} more" if len(items) > shown else "")
-

@@ -14,21 +14,17 @@ result is bit-identical to one computed on images held in memory.
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
+from edgetune.host import decode_threads
 from edgetune.preprocess import Preprocess, as_image
 
 CHUNK = 64  # images per chunk: 38 MB at 224 px, enough to keep ORT's batch kernels busy
 PREFETCH = 1  # chunks prepared ahead of the one the engine runs
-
-
-def default_workers() -> int:
-    return max(1, min(8, os.cpu_count() or 1))
 
 
 class ChunkReader:
@@ -40,7 +36,7 @@ class ChunkReader:
         if chunk < 1 or prefetch < 0:
             raise ValueError(f"chunk {chunk} must be ≥ 1 and prefetch {prefetch} ≥ 0")
         self.items, self.pre, self.chunk, self.prefetch = items, pre, chunk, prefetch
-        self.workers = workers or default_workers()
+        self.workers = workers or decode_threads()
         self.peak_chunks = 0  # the most chunks alive at once (consumed + in preparation): for tests
         self.chunks_read = 0
 

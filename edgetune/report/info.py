@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgetune.bundle import read_manifest
+from edgetune.files import REPORT_HTML
 
 
 def describe(bundle: str | Path) -> dict:
@@ -31,7 +32,7 @@ def describe(bundle: str | Path) -> dict:
         } for a in m.artifacts],
         "recommended": recommended,
         "versions": m.versions,
-        "report": "report.html" if (bundle / "report.html").is_file() else None,
+        "report": REPORT_HTML if (bundle / REPORT_HTML).is_file() else None,
     }
 
 
@@ -48,7 +49,8 @@ def render(info: dict):
     head.add_column()
     head.add_row("bundle", f"{info['bundle']} ({info['format']}, created {info['created']})")
     weights = info["model"]["weights"]
-    head.add_row("model", f"{info['model']['arch']} " + ("trained from scratch" if str(weights).lower() == "none" else f"({weights} weights)"))
+    origin = "trained from scratch" if str(weights).lower() == "none" else f"({weights} weights)"
+    head.add_row("model", f"{info['model']['arch']} {origin}")
     head.add_row("classes", f"{len(classes)}: {shown}")
     head.add_row("input", f"{inp.get('name', 'input')}: float32 {inp.get('layout', 'NCHW')} 3×{inp['size'][0]}×"
                           f"{inp['size'][1]}, resize {inp.get('resize')} ({inp.get('interpolation', 'bilinear')}), "

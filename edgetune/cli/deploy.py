@@ -1,6 +1,6 @@
 """`edgetune predict` and `edgetune bench`: the torch-free commands of the CLI.
 
-Registered by `edgetune.cli` through `add_parsers(subparsers)`. Handlers only turn flags
+Handlers only turn flags
 into arguments and call `edgetune.runtime` / `edgetune.bench`; flag values are checked
 here so a bad one is reported by its flag name, in one line.
 """
@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 
+from edgetune.atomic import write_json
 from edgetune.errors import ConfigError
 from edgetune.runtime.backends import DEVICES
 
@@ -35,7 +36,8 @@ def add_parsers(subparsers) -> None:
         description="Latency percentiles and throughput per artifact and batch size.",
     )
     p.add_argument("bundle", metavar="BUNDLE|MODEL", help="bundle folder or a single .onnx file")
-    p.add_argument("--artifact", default="all", metavar="NAME|all", help="comma list of artifact files, or all (default)")
+    p.add_argument("--artifact", default="all", metavar="NAME|all",
+                   help="comma list of artifact files, or all (default)")
     p.add_argument("--batch", default="1,8", metavar="1,8", help="comma list of batch sizes (default 1,8)")
     p.add_argument("--threads", metavar="N", help="engine threads (default: the engine's own choice)")
     p.add_argument("--warmup", default="10", metavar="N", help="untimed calls first (default 10)")
@@ -102,14 +104,15 @@ def run_bench(args: argparse.Namespace) -> int:
         console = Console(width=200)
     console.print(bench.render_table(report))
     if args.json:
-        print(f"report: {bench.write_json(report, args.json)}")
+        write_json(args.json, report.to_dict())
+        print(f"report: {args.json}")
     return 0
 
 
 def run_info(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from edgetune import info
+    from edgetune.report import info
 
     described = info.describe(args.bundle)
     if args.json:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import html
 
-from edgetune.htmlreport import plots, sections
+from edgetune.report.html import plots, sections
 
 CSS = """
 body{font:14px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;

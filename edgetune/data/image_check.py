@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-SHOWN = 3  # files named in a message; the rest are counted
+from edgetune.errors import first_few
 
 
 def find_unreadable(paths: Iterable[Path], full: bool = False) -> dict[Path, str]:
@@ -31,11 +31,9 @@ def find_unreadable(paths: Iterable[Path], full: bool = False) -> dict[Path, str
         return {p: why for p, why in zip(paths, problems) if why}
 
 
-def describe(bad: dict[Path, str], shown: int = SHOWN) -> str:
+def describe(bad: dict[Path, str]) -> str:
     """'a.png (0 bytes), b.jpg (truncated) and 4 more': the first few, then a count."""
-    items = list(bad.items())
-    text = ", ".join(f"{p} ({why})" for p, why in items[:shown])
-    return text + (f" and {len(items) - shown} more" if len(items) > shown else "")
+    return first_few(f"{p} ({why})" for p, why in bad.items())
 
 
 def _problem(path: Path, check) -> str | None:

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgetune.dataset_scan import Sample, Splits, scan
+from edgetune.data.scan import Sample, Splits, scan
 from edgetune.errors import DataError
 
 
 def data_dirs(data) -> list[Path]:
     """`--data` as a list of folders: one string, or several."""
     if data is None:
-        from edgetune.demo_data import ensure_digits
+        from edgetune.data.demo import ensure_digits
 
         return [ensure_digits()]
     return [Path(d) for d in ([data] if isinstance(data, (str, Path)) else data)]
@@ -34,7 +34,7 @@ def scan_sources(cfg, target_labels: str | Path | None = None) -> Splits:
     first = found[0]
     extra = None
     if target_labels is not None:
-        from edgetune.target_data import scan_labelled
+        from edgetune.data.target_domain import scan_labelled
 
         extra = scan_labelled(target_labels, first.classes, "--target-labels",
                               verify_images=cfg.verify_images, skip_bad_images=cfg.skip_bad_images)

@@ -10,17 +10,19 @@ from rich.console import Console
 from rich.markup import escape
 
 from edgetune.bundle import Manifest
+from edgetune.files import REPORT_HTML
 
 
 def summary_lines(out: str | Path, manifest: Manifest) -> tuple[list[str], list[str]]:
     """(summary lines, next-step lines), plain text."""
-    from edgetune.htmlreport.collect import load_cache
+    from edgetune.report.html.collect import load_cache
 
     out = Path(out)
     data = load_cache(out)
     classes = manifest.classes
     inp = manifest.input
-    lines = [f"model     {manifest.model.get('arch')}, {len(classes)} classes, input 3×{inp['size'][0]}×{inp['size'][1]}"]
+    lines = [f"model     {manifest.model.get('arch')}, {len(classes)} classes, "
+             f"input 3×{inp['size'][0]}×{inp['size'][1]}"]
     history = data.get("history") or []
     if history:
         best = max(history, key=lambda r: r.get("top1", -1))
@@ -30,7 +32,7 @@ def summary_lines(out: str | Path, manifest: Manifest) -> tuple[list[str], list[
     for target, rec in manifest.recommended.items():
         if rec:
             lines.append(f"{target:<9} {_artifact_text(manifest.artifact(rec['file']), fp32)}")
-    report = out / "report.html"
+    report = out / REPORT_HTML
     if report.is_file():
         lines.append(f"report    {report}  (open it in a browser)")
     lines.append(f"bundle    {out}  (edgetune info {_q(out)})")

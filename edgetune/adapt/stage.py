@@ -1,9 +1,9 @@
 """The adaptation stage between training and export, and what export does with target data.
 
 `pipeline.run` calls `load_target` before training (a bad target folder fails at once),
-`adapt` after it, and `export_bundle` uses `calibration_pool` and `measure_target`.
-`adapt_bundle` is `edgetune adapt`: an existing bundle's checkpoint adapted and re-exported
-without the source data.
+`adapt` after it, and `pipeline.export_bundle` uses `judge_set`, `calibration_pool` and
+`measure_domains`. `pipeline.adapt_bundle` (`edgetune adapt`) adapts an existing bundle's
+checkpoint with `adapt_checkpoint` and re-exports it, without the source data.
 
 Checkpoint selection never sees target labels: best.pt is chosen on the source val split,
 the adapted model is the last step's, and INT8 candidates are judged on the source val split
@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgetune.adapt_config import AdaptConfig
-from edgetune.dataset_scan import Sample
+from edgetune.config import AdaptConfig
+from edgetune.data.scan import Sample
+from edgetune.data.subsets import subset
+from edgetune.data.target_domain import UNLABELLED, TargetData, relative, scan_images, scan_labelled
 from edgetune.evaluate import EvalSet, logits_of
 from edgetune.preprocess import Preprocess
-from edgetune.target_data import UNLABELLED, TargetData, relative, scan_images, scan_labelled, subset
 
 ADAPTED = "checkpoints/adapted.pt"
 AGREEMENT_IMAGES = 500  # target images fp32 agreement is measured on
@@ -35,7 +36,7 @@ def load_target(cfg: AdaptConfig, train_cfg=None, classes: list[str] | None = No
     verify = bool(train_cfg and train_cfg.verify_images)
     skip = bool(train_cfg and train_cfg.skip_bad_images)
     if classes is None and (cfg.target_val or cfg.target_labels):
-        from edgetune.sources import scan_sources
+        from edgetune.data.sources import scan_sources
 
         classes = scan_sources(train_cfg).classes
     images = (scan_images(cfg.target_data, verify_images=verify, skip_bad_images=skip)
@@ -54,7 +55,7 @@ def adapt(best: Path, out: Path, cfg: AdaptConfig, target: TargetData | None, tr
     record = {"target_labels": cfg.target_labels} if cfg.target_labels else {}
     if cfg.method is None:
         return best, record
-    from edgetune.sources import scan_sources
+    from edgetune.data.sources import scan_sources
     from edgetune.train.adapt import adapt_checkpoint, pick_device
 
     reference = scan_sources(train_cfg).val  # the input shift is measured against source images
@@ -67,7 +68,7 @@ def calibration_pool(target: TargetData | None, splits, n: int) -> tuple[list[Sa
     """The images INT8 calibration draws from, and the manifest's record of them: the target
     images when given (ranges should fit the camera the device sees), else the source training
     images, drawn evenly over the classes."""
-    from edgetune.calib.sample import stratified_sample
+    from edgetune.data.subsets import stratified_sample
 
     if target is not None and target.images:
         picked = subset(target.images, n, seed=0)
@@ -125,34 +126,3 @@ def fp32_agreement_set(fp32: Path, target: TargetData | None, pre: Preprocess,
     unlabelled = EvalSet([Sample(p, UNLABELLED) for p in paths], pre)
     pred = logits_of(OrtSession(fp32, device="cpu"), unlabelled).argmax(1)
     return EvalSet([Sample(p, int(k)) for p, k in zip(paths, pred)], pre)
-
-
-def adapt_bundle(bundle: str | Path, out: str | Path, cfg: AdaptConfig, export_cfg, data=None,
-                 device: str = "auto", overwrite: bool = False, log=print):
-    """`edgetune adapt`: the bundle's checkpoint adapted to the target images and exported to
-    `out`. The source data is optional (`data`); without it, INT8 is judged by agreement with
-    fp32 on target images and the input shift against the model's own statistics."""
-    from edgetune import pipeline
-    from edgetune.bundle import read_manifest, verify_checkpoint
-    from edgetune.train.adapt import adapt_checkpoint, pick_device
-    from edgetune.train.loop import load_splits
-
-    manifest = read_manifest(bundle)
-    ckpt_path = verify_checkpoint(bundle, manifest)
-    target = load_target(cfg, classes=manifest.classes)
-    if Path(out).resolve() == Path(bundle).resolve():
-        from edgetune.errors import ConfigError
-
-        raise ConfigError(f"--out {out} is the bundle being adapted; pass a new folder for the adapted bundle")
-    out = pipeline.prepare_out(out, overwrite, resume=False)
-    reference = None
-    if data is not None:
-        from edgetune.train import checkpoint
-
-        reference = load_splits(checkpoint.load(ckpt_path), data).val
-    record = adapt_checkpoint(ckpt_path, Path(out) / ADAPTED, cfg, target, reference,
-                              pick_device(device), log, work=Path(out))
-    record["source_bundle"] = str(bundle)
-    return pipeline.export_bundle(Path(out) / ADAPTED, out, export_cfg,
-                                  data=data if data is not None else False, log=log, target=target,
-                                  adaptation=record)

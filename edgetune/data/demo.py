@@ -25,8 +25,8 @@ def ensure_digits(root: str | Path | None = None, val_fraction: float = 0.2, see
     if (root / DONE).is_file():
         return root
     datasets = require("sklearn.datasets", "train", "the demo data set")
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     digits = datasets.load_digits()
     rng = random.Random(seed)

@@ -1,0 +1,7 @@
+"""`python -m edgetune.cli …`: the command line without the installed script."""
+
+import sys
+
+from edgetune.cli.main import main
+
+sys.exit(main())

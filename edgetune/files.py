@@ -1,0 +1,93 @@
+"""The names of the files a run, its bundle and a search hold, in one table, and the one helper that
+prepares an output folder for them. Torch-free.
+
+A file name is part of the bundle format (deployment code, Triton configs and users' scripts
+name these files), so every module takes it from here rather than writing the literal again.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from edgetune.errors import ConfigError
+
+MANIFEST = "manifest.json"
+CONFIG = "config.yaml"  # the resolved settings of the run (`--resume` reads them back)
+CHECKPOINT = "model.pt"  # the trained weights, with classes and preprocessing, in the bundle
+CHECKPOINTS = "checkpoints"  # training's own: best.pt, last.pt, adapted.pt, pseudo.pt
+CALIB = "calib"  # calibration ranges and the prepared graph, reused by a re-export
+REPORT_HTML = "report.html"
+REPORT_JSON = "report.json"
+CACHE = "cache"  # the feature cache, when --cache-dir does not put it elsewhere
+
+# What a search (`edgetune tune`) writes into its folder.
+TRIALS_CSV = "trials.csv"
+BEST_YAML = "best.yaml"
+IMPORTANCES = "importances.json"
+
+# The artifacts, by what made them.
+FP32 = "model.onnx"
+INT8_CPU = "model.int8.cpu.onnx"
+INT8_TENSORRT = "model.int8.tensorrt.onnx"
+FP16 = "model.fp16.onnx"
+FP32_OPENVINO = "model.fp32.openvino.onnx"
+INT8_OPENVINO = "model.int8.openvino.onnx"
+ENGINE_SOURCES = (INT8_TENSORRT, FP16)  # the graphs `edgetune build-engine` builds from, preferred first
+
+
+def openvino_artifact(precision: str) -> str:
+    """The bundle's OpenVINO artifact of `precision` (fp32 or int8)."""
+    return {"fp32": FP32_OPENVINO, "int8": INT8_OPENVINO}[precision]
+
+
+def engine_name(source: str, device: str = "gpu") -> str:
+    """The TensorRT engine built from graph `source` for `device` (gpu, or dla:N on Jetson)."""
+    stem = Path(source).stem
+    return f"{stem}.engine" if device == "gpu" else f"{stem}.{device.replace(':', '')}.engine"
+
+
+def engine_record(engine: str) -> str:
+    """The sidecar JSON that says which TensorRT and GPU built `engine`."""
+    return engine + ".json"
+
+
+def timing_cache(engine: str | Path) -> str:
+    """TensorRT's timing cache beside `engine`: a rebuild on the same GPU reuses it."""
+    return Path(engine).stem + ".timing.cache"
+
+
+_ENGINES = [engine_name(s) for s in ENGINE_SOURCES]
+# Everything a run writes: the only things --overwrite removes from a run folder.
+RUN_FILES = (MANIFEST, CONFIG, CHECKPOINT, CHECKPOINTS, CALIB, FP32, INT8_CPU, INT8_TENSORRT, FP16,
+             *_ENGINES, *map(engine_record, _ENGINES), *map(timing_cache, _ENGINES),
+             REPORT_HTML, REPORT_JSON, FP32_OPENVINO, INT8_OPENVINO)
+
+
+def prepare_out(out: str | Path, owned: Iterable[str], *, overwrite: bool, resume: bool = False,
+                ignore: Callable[[Path], bool] = lambda _: False, resumable: bool = True) -> Path:
+    """`out`, created, and refused when it holds earlier work, unless asked to overwrite (which
+    removes only the `owned` names) or resume into it. `ignore(entry)`: entries that are not
+    earlier work (a search folder inside a run's folder, say). `resumable`: the command has
+    --resume, so the refusal offers it."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; pass a folder path")
+    if int(os.environ.get("RANK", "0")) != 0:
+        # Under torchrun rank 0 alone checks and cleans OUT: another rank would see rank 0's
+        # first files (an atomic write's temporary) as a previous run, or delete them.
+        out.mkdir(parents=True, exist_ok=True)
+        return out
+    earlier = [p for p in out.iterdir() if not ignore(p)] if out.is_dir() else []
+    if earlier and not (overwrite or resume):
+        resume_hint = " --resume to continue it," if resumable else ""
+        raise ConfigError(f"--out {out} is not empty; pass --overwrite to replace its run,{resume_hint} "
+                          "or choose another --out")
+    if overwrite and not resume:
+        for name in owned:
+            p = out / name
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
