@@ -17,6 +17,7 @@ from pathlib import Path
 from edgetune.errors import EdgetuneError
 
 HEADROOM = 256 << 20  # kept free for the interpreter, libraries and the page cache
+CGROUP = Path("/sys/fs/cgroup")  # cgroup v2's unified hierarchy, as a container sees it
 
 
 class ResourceError(EdgetuneError):
@@ -90,10 +91,10 @@ def _meminfo(key: str) -> int:
 def _cgroup_room() -> int | None:
     """Bytes left under a cgroup v2 memory limit; None without one."""
     try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        limit = (CGROUP / "memory.max").read_text().strip()
         if limit == "max":
             return None
-        return int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text())
+        return int(limit) - int((CGROUP / "memory.current").read_text())
     except (OSError, ValueError):
         return None
 

@@ -116,3 +116,19 @@ def test_cuda_missing_under_torchrun_env_is_one_line(small_digits, tmp_path, mon
                     env={"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"})
     assert_user_error(proc, "no CUDA GPU", "torchrun")
     shutil.rmtree(tmp_path / "o", ignore_errors=True)
+
+
+def test_default_memory_budget_respects_a_container_limit(tmp_path, monkeypatch):
+    # A cgroup v2 folder as a container sees it: 1 GiB allowed, 600 MiB already in use.
+    from edgetune import limits
+    from edgetune.train.cache import memory_budget
+
+    (tmp_path / "memory.max").write_text(f"{1 << 30}\n")
+    (tmp_path / "memory.current").write_text(f"{600 << 20}\n")
+    monkeypatch.setattr(limits, "CGROUP", tmp_path)
+    room = limits.available_memory()
+    assert room <= (1 << 30) - (600 << 20)  # the container's room, not the host's MemAvailable
+    assert memory_budget(None) == int(0.4 * room)  # --cache-memory's default: 40% of that room
+    assert memory_budget("2GB") == 2 << 30  # an explicit budget is the user's word
+    (tmp_path / "memory.max").write_text("max\n")  # no limit: the host's available memory
+    assert limits.available_memory() > (1 << 30) - (600 << 20)
