@@ -181,3 +181,26 @@ def test_a_run_may_hold_its_search_in_a_subfolder(tmp_path):
     (tmp_path / "notes").mkdir()
     with pytest.raises(ConfigError, match="is not empty"):
         prepare_out(tmp_path, overwrite=False, resume=False)
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # ask() without optimize(), on purpose
+def test_a_trial_killed_before_its_heartbeat_began_is_failed_and_retried(tmp_path):
+    # A process killed inside Optuna's ask() leaves a RUNNING trial with no heartbeat, which
+    # Optuna never calls stale: a rerun waited on it forever (seen under load in the SIGKILL test).
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState
+
+    from edgetune.tune import study as studymod
+
+    plan = studymod.Plan("orphans", trials=2, sampler="random", grid=None, seed=0, settings={})
+    storage = studymod.open_storage(None, tmp_path)
+    study = studymod.load(plan, storage)
+    orphan = study.ask({"lr": FloatDistribution(1e-3, 1e-1, log=True)})
+    started = study.ask()
+    started.set_user_attr(studymod.STARTED, True)  # its objective runs: its heartbeat decides
+    assert studymod.fail_orphans(study, storage) == []  # younger than the grace period
+    assert studymod.fail_orphans(study, storage, grace=0) == [orphan.number]
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[orphan.number] == TrialState.FAIL and states[started.number] == TrialState.RUNNING
+    retried = [t for t in study.get_trials() if t.state == TrialState.WAITING]
+    assert len(retried) == 1 and retried[0].params == orphan.params  # retried once, same values

@@ -100,7 +100,7 @@ class TrialObjective:
 
         from edgetune.train.interrupt import Interrupted
 
-        started()  # the trial exists: other workers may count it and start theirs
+        started()  # marks the trial started and lets other workers count it and start theirs
         self.last = trial.number
         folder = self.out / TRIALS / f"{trial.number:04d}"
 

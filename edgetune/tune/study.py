@@ -14,6 +14,7 @@ lock between counting and starting, so together they finish exactly --trials.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import fcntl
 import time
 import warnings
@@ -28,6 +29,7 @@ HEARTBEAT_S = 5  # a running trial writes its heartbeat this often
 GRACE_S = 20  # silent this long: its process is gone, the trial is failed and retried
 STARTUP_TRIALS = 3  # the pruner judges nothing before this many trials have finished
 WARMUP_EPOCHS = 1  # nor any trial's first epoch: warm-up moves top-1 around
+STARTED = "started"  # user attr set once a trial's objective runs (its heartbeat is beating by then)
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,7 @@ def work(plan: Plan, storage, out: Path, objective, after_trial, timeout: float 
         try:
             study = load(plan, storage)
             optuna.storages.fail_stale_trials(study)  # a killed worker's trial: failed, retried once
+            fail_orphans(study, storage)  # killed before its heartbeat began: the same, by age
             trials = study.get_trials(deepcopy=False)
             finished = sum(t.state in finished_states for t in trials)
             running = sum(t.state == TrialState.RUNNING for t in trials)
@@ -168,12 +171,45 @@ def work(plan: Plan, storage, out: Path, objective, after_trial, timeout: float 
                 continue
             study = load(plan, storage, number=len(trials))
             try:
-                study.optimize(lambda trial: objective(trial, lock.release), n_trials=1,
+                study.optimize(lambda trial: objective(trial, lambda: _started(trial, lock)), n_trials=1,
                                catch=objective.catch)
             finally:
                 after_trial(study)
         finally:
             lock.release()
+
+
+def _started(trial, lock: FileLock) -> None:
+    trial.set_user_attr(STARTED, True)
+    lock.release()  # the trial exists: other workers may count it and start theirs
+
+
+def fail_orphans(study, storage, grace: float = GRACE_S) -> list[int]:
+    """Fail (and retry once, as for a stale heartbeat) the trials whose process died inside
+    Optuna's `ask()`, after the trial was created RUNNING but before its heartbeat began: Optuna
+    only fails trials that have a heartbeat, so without this a rerun would wait for them forever.
+    A trial is an orphan when it is RUNNING, its objective never started, and it began more than
+    `grace` seconds ago (ask() takes milliseconds to seconds). Returns the failed trial numbers."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    study_id = storage.get_study_id_from_name(study.study_name)
+    now = dt.datetime.now()
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if STARTED in t.user_attrs or t.datetime_start is None or (now - t.datetime_start).total_seconds() <= grace:
+            continue
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        try:
+            if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                failed.append(trial_id)
+        except UpdateFinishedTrialError:  # another worker failed it first
+            continue
+    retry = storage.get_heartbeat_stale_trial_callback()
+    for trial_id in failed:
+        if retry is not None:
+            retry(study, storage.get_trial(trial_id))
+    return [storage.get_trial(trial_id).number for trial_id in failed]
 
 
 def grid_size(plan: Plan) -> int | None:
