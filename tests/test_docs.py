@@ -1,6 +1,7 @@
 """The documentation agrees with the repository: every file and module docs/ARCHITECTURE.md
 names exists, every module of the package is on its map with the right counts, its copy of
-the layers contract is the one in pyproject.toml, and docs/CLI.md is what the parser says now."""
+the layers contract is the one in pyproject.toml, docs/CLI.md is what the parser says now, and
+the edgetune commands the README and the guide show are ones the parser accepts."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import argparse
 import ast
 import importlib.util
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -164,3 +166,38 @@ def test_the_flag_reference_holds_every_command_and_flag():
     flags = {o for sub in [parser, *subparsers.values()] for a in sub._actions for o in a.option_strings}
     absent = sorted(f for f in flags - {"-h", "--help"} if f"`{f}" not in text)
     assert absent == []
+
+
+def shown_commands(text: str) -> list[list[str]]:
+    """The `edgetune …` command lines of the ```bash blocks in `text`, as argument lists after
+    `edgetune` (torchrun's `-m edgetune` included; comments and line continuations handled)."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            for i, word in enumerate(words):
+                if word.endswith("edgetune") and (i == 0 or words[i - 1] == "-m"):
+                    commands.append(words[i + 1:])
+                    break
+    return commands
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/GUIDE.md"])
+def test_the_commands_the_docs_show_parse(doc):
+    from edgetune.cli.main import build_parser
+    from edgetune.errors import ConfigError
+
+    commands = shown_commands((ROOT / doc).read_text())
+    assert len(commands) >= 5
+    refused = []
+    for argv in commands:
+        try:
+            build_parser().parse_args(argv)
+        except ConfigError as exc:
+            refused.append(f"edgetune {shlex.join(argv)}: {exc}")
+    assert refused == [], f"{doc} shows commands the parser refuses:\n" + "\n".join(refused)
+
+
+def test_shown_commands_reads_torchrun_and_continuations():
+    text = "```bash\ntorchrun --nnodes 2 \\\n    -m edgetune run --out a   # note\nmake demo\n```\n"
+    assert shown_commands(text) == [["run", "--out", "a"]]
