@@ -1,7 +1,8 @@
 """The documentation agrees with the repository: every file and module docs/ARCHITECTURE.md
 names exists, every module of the package is on its map with the right counts, its copy of
-the layers contract is the one in pyproject.toml, docs/CLI.md is what the parser says now, and
-the edgetune commands the README and the guide show are ones the parser accepts."""
+the layers contract is the one in pyproject.toml, docs/CLI.md is what the parser says now, the
+edgetune commands the README and the guide show are ones the parser accepts, and the links
+between the documents land on a file and heading that exist."""
 
 from __future__ import annotations
 
@@ -201,3 +202,27 @@ def test_the_commands_the_docs_show_parse(doc):
 def test_shown_commands_reads_torchrun_and_continuations():
     text = "```bash\ntorchrun --nnodes 2 \\\n    -m edgetune run --out a   # note\nmake demo\n```\n"
     assert shown_commands(text) == [["run", "--out", "a"]]
+
+
+def heading_anchors(text: str) -> set[str]:
+    """The anchors GitHub gives a Markdown file's headings (fenced code left out)."""
+    prose = re.sub(r"```.*?```", "", text, flags=re.S)
+    headings = re.findall(r"^#+ (.+)$", prose, re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+@pytest.mark.parametrize("doc", ["README.md", "BENCHMARKS.md", "docs/ARCHITECTURE.md", "docs/GUIDE.md",
+                                 "docs/CLI.md"])
+def test_links_between_the_docs_resolve(doc):
+    path = ROOT / doc
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", path.read_text()):
+        if target.startswith(("http://", "https://")):
+            continue
+        file, _, anchor = target.partition("#")
+        linked = (path.parent / file).resolve() if file else path
+        if not linked.exists():
+            broken.append(f"{target}: no such file")
+        elif anchor and anchor not in heading_anchors(linked.read_text()):
+            broken.append(f"{target}: no such heading")
+    assert broken == [], f"{doc} links to what is not there:\n" + "\n".join(broken)
