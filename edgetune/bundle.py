@@ -23,8 +23,8 @@ VERSION = 1
 @dataclass
 class Artifact:
     file: str
-    backend: str  # "onnxruntime" | "tensorrt"
-    target: str  # "cpu" | "tensorrt" | "gpu"
+    backend: str  # "onnxruntime" | "openvino" | "tensorrt"
+    target: str  # "cpu" | "openvino" | "tensorrt" | "gpu"
     precision: str  # "fp32" | "fp16" | "int8"
     sha256: str
     size_bytes: int

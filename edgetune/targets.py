@@ -1,8 +1,10 @@
 """Per-target artifacts after the fp32 graph: build, evaluate, time, and explain the choice.
 
 cpu: INT8 candidates (calib.select) timed side by side with fp32 on this machine; the
-fastest within the accuracy budget is recommended. tensorrt: the symmetric QDQ graph, linted
-here and evaluated in ONNX Runtime; timed only on the device. gpu: an fp16 graph.
+fastest within the accuracy budget is recommended. openvino: the same graphs (and OpenVINO's
+own INT8 recipe) run by OpenVINO and timed beside them; one joins the bundle only where it is
+the fastest within the budget. tensorrt: the symmetric QDQ graph, linted here and evaluated
+in ONNX Runtime; timed only on the device. gpu: an fp16 graph.
 """
 
 from __future__ import annotations

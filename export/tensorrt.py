@@ -1,6 +1,6 @@
 """TensorRT engines from the bundle's QDQ (int8) or fp16 graph, on TensorRT 8.6, 10.x and 11.x.
 
-Precision lives in the graph (DESIGN.md, principle 1). How the builder is told differs per
+Precision lives in the graph (docs/ARCHITECTURE.md, principle 1). How the builder is told differs per
 version; `trt_plan.build_mode` decides it (tested on the CPU), this module only applies it:
 parse, one optimisation profile over the batch dimension, a workspace limit, a timing cache
 beside the engine (reused by the next build), build, write a plain plan atomically, and a

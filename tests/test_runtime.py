@@ -297,6 +297,6 @@ def test_tensorrt_reports_why_it_is_unavailable():
 def test_read_manifest_roundtrip_keeps_recommended(tiny, tmp_path):
     bundle = clone(tiny.bundle, tmp_path / "b")
     manifest = read_manifest(bundle)
-    manifest.recommended = {"cpu": FP32}  # the DESIGN sketch's bare-name form is accepted too
+    manifest.recommended = {"cpu": FP32}  # a bare file name, not {"file", "why"}, is accepted too
     write_manifest(bundle, manifest)
     assert runtime.load(bundle).artifact.file == FP32

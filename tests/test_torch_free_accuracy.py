@@ -1,4 +1,4 @@
-"""Issue 3's promise, end to end: without PyTorch, the bundle predicts the val images with
+"""Deployment without PyTorch, end to end: without PyTorch, the bundle predicts the val images with
 exactly the top-1 its manifest reports, through the runtime's own preprocessing."""
 
 import json

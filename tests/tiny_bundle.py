@@ -98,7 +98,7 @@ def _write_images(folder: Path) -> list[Path]:
 
 
 def _quantize(fp32: Path, int8: Path, batch: np.ndarray) -> None:
-    """CPU recipe: QDQ, u8 activations, per-channel s8 weights (see DESIGN.md on speed)."""
+    """CPU recipe: QDQ, u8 activations, per-channel s8 weights (why u8: docs/ARCHITECTURE.md, principle 2)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,

@@ -54,16 +54,17 @@ def train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--skip-bad-images", action="store_true", default=None,
                    help="leave unreadable images out, with a warning, instead of stopping")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--batch-size", type=int)
+    g.add_argument("--epochs", type=int, help="training epochs (default 10)")
+    g.add_argument("--batch-size", type=int, help="images per step, per process under torchrun (default 32)")
     g.add_argument("--lr", type=float, help="head learning rate (default 1e-3)")
     g.add_argument("--backbone-lr-scale", type=float,
                    help="lr factor for unfrozen blocks (default 0.1 pretrained, 1 from scratch)")
     g.add_argument("--optimizer", help="adamw | sgd")
-    g.add_argument("--weight-decay", type=float)
-    g.add_argument("--label-smoothing", type=float)
+    g.add_argument("--weight-decay", type=float, help="weight decay, not applied to norms and biases (default 0.05)")
+    g.add_argument("--label-smoothing", type=float, help="label smoothing of the loss (default 0.1)")
     g.add_argument("--dropout", type=float, help="dropout before the new head")
-    g.add_argument("--warmup-epochs", type=float)
+    g.add_argument("--warmup-epochs", type=float,
+                   help="epochs of linear learning-rate warm-up before the cosine decay (default 1)")
     g.add_argument("--patience", type=int, help="early stop after N epochs without val top-1 gain")
     g.add_argument("--augment", help="none | light | standard")
     g.add_argument("--bn-adapt-batches", type=int,
@@ -80,7 +81,7 @@ def train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cache-seed", type=int, help="seed of the cached augmented views (default: --seed)")
     g = p.add_argument_group("machine")
     g.add_argument("--device", help="auto | cpu | cuda")
-    g.add_argument("--seed", type=int)
+    g.add_argument("--seed", type=int, help="random seed of the run (default 0)")
     g.add_argument("--memory-limit", help="memory the run may use, e.g. 8GB (default: what is available); "
                    "a run that cannot fit is refused before it starts")
     g.add_argument("--workers", type=int, help="data loader processes")

@@ -1,10 +1,10 @@
 """Torch-free deployment: `load(bundle).predict(images)`.
 
-Imports numpy, pillow and (lazily) onnxruntime or tensorrt; never torch, torchvision or
+Imports numpy, pillow and (lazily) onnxruntime, OpenVINO or TensorRT; never torch, torchvision or
 the training modules, so a device needs only `pip install 'edgetune[runtime]'`.
 
     from edgetune import runtime
-    model = runtime.load("runs/demo/bundle")
+    model = runtime.load("runs/demo")
     model.predict("cat.jpg", topk=3)   # [("cat", 0.91), ("dog", 0.06), ("fox", 0.02)]
 """
 

@@ -1,7 +1,8 @@
 """Which engines exist: backend name -> (is_available, open).
 
-The names are the ones the manifest's `artifact.backend` and the CLI use. Both backend
-modules import their engine lazily, so this registry is free to import anywhere.
+The names are the ones the manifest's `artifact.backend` and the CLI use. Every backend
+module (onnxruntime, tensorrt, openvino) imports its engine lazily, so this registry is free
+to import anywhere.
 """
 
 from __future__ import annotations

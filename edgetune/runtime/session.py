@@ -1,8 +1,8 @@
 """The one seam between deployment code and inference engines.
 
 A backend is `open(path, device, threads) -> Session`; a Session runs one float32 NCHW
-batch and returns logits. onnxruntime and tensorrt implement it; bench, evaluation and
-predict use only this interface.
+batch and returns logits. onnxruntime, tensorrt and openvino implement it (registered in
+`backends`); bench, evaluation and predict use only this interface.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ buffers, `execute_async_v3`, copy back. Device memory comes from cuda-python's r
 bindings, never from PyTorch, so deployment stays torch-free. Both imports are lazy:
 importing this module costs nothing on a machine without a GPU.
 
-Engines are built strongly typed from QDQ graphs (see DESIGN.md), so the engine's own
+Engines are built strongly typed from QDQ graphs (docs/ARCHITECTURE.md, principle 1), so the engine's own
 I/O dtypes are honoured: a float32 batch is cast to what the input tensor asks for.
 Before deserializing, the engine's sidecar record (engine_info) is compared with this
 machine's TensorRT version and GPU: a mismatch is refused in one line. Written against the

@@ -3,7 +3,7 @@
 The freeze plan trains a suffix of the network (the head, or the head and the top K blocks);
 with the segments in hand, the frozen part is a prefix that can run once per image and be
 cached, and the trainable part is a suffix that trains on the cached output. The per-family
-tables below mirror each model's own `forward`; `tests/train/test_segments.py` checks that the
+tables below mirror each model's own `forward`; `tests/test_segments.py` checks that the
 composition equals `model(x)` for every family. (A segment is a piece of the forward pass; an
 unfreezing stage, `train.schedule.UnfreezeStage`, is a span of epochs.)
 """

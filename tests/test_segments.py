@@ -1,3 +1,6 @@
+"""A classifier's segments compose to its forward pass, and the freeze plan's split puts every
+frozen parameter in the prefix and every trainable one in the suffix."""
+
 import pytest
 import torch
 import torchvision
@@ -10,13 +13,13 @@ ARCHS = ["resnet18", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "r
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_stages_compose_to_the_model(arch):
+def test_segments_compose_to_the_model(arch):
     torch.manual_seed(0)
     model = torchvision.models.get_model(arch, weights=None, num_classes=5).eval()
     x = torch.randn(2, 3, 64, 64)
     y = x
-    for stage in segments_of(model, arch):
-        y = stage.module(y)
+    for segment in segments_of(model, arch):
+        y = segment.module(y)
     torch.testing.assert_close(y, model(x), rtol=1e-4, atol=1e-5)
 
 
