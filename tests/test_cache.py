@@ -254,7 +254,7 @@ def test_prune_never_removes_what_this_process_reads_and_reuse_counts_as_use(sma
 
 
 def test_cache_max_default_is_the_lesser_of_a_fixed_size_and_half_the_room(tmp_path, monkeypatch):
-    import shutil as sh
+    from types import SimpleNamespace
 
     from edgetune.train import cache as cachemod
 
@@ -264,7 +264,7 @@ def test_cache_max_default_is_the_lesser_of_a_fixed_size_and_half_the_room(tmp_p
         f.truncate(1 << 30)
     free = {"bytes": 3 << 30}
     monkeypatch.setattr(cachemod.shutil, "disk_usage",
-                        lambda p: sh._ntuple_diskusage(100 << 30, 0, free["bytes"]))
+                        lambda p: SimpleNamespace(total=100 << 30, used=0, free=free["bytes"]))
     room = (3 << 30) + sum(e.size for e in cachemod.entries(folder))
     assert cachemod.disk_cap(None, folder) == room // 2  # what the cache holds counts as its room
     free["bytes"] = 500 << 30
