@@ -192,10 +192,13 @@ def test_prune_keeps_fills_in_progress_and_what_is_not_a_cache_entry(tmp_path):
     (folder / "notes" / "keep.txt").write_text("mine")
     (folder / "README").write_text("mine too")
     live = _fake_entry(folder, _key(3), 1000, time.time())
+    tomb = folder / f".pruned-{_key(4)}-77"  # a removal a killed prune left half done
+    tomb.mkdir()
+    (tomb / "features.npy").write_bytes(b"\0" * 100)
 
     pruned = prune(folder, cap=1 << 30)  # far under the cap: only the dead fill goes
     assert [e.place.name for e in pruned.removed] == [_key(2)] and not pruned.removed[0].complete
-    assert not dead.exists() and busy.is_dir() and live.is_dir()
+    assert not dead.exists() and not tomb.exists() and busy.is_dir() and live.is_dir()
     pruned = prune(folder, cap=0)
     assert [e.place.name for e in pruned.removed] == [_key(3)]
     assert busy.is_dir() and (folder / "notes" / "keep.txt").is_file() and (folder / "README").is_file()

@@ -40,6 +40,7 @@ FORMAT = "edgetune-feature-cache"
 VERSION = 1
 _CHUNK = 64 << 20  # bytes hashed at a time: a 10 GB cache never sits in memory twice
 _KEY = re.compile(r"[0-9a-f]{24}")  # key_of's folder names; nothing else under --cache-dir is ours to remove
+_TOMB = ".pruned-"  # an entry being removed, renamed out of every reader's way
 # --cache-max's default: the lesser of these. 50 GB holds every split a default search of a
 # resnet18 at 224 px visits on ~25k images (687 KB per image and view over its four depths,
 # about 2.6 cached views per image: three augment settings and val), and the shallow splits
@@ -403,8 +404,9 @@ def prune(folder: Path, cap: int, now: float | None = None) -> Pruned:
     maybe another worker's). Older such folders are a killed fill's leftovers, never reusable:
     they go first, whatever the cap. Another worker reading an entry removed here keeps
     reading it: its memory map holds the file until it is done."""
-    gc.collect()  # Features a finished trial left in a reference cycle are no longer read
+    gc.collect()  # Features that only a reference cycle keeps alive are read by no one: release them
     now = time.time() if now is None else now
+    _bury(folder)
     found = entries(folder)
     size = sum(e.size for e in found)
     debris = [e for e in found if not e.complete and now - e.touched > DEBRIS_AGE_S]
@@ -429,10 +431,25 @@ def _remove(e: Entry, now: float) -> bool:
         return False
     if again.used != e.used or (not e.complete and now - again.touched <= DEBRIS_AGE_S):
         return False
-    # The meta goes first: a reader sees a missing entry, never a half-removed one.
-    (e.place / "meta.json").unlink(missing_ok=True)
-    shutil.rmtree(e.place, ignore_errors=True)
-    return not e.place.exists()
+    # Renamed first, in one step: a reader or a fill that comes after finds no folder (and
+    # makes a fresh one), never a half-removed one; rmtree then works on a name nobody uses.
+    tomb = e.place.with_name(f"{_TOMB}{e.place.name}-{os.getpid()}")
+    try:
+        os.rename(e.place, tomb)
+    except OSError:  # gone meanwhile: another worker pruned it
+        return False
+    shutil.rmtree(tomb, ignore_errors=True)
+    return True
+
+
+def _bury(folder: Path) -> None:
+    """Finish removals a killed prune left half done."""
+    try:
+        tombs = [c.path for c in os.scandir(folder) if c.name.startswith(_TOMB) and c.is_dir(follow_symlinks=False)]
+    except OSError:
+        return
+    for tomb in tombs:
+        shutil.rmtree(tomb, ignore_errors=True)
 
 
 def _bar(total: int, desc: str):
