@@ -202,9 +202,14 @@ class TuneConfig:
     timeout: float | None = None
     storage: str | None = None
     study_name: str | None = None
+    cache_max: str | None = None  # the feature cache's cap after each trial, e.g. 20GB; None: from the disk
 
     def __post_init__(self):
         _check_choices(self)
+        if self.cache_max is not None:
+            from edgetune.sizes import parse_size
+
+            parse_size(self.cache_max, "--cache-max")
         if self.trials < 1:
             raise ConfigError(f"--trials {self.trials} must be at least 1 (the number of finished trials "
                               "the study should hold)")

@@ -132,3 +132,145 @@ def test_default_memory_budget_respects_a_container_limit(tmp_path, monkeypatch)
     assert memory_budget("2GB") == 2 << 30  # an explicit budget is the user's word
     (tmp_path / "memory.max").write_text("max\n")  # no limit: the host's available memory
     assert limits.available_memory() > (1 << 30) - (600 << 20)
+
+
+# -- pruning to --cache-max ------------------------------------------------------------------
+
+def _fake_entry(folder, name, nbytes, used):
+    """A complete cache entry of `nbytes` features, last used at `used` (seconds)."""
+    import os
+
+    from edgetune.train.cache import FORMAT
+
+    place = folder / name
+    place.mkdir(parents=True)
+    np.save(place / "features.npy", np.zeros(nbytes, np.uint8))
+    (place / "meta.json").write_text(json.dumps({"format": FORMAT, "key": name}))
+    os.utime(place / "meta.json", (used, used))
+    return place
+
+
+def _key(i: int) -> str:
+    return f"{i:024x}"
+
+
+def test_prune_removes_least_recently_used_first_down_to_the_cap(tmp_path):
+    from edgetune.train.cache import entries, prune
+
+    folder = tmp_path / "cache"
+    # Created in one order, last used in another: the order of use decides.
+    used = {_key(1): 300.0, _key(2): 100.0, _key(3): 400.0, _key(4): 200.0}
+    for name, t in used.items():
+        _fake_entry(folder, name, 10_000, 1e9 + t)
+    size = sum(e.size for e in entries(folder))
+    one = size // 4
+    pruned = prune(folder, cap=size - one - 1)  # one entry too many: two must go
+    assert [e.place.name for e in pruned.removed] == [_key(2), _key(4)]
+    assert pruned.size == sum(e.size for e in entries(folder)) == 2 * one
+    assert sorted(p.name for p in folder.iterdir()) == [_key(1), _key(3)]
+    assert not prune(folder, cap=2 * one).removed  # at the cap: nothing to do
+    assert prune(folder, cap=0).size == 0
+
+
+def test_prune_keeps_fills_in_progress_and_what_is_not_a_cache_entry(tmp_path):
+    import os
+    import time
+
+    from edgetune.train.cache import DEBRIS_AGE_S, prune
+
+    folder = tmp_path / "cache"
+    busy = folder / _key(1)  # another worker's fill: features being written, no meta yet
+    busy.mkdir(parents=True)
+    (busy / ".features.4242.npy").write_bytes(b"\0" * 5000)
+    dead = folder / _key(2)  # a killed fill's leftovers, untouched for longer than a fill takes
+    dead.mkdir()
+    (dead / ".features.99.npy").write_bytes(b"\0" * 5000)
+    old = time.time() - DEBRIS_AGE_S - 60
+    for p in (dead / ".features.99.npy", dead):
+        os.utime(p, (old, old))
+    (folder / "notes").mkdir()  # a --cache-dir shared with other things: not ours
+    (folder / "notes" / "keep.txt").write_text("mine")
+    (folder / "README").write_text("mine too")
+    live = _fake_entry(folder, _key(3), 1000, time.time())
+    tomb = folder / f".pruned-{_key(4)}-77"  # a removal a killed prune left half done
+    tomb.mkdir()
+    (tomb / "features.npy").write_bytes(b"\0" * 100)
+
+    pruned = prune(folder, cap=1 << 30)  # far under the cap: only the dead fill goes
+    assert [e.place.name for e in pruned.removed] == [_key(2)] and not pruned.removed[0].complete
+    assert not dead.exists() and not tomb.exists() and busy.is_dir() and live.is_dir()
+    pruned = prune(folder, cap=0)
+    assert [e.place.name for e in pruned.removed] == [_key(3)]
+    assert busy.is_dir() and (folder / "notes" / "keep.txt").is_file() and (folder / "README").is_file()
+    assert pruned.size == 5000  # the fill in progress, kept above the cap
+
+
+def _tiny_cache(data, folder):
+    """A FeatureCache whose prefix is an 8x8 average pool: real fills, in milliseconds."""
+    import torch
+    from torch import nn
+
+    from edgetune.data.scan import scan
+    from edgetune.preprocess import Preprocess
+    from edgetune.train.cache import CacheSettings, FeatureCache, Request
+    from edgetune.train.data import eval_transform
+
+    splits = scan(data)
+    pre = Preprocess(size=(8, 8), resize=8)
+    prefix = nn.AvgPool2d(4)
+    settings = CacheSettings(folder, 1 << 30, "float32", 16, 0, torch.device("cpu"), seed=0)
+    cache = FeatureCache(prefix, {"split": "test"}, settings, log=lambda *_: None)
+
+    def get(role, samples):
+        return cache.get(Request(role, samples, eval_transform(pre), 1, "none"), (3, 2, 2))
+    return get, splits
+
+
+def test_prune_never_removes_what_this_process_reads_and_reuse_counts_as_use(small_digits, tmp_path):
+    import gc
+    import os
+
+    from edgetune.train.cache import entries, prune
+
+    folder = tmp_path / "cache"
+    get, splits = _tiny_cache(small_digits, folder)
+    train_features, val_features = get("train", splits.train), get("val", splits.val)
+    assert len(splits.train) > len(splits.val)
+    by_role = dict(zip(("val", "train"), sorted(entries(folder), key=lambda e: e.size)))
+    assert len(by_role) == 2
+    for e in by_role.values():  # both filled long ago
+        os.utime(e.place / "meta.json", (1e9, 1e9))
+
+    pruned = prune(folder, cap=0)
+    assert not pruned.removed and pruned.size > 0  # both are read by this process
+    del train_features, val_features
+    gc.collect()
+    assert get("val", splits.val) is not None  # a reuse: val's last use is now, train's long ago
+    val = by_role["val"].place
+    assert {e.place: e.used for e in entries(folder)}[val] > 1e9 + 3600
+    pruned = prune(folder, cap=by_role["val"].size)
+    assert [e.place for e in pruned.removed] == [by_role["train"].place]
+    held = get("val", splits.val)
+    assert not prune(folder, cap=0).removed  # in use again
+    del held
+    assert [e.place for e in prune(folder, cap=0).removed] == [val]
+
+
+def test_cache_max_default_is_the_lesser_of_a_fixed_size_and_half_the_room(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from edgetune.train import cache as cachemod
+
+    folder = tmp_path / "cache"
+    place = _fake_entry(folder, _key(1), 10, 1e9)
+    with open(place / "features.npy", "r+b") as f:  # 1 GiB that the disk does not hold (sparse)
+        f.truncate(1 << 30)
+    free = {"bytes": 3 << 30}
+    monkeypatch.setattr(cachemod.shutil, "disk_usage",
+                        lambda p: SimpleNamespace(total=100 << 30, used=0, free=free["bytes"]))
+    room = (3 << 30) + sum(e.size for e in cachemod.entries(folder))
+    assert cachemod.disk_cap(None, folder) == room // 2  # what the cache holds counts as its room
+    free["bytes"] = 500 << 30
+    assert cachemod.disk_cap(None, folder) == cachemod.CAP == 50 << 30
+    assert cachemod.disk_cap("2GB", folder) == 2 << 30  # the user's word, whatever the disk
+    assert cachemod.disk_cap(None, tmp_path / "not-yet") == cachemod.CAP  # before the first fill

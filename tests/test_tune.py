@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import assert_user_error, edgetune
+from cli_helpers import FAST, assert_user_error, edgetune
 
 FINISHED = ("COMPLETE", "PRUNED")
 
@@ -137,6 +137,26 @@ def test_int8_objective_is_the_artifacts_measured_top1(base_args, three_digits, 
     assert "val top-1 of its CPU INT8 artifact" in (out / "best.yaml").read_text()
 
 
+def test_the_shared_cache_stays_under_cache_max(three_digits, tmp_path):
+    """From-scratch weights differ per trial (each has its own seed), so every trial caches
+    its own features: train and val of the layer4 input, 271 KB. A 300 KB cap holds one trial's."""
+    out = tmp_path / "study"
+    proc = edgetune("tune", "--data", three_digits, *FAST, "--unfreeze", "1", "--augment", "none",
+                    "--batch-size", "16", "--space", _space(tmp_path, "lr: {low: 0.001, high: 0.01}\n"),
+                    "--sampler", "random", "--trials", "2", "--cache-max", "300KB", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert any("feature cache" in ln and "kept under 300.0 KB" in ln for ln in lines), proc.stdout
+    pruned = [i for i, ln in enumerate(lines) if ln.startswith("tune: cache pruned")]
+    trials = [i for i, ln in enumerate(lines) if re.match(r"trial +\d+ +COMPLETE", ln)]
+    assert len(trials) == 2 and len(pruned) == 1, proc.stdout  # nothing said after trial 0: under the cap
+    assert trials[0] < trials[1] < pruned[0], proc.stdout
+    assert "removed 2 least recently used entries" in lines[pruned[0]]  # trial 0's train and val
+    kept = [p for p in (out / "cache").rglob("*") if p.is_file()]
+    assert len([p for p in kept if p.name == "features.npy"]) == 2  # trial 1's train and val
+    assert 0 < sum(p.stat().st_size for p in kept) <= 300 << 10
+
+
 def _space(tmp_path: Path, text: str) -> Path:
     p = tmp_path / "space.yaml"
     p.write_text(text)
@@ -153,6 +173,7 @@ def _space(tmp_path: Path, text: str) -> Path:
     ("seed: [1, 2]\n", [], ["seed is not something a search varies"]),
     ("lr: [0.1]\n", ["--lr", "0.01"], ["also given as --lr"]),
     (None, ["--storage", "sqlite:////nonexistent-edgetune/x/study.db"], ["cannot open the study storage"]),
+    (None, ["--cache-max", "lots"], ["--cache-max 'lots' is not a size", "4GB"]),
 ])
 def test_bad_input_is_one_line(space, extra, needles, three_digits, tmp_path):
     args = ["tune", "--data", three_digits, "--out", tmp_path / "s", *extra]

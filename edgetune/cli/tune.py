@@ -26,6 +26,10 @@ def add_parser(sub) -> None:
     g.add_argument("--storage", help="RDB URL shared by workers, e.g. postgresql://user@host/db "
                                      "(default: sqlite in OUT)")
     g.add_argument("--study-name", help="the study's name in --storage (default: the --out folder's name)")
+    g.add_argument("--cache-max", metavar="SIZE",
+                   help="after every trial, prune the shared feature cache to SIZE, least recently used "
+                        "first, e.g. 20GB (default: the lesser of 50GB and half of the disk's free space "
+                        "plus what the cache holds, when the search starts; 0: keep nothing between trials)")
     train_flags(p), export_flags(p)
     p.add_argument("--out", required=True, help="the study folder: study.db, trials/, trials.csv, best.yaml")
     p.add_argument("--overwrite", action="store_true", help="start a new study in --out (the cache is kept)")

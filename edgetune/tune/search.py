@@ -2,7 +2,8 @@
 
 TPE (default), random or grid sampling; a median pruner on per-epoch val top-1; the study
 stored under OUT (or a shared `--storage`) so a rerun continues it and several workers share
-it. Trials share one feature cache, so head-level trials cost seconds. `--objective int8`
+it. Trials share one feature cache, so head-level trials cost seconds; it is pruned to
+`--cache-max` after every trial, least recently used first. `--objective int8`
 scores each finished trial on its CPU INT8 artifact: what ships.
 """
 
@@ -14,6 +15,7 @@ from pathlib import Path
 from edgetune import files
 from edgetune.config import ExportConfig, TrainConfig, TuneConfig, to_dict
 from edgetune.errors import ConfigError, EdgetuneError
+from edgetune.limits import human
 from edgetune.tune import outputs
 from edgetune.tune import space as spacemod
 from edgetune.tune import study as studymod
@@ -61,12 +63,15 @@ def tune(base: TrainConfig, export_cfg: ExportConfig, cfg: TuneConfig, out: str 
     log("tune: searching " + ", ".join(f"{p.name} {p.describe()}" for p in params))
     if grid is not None and studymod.grid_size(plan) < cfg.trials:
         log(f"tune: the grid has {studymod.grid_size(plan)} points: the search ends after them")
+    cap = _cache_cap(base, cfg, log)
 
     def after_trial(study) -> None:
         outputs.write_trials_csv(out, study)
         if objective.last is not None:
             log(_trial_line(study, objective.last))
             objective.last = None
+        if cap is not None:
+            _prune_cache(Path(base.cache_dir), cap, log)
 
     studymod.work(plan, storage, out, objective, after_trial, cfg.timeout, log)
     study = studymod.load(plan, storage)
@@ -128,6 +133,37 @@ class TrialObjective:
                                   f"is kept in {self.out}: rerun the same command to continue it") from None
         trial.set_user_attr("epochs", outcome.epochs)
         return outcome.value
+
+
+def _cache_cap(base: TrainConfig, cfg: TuneConfig, log) -> int | None:
+    """The bytes the shared feature cache may keep between trials (None: --cache off), said
+    once; the default is fixed here, from the disk as this worker starts."""
+    if base.cache == "off":
+        return None
+    from edgetune.train.cache import CAP, DISK_SHARE, disk_cap
+
+    cap = disk_cap(cfg.cache_max, Path(base.cache_dir))
+    why = ("--cache-max" if cfg.cache_max is not None else
+           f"default: the lesser of {human(CAP)} and {DISK_SHARE:.0%} of the disk it may use; set --cache-max")
+    log(f"tune: feature cache {base.cache_dir} kept under {human(cap)} after every trial, least recently "
+        f"used first ({why})")
+    return cap
+
+
+def _prune_cache(folder: Path, cap: int, log) -> None:
+    """Prune the shared cache to `cap`; one line when anything went, none otherwise."""
+    from edgetune.train.cache import prune
+
+    pruned = prune(folder, cap)
+    if not pruned.removed:
+        return
+    stale = sum(not e.complete for e in pruned.removed)
+    lru = len(pruned.removed) - stale
+    parts = ([f"{lru} least recently used entr{'ies' if lru > 1 else 'y'}"] if lru else []) + (
+        [f"{stale} abandoned fill{'s' if stale > 1 else ''}"] if stale else [])
+    over = "; the rest is in use or being filled" if pruned.size > cap else ""
+    log(f"tune: cache pruned to {human(pruned.size)} (cap {human(cap)}): removed {' and '.join(parts)} "
+        f"({human(pruned.freed)}) from {folder}{over}")
 
 
 def _prepare_out(out: Path, overwrite: bool) -> Path:
