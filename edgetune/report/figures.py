@@ -54,7 +54,8 @@ def measured_on(key: str, manifest: dict) -> str:
     if key == "top1_source":
         source = ev.get("source_val") or {}
         before = source.get("top1_before_adaptation")
-        return (f"{source.get('images', '?')} source val images, adapted model"
+        images = f"{source['images']} source val images" if "images" in source else "the source val split"
+        return (f"{images}, adapted model"
                 + (f"; {pct(before)} before adaptation (training's best epoch)" if before is not None else ""))
     if key == "top1_target":
         return f"{(ev.get('target_val') or {}).get('images', '?')} labelled target images (--target-val)"
