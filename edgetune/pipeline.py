@@ -119,9 +119,12 @@ def export_bundle(ckpt_path: str | Path, out: str | Path, cfg: ExportConfig, dat
     for name in cfg.targets:
         if name not in ("cpu", "openvino"):
             recommended[name] = targets.recommend_untimed(artifacts, name, floor)
+    history = checkpoint.training_history(ckpt_path, out)
     evaluation = {"split": "val" if val is source_val else adapt_stage.AGREEMENT, "images": len(val),
                   "max_drop": cfg.max_drop, **({k: v for k, v in subset.items() if k != "images"}
                                                if val is source_val else {})}
+    if source_val is not None and val is not source_val:
+        evaluation["source_val"] = adapt_stage.source_val_record(subset, history)
     evaluation.update(adapt_stage.measure_domains(out, artifacts, source_val if val is not source_val
                                                   else None, target, pre, cfg.threads, log))
 
@@ -142,7 +145,8 @@ def export_bundle(ckpt_path: str | Path, out: str | Path, cfg: ExportConfig, dat
     )
     write_manifest(out, manifest)
     choice.show_choice(manifest, log)
-    html.write_report(out, val=val, history=checkpoint.training_history(ckpt_path, out))
+    # Labelled images only: a confusion matrix drawn from fp32's own predictions would be all diagonal.
+    html.write_report(out, val=source_val, history=history)
     return manifest
 
 

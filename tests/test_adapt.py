@@ -161,6 +161,10 @@ def test_adapt_command_needs_no_source_data(trained_run, domains, tmp_path):
     assert m.adaptation["applied"] == "bn" and m.adaptation["shift_reference"] == "the model's own statistics"
     assert m.evaluation["split"] == AGREEMENT and m.artifact("model.onnx").top1 == 1.0
     assert (tmp_path / "adapted" / "model.pt").is_file()
+    # No labelled image anywhere: the report says so rather than show agreement as accuracy.
+    html = (tmp_path / "adapted" / "report.html").read_text()
+    assert "No confusion matrix or worst-classified images" in html and 'alt="confusion matrix"' not in html
+    assert '<div class="k">top-1 (fp32)</div><div class="v">not measured</div>' in html
 
 
 def test_sources_merge_balanced_and_target_labels_join(small_digits, tmp_path):

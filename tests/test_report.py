@@ -166,3 +166,111 @@ def test_readme_plot_command_writes_the_report_plots(trained_run, tmp_path):
                      "demo-training.png", "demo-worst.png"]
     for p in tmp_path.glob("*.png"):
         Image.open(p).load()
+
+
+@pytest.fixture(scope="module")
+def adapted_run(small_digits, tmp_path_factory):
+    """The smallest adapted run: three digit classes trained one epoch, then bn-adapted to the
+    same images seen through demo_shift's camera, which also serve as --target-val."""
+    from edgetune.config import AdaptConfig, ExportConfig, TrainConfig
+    from edgetune.data.demo_shift import CameraShift, ensure_shifted
+    from edgetune.pipeline import run
+
+    root = tmp_path_factory.mktemp("adapted")
+    shifted = ensure_shifted(small_digits, root / "shifted", CameraShift())
+    cfg = TrainConfig(data=str(small_digits), weights="none", image_size=32, unfreeze="all", epochs=1,
+                      batch_size=16, workers=0)
+    manifest = run(cfg, ExportConfig(targets=("cpu",), calib_samples=20, bench_runs=3), root / "run",
+                   log=lambda *_: None, adapt_cfg=AdaptConfig(target_data=str(shifted), target_val=str(shifted)))
+    return root / "run", manifest
+
+
+CARD = re.compile(r'<div class="card"><div class="k">([^<]*)</div><div class="v">([^<]*)</div>'
+                  r'<div class="s">([^<]*)</div>')
+
+
+def drawn(monkeypatch) -> dict:
+    """The arguments each report figure is drawn with, recorded as the page renders."""
+    from edgetune.report.html import plots
+
+    calls: dict = {}
+    for name in ("confusion_matrix", "worst_images", "domain_accuracy", "accuracy_latency"):
+        real = getattr(plots, name)
+
+        def record(*args, _name=name, _real=real, **kwargs):
+            calls[_name] = (args, kwargs)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(plots, name, record)
+    return calls
+
+
+def render(out: Path) -> str:
+    from edgetune.report.html import collect, page
+
+    return page.render(collect.read_manifest_raw(out), collect.gather(out, command="test"))
+
+
+def test_adapted_report_names_every_figure(adapted_run, monkeypatch):
+    """Agreement with fp32 is never shown as accuracy: the headline is fp32's source val top-1,
+    the confusion matrix comes from labelled source images, and each bar says what it is."""
+    from edgetune.adapt.stage import AGREEMENT
+    from edgetune.report.figures import pct
+
+    out, m = adapted_run
+    ev, fp32 = m.evaluation, m.artifact("model.onnx")
+    assert m.adaptation["applied"] == "bn" and ev["split"] == AGREEMENT and fp32.top1 == 1.0
+    cache = json.loads((out / "report.json").read_text())
+    assert ev["source_val"]["top1_before_adaptation"] == max(r["top1"] for r in cache["history"])
+    calls = drawn(monkeypatch)
+    html = render(out)
+
+    cards = CARD.findall(html)
+    assert cards[0][:2] == ("source val top-1 (fp32)", pct(fp32.top1_source)), cards
+    assert f"{ev['source_val']['images']} source val images" in cards[0][2] and "before adaptation" in cards[0][2]
+    assert cards[1][:2] == ("target val top-1 (fp32)", pct(fp32.top1_target)), cards
+    rec = m.artifact(m.recommended["cpu"]["file"])
+    assert cards[2][1].endswith(pct(rec.top1_source)) and "agreement with fp32" in cards[2][2]
+
+    # The confusion matrix is of the source val images, labelled, not of the judged target images.
+    confusion = calls["confusion_matrix"][0][0]
+    assert sum(map(sum, confusion)) == ev["source_val"]["images"] != ev["images"]
+    correct = sum(confusion[i][i] for i in range(len(confusion)))
+    assert abs(correct / ev["source_val"]["images"] - rec.top1_source) < 1e-3
+    assert cache["evaluation"]["split"] == "val"
+
+    rows, domains = calls["domain_accuracy"][0]
+    assert domains == ["source val top-1", "target val top-1"]
+    assert [r["source val top-1"] for r in rows] == [a.top1_source for a in m.artifacts]
+    assert calls["accuracy_latency"][1]["measure"] == "agreement with fp32"
+    assert "<th>agreement with fp32</th>" in html and ">top-1<" not in html
+
+
+def test_adapted_log_heads_agreement_for_what_it_is(adapted_run):
+    from edgetune.report.choice import artifact_table, candidate_table
+    from edgetune.report.summary import summary_lines
+
+    out, m = adapted_run
+    raw = m.to_dict()
+    assert [c.header for c in candidate_table(raw).columns][1] == "agreement with fp32"
+    assert [c.header for c in artifact_table(raw).columns][3:6] == [
+        "agreement with fp32", "source val top-1", "target val top-1"]
+    lines, _ = summary_lines(out, m)
+    assert any(ln.startswith("judged    by agreement with fp32") for ln in lines)
+    assert any(ln.startswith("source    fp32 source val top-1") for ln in lines)
+    cpu = next(ln for ln in lines if ln.startswith("cpu "))
+    assert "agreement with fp32" in cpu and "source val top-1" in cpu and " top-1 100" not in cpu
+
+
+def test_confusion_from_fp32_predictions_is_not_redrawn(adapted_run, tmp_path, monkeypatch):
+    """An older edgetune cached the confusion of the judged target images, labelled by fp32
+    itself; a rebuild without the source data says what a confusion matrix needs instead."""
+    out, m = adapted_run
+    bundle = copy_report_inputs(out, tmp_path / "b")
+    cache = json.loads((bundle / "report.json").read_text())
+    del cache["evaluation"]["split"]  # as an older edgetune wrote it
+    (bundle / "report.json").write_text(json.dumps(cache))
+    calls = drawn(monkeypatch)
+    html = render(bundle)
+    assert "confusion_matrix" not in calls and "worst_images" not in calls
+    assert "No confusion matrix or worst-classified images" in html and "--data DIR" in html

@@ -19,7 +19,7 @@ def figures(out: Path) -> dict:
     figs = {}
     if data.get("history"):
         figs["training"] = plots.training_curves(data["history"])
-    ev = data.get("evaluation")
+    ev = collect.labelled(manifest, data.get("evaluation"))
     classes = manifest["model"]["classes"]
     if ev:
         figs["confusion"] = plots.confusion_matrix(ev["confusion"], classes)
@@ -27,7 +27,8 @@ def figures(out: Path) -> dict:
         figs["worst"] = plots.worst_images(ev["worst"], classes)
     points, _ = sections.latency_points(manifest)
     if points:
-        figs["accuracy-latency"] = plots.accuracy_latency(points, sections.floor(manifest))
+        figs["accuracy-latency"] = plots.accuracy_latency(points, sections.floor(manifest),
+                                                          **sections.judged_axis(manifest))
     return {k: v for k, v in figs.items() if v is not None}
 
 

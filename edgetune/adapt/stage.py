@@ -1,16 +1,16 @@
 """The adaptation stage between training and export, and what export does with target data.
 
 `pipeline.run` calls `load_target` before training (a bad target folder fails at once),
-`adapt` after it, and `pipeline.export_bundle` uses `judge_set`, `calibration_pool` and
-`measure_domains`. `pipeline.adapt_bundle` (`edgetune adapt`) adapts an existing bundle's
-checkpoint with `adapt_checkpoint` and re-exports it, without the source data.
+`adapt` after it, and `pipeline.export_bundle` uses `judge_set`, `calibration_pool`,
+`measure_domains` and `source_val_record`. `pipeline.adapt_bundle` (`edgetune adapt`) adapts
+an existing bundle's checkpoint with `adapt_checkpoint` and re-exports it, without the source data.
 
 Checkpoint selection never sees target labels: best.pt is chosen on the source val split,
 the adapted model is the last step's, and INT8 candidates are judged on the source val split
-(or, without source data, by agreement with fp32 on unlabelled target images). `--target-val`
-is measured and recorded, nothing more: choosing with it would report an accuracy that was
-tuned on the very images it is measured on, which is the leak that makes published adaptation
-numbers look better than what a user gets on the next camera's images.
+(or, for an adapted model or without source data, by agreement with fp32 on unlabelled target
+images). `--target-val` is measured and recorded, nothing more: choosing with it would report
+an accuracy that was tuned on the very images it is measured on, which is the leak that makes
+published adaptation numbers look better than what a user gets on the next camera's images.
 """
 
 from __future__ import annotations
@@ -98,6 +98,14 @@ def measure_domains(out: Path, artifacts: list, source_val, target: TargetData |
     log(f"measure: top-1 on {len(target.val)} labelled target images (--target-val; measured only, "
         "never used to choose)")
     return {"target_val": {"images": len(target.val), "used_for_selection": False}}
+
+
+def source_val_record(subset: dict, history: list[dict]) -> dict:
+    """The evaluation record's `source_val` when artifacts were judged by agreement: which
+    source val images `top1_source` was measured on and, where the training history is at
+    hand, the val top-1 of the model before adaptation (training's best epoch, the one adapted)."""
+    tops = [r["top1"] for r in history if isinstance(r.get("top1"), (int, float))]
+    return {**subset, **({"top1_before_adaptation": round(max(tops), 4)} if tops else {})}
 
 
 def judge_set(fp32: Path, source_val, target: TargetData | None, adaptation: dict | None, pre: Preprocess,

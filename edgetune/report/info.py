@@ -6,6 +6,7 @@ from pathlib import Path
 
 from edgetune.bundle import read_manifest
 from edgetune.files import REPORT_HTML
+from edgetune.report import figures
 
 
 def describe(bundle: str | Path) -> dict:
@@ -30,6 +31,7 @@ def describe(bundle: str | Path) -> dict:
             "p50_ms": (a.latency_ms or {}).get("p50"), "measured_on": (a.latency_ms or {}).get("device"),
             "recommended_for": for_file.get(a.file, []),
         } for a in m.artifacts],
+        "top1_is": figures.name("top1", m.to_dict()),  # agreement with fp32 in an adapted run
         "recommended": recommended,
         "versions": m.versions,
         "report": REPORT_HTML if (bundle / REPORT_HTML).is_file() else None,
@@ -59,8 +61,9 @@ def render(info: dict):
         head.add_row("report", str(Path(info["bundle"]) / info["report"]))
 
     arts = Table(title="artifacts", title_justify="left")
-    for col in ("artifact", "target", "precision", "size MB", "top-1", "p50 ms (b=1)", "recommended for"):
-        arts.add_column(col, justify="right" if col in ("size MB", "top-1", "p50 ms (b=1)") else "left")
+    judged = info.get("top1_is", "top-1")
+    for col in ("artifact", "target", "precision", "size MB", judged, "p50 ms (b=1)", "recommended for"):
+        arts.add_column(col, justify="right" if col in ("size MB", judged, "p50 ms (b=1)") else "left")
     for a in info["artifacts"]:
         arts.add_row(a["file"], a["target"], a["precision"], f"{a['size_bytes'] / 1e6:.1f}",
                      f"{a['top1']:.2%}" if a["top1"] is not None else "-",

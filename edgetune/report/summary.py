@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from rich.console import Console
@@ -11,6 +12,7 @@ from rich.markup import escape
 
 from edgetune.bundle import Manifest
 from edgetune.files import REPORT_HTML
+from edgetune.report import figures
 
 
 def summary_lines(out: str | Path, manifest: Manifest) -> tuple[list[str], list[str]]:
@@ -23,27 +25,58 @@ def summary_lines(out: str | Path, manifest: Manifest) -> tuple[list[str], list[
     inp = manifest.input
     lines = [f"model     {manifest.model.get('arch')}, {len(classes)} classes, "
              f"input 3×{inp['size'][0]}×{inp['size'][1]}"]
+    raw = manifest.to_dict()
     history = data.get("history") or []
     if history:
         best = max(history, key=lambda r: r.get("top1", -1))
         lines[0] += (f"; {len(history)} epochs, best val top-1 {best.get('top1', 0):.2%} "
-                     f"at epoch {best.get('epoch')}")
+                     f"at epoch {best.get('epoch')}" + (" (before adaptation)" if figures.adapted(raw) else ""))
+    lines += judged_lines(raw)
     fp32 = next((a for a in manifest.artifacts if a.precision == "fp32"), None)
     for target, rec in manifest.recommended.items():
         if rec:
-            lines.append(f"{target:<9} {_artifact_text(manifest.artifact(rec['file']), fp32)}")
+            lines.append(f"{target:<9} {_artifact_text(manifest.artifact(rec['file']), fp32, raw)}")
     report = out / REPORT_HTML
     if report.is_file():
         lines.append(f"report    {report}  (open it in a browser)")
     lines.append(f"bundle    {out}  (edgetune info {_q(out)})")
 
-    ev = data.get("evaluation") or {}
-    image = ev.get("example_image") or "IMAGE"
+    image = example_image(data, raw)
     steps = [f"edgetune predict {_q(out)} {_q(image)}",
              f"edgetune bench {_q(out)} --batch 1,8",
              "in Python (no PyTorch needed):",
              *("    " + line for line in python_snippet(out, image))]
     return lines, steps
+
+
+def judged_lines(raw: dict) -> list[str]:
+    """In a run judged by agreement, what that figure is and the accuracy fp32 has where
+    labelled images were at hand; nothing otherwise (`top1` is then the val top-1)."""
+    if not figures.by_agreement(raw):
+        return []
+    lines = [f"judged    by {figures.agreement_note(raw)}"]
+    fp32 = figures.fp32_artifact(raw) or {}
+    for key in ("top1_source", "top1_target"):
+        if fp32.get(key) is not None:
+            lines.append(f"{'source' if key == 'top1_source' else 'target':<9} fp32 {figures.name(key, raw)} "
+                         f"{figures.pct(fp32[key])} on {figures.measured_on(key, raw)}")
+    if figures.accuracy_key(raw) is None:
+        lines.append("accuracy  not measured: no labelled images (--data gives the source val split, "
+                     "--target-val labelled target images)")
+    return lines
+
+
+def example_image(data: dict, raw: dict) -> str:
+    """An image to try `edgetune predict` on: a validation image the report saw classified
+    right, else one INT8 was calibrated on (a target image in an adapted run)."""
+    ev = data.get("evaluation") or {}
+    if ev.get("example_image"):
+        return ev["example_image"]
+    cal = raw.get("calibration") or {}
+    images = cal.get("images") or []
+    if not images:
+        return "IMAGE"
+    return str(Path(cal["root"]) / images[0]) if cal.get("root") else str(images[0])
 
 
 def python_snippet(out, image) -> list[str]:
@@ -53,8 +86,8 @@ def python_snippet(out, image) -> list[str]:
             f"print(model.predict({str(image)!r}, topk=3))"]
 
 
-def _artifact_text(a, fp32) -> str:
-    top1 = f"top-1 {a.top1:.2%}" if a.top1 is not None else "top-1 ?"
+def _artifact_text(a, fp32, raw: dict) -> str:
+    top1 = figures.describe(asdict(a), raw)
     if not a.latency_ms:
         return f"{a.file}  {a.precision}  {top1}  (time it on the device: edgetune bench)"
     text = f"{a.file}  {a.precision}  {top1}  {a.latency_ms['p50']:.2f} ms p50"

@@ -22,6 +22,7 @@ from edgetune import __version__, host
 from edgetune.atomic import write_json
 from edgetune.bundle import MANIFEST
 from edgetune.files import CONFIG, FP32, IMPORTANCES, REPORT_JSON, TRIALS_CSV
+from edgetune.report import figures
 
 CACHE = REPORT_JSON
 WORST = 12  # thumbnails of the worst-classified validation images
@@ -59,10 +60,11 @@ def read_manifest_raw(out: Path) -> dict:
 
 
 def gather(out: Path, val=None, history: list[dict] | None = None, command: str | None = None) -> dict:
-    """Fresh data from an export (`val`: its EvalSet, `history`: the training run's per-epoch
-    records, which the export read from its checkpoint), or, with neither, the cached data
-    refreshed with what the run folder holds now. Torch-free: the report never opens a checkpoint."""
-    fresh = val is not None
+    """Fresh data from an export (`val`: its labelled val EvalSet, None when it had none;
+    `history`: the training run's per-epoch records, which the export read from its checkpoint),
+    or, with neither, the cached data refreshed with what the run folder holds now. Torch-free:
+    the report never opens a checkpoint."""
+    fresh = val is not None or history is not None
     cached = {} if fresh else load_cache(out)  # a new export owes nothing to an older one
     manifest = read_manifest_raw(out)
     data = {
@@ -71,7 +73,7 @@ def gather(out: Path, val=None, history: list[dict] | None = None, command: str 
         "host": cached.get("host") or host.describe(),
         "edgetune": __version__,
         "history": history if history is not None else cached.get("history") or [],
-        "evaluation": cached.get("evaluation"),
+        "evaluation": labelled(manifest, cached.get("evaluation")),
     }
     if data["evaluation"] is None:
         val = val if fresh else val_from_run(out, manifest)
@@ -91,8 +93,17 @@ def load_cache(out: Path) -> dict:
     return cached if isinstance(cached, dict) else {}
 
 
+def labelled(manifest: dict, ev: dict | None) -> dict | None:
+    """`ev` when its labels are real. In a run judged by agreement, an older edgetune drew the
+    confusion matrix from fp32's own predictions (every fp32 answer "right"): such data is dropped."""
+    if ev and figures.by_agreement(manifest) and ev.get("split") != "val":
+        return None
+    return ev
+
+
 def evaluate(out: Path, manifest: dict, val) -> dict:
-    """Confusion matrix and worst-classified images of the artifact recommended for the CPU."""
+    """Confusion matrix and worst-classified images of the artifact recommended for the CPU,
+    on `val`: labelled source val images, never fp32's own predictions."""
     from edgetune.evaluate import logits_of
     from edgetune.runtime.classifier import softmax
     from edgetune.runtime.ort_backend import OrtSession
@@ -110,7 +121,7 @@ def evaluate(out: Path, manifest: dict, val) -> dict:
               "p_pred": round(float(probs[i, pred[i]]), 4), "p_true": round(float(p_true[i]), 4),
               "thumb": thumbnail(val.paths[i])} for i in order[:WORST]]
     right = [i for i in order if pred[i] == y[i]]
-    return {"artifact": file, "images": int(len(y)), "top1": round(float((pred == y).mean()), 4),
+    return {"artifact": file, "split": "val", "images": int(len(y)), "top1": round(float((pred == y).mean()), 4),
             "confusion": confusion.tolist(), "worst": worst,
             "example_image": str(val.paths[right[-1]]) if right else str(val.paths[0])}
 
@@ -158,7 +169,8 @@ def val_from_run(out: Path, manifest: dict):
     if splits.classes != manifest["model"]["classes"]:
         return None
     # The images the run judged its artifacts on: the same seeded subset when it used one.
-    eval_max = (manifest.get("evaluation") or {}).get("eval_max")
+    ev = manifest.get("evaluation") or {}
+    eval_max = (ev.get("source_val") or ev).get("eval_max")  # source_val: a run judged by agreement
     picked, _ = eval_subset(splits.val, eval_max if isinstance(eval_max, int) else
                             0 if eval_max == "all" else None)
     return EvalSet(picked, Preprocess.from_dict(manifest["input"]))

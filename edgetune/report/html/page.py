@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 
+from edgetune.report import figures
 from edgetune.report.html import plots, sections
 
 CSS = """
@@ -116,12 +117,17 @@ def _training(history: list[dict]) -> str:
 
 
 def _validation(manifest: dict, ev: dict | None) -> str:
+    agreement = figures.by_agreement(manifest)
+    if not ev and agreement:
+        return section("validation", "Validation", f'<p class="muted">{esc(sections.no_labels(manifest))}</p>')
     if not ev:
         return section("validation", "Validation",
                        '<p class="muted">No per-image validation results: the validation images '
                        "were not found (re-run <code>edgetune export</code> with <code>--data</code>).</p>")
     classes = manifest["model"]["classes"]
-    intro = (f'<p>{ev["images"]} validation images, classified by <code>{esc(ev["artifact"])}</code> '
+    # In an adapted run the artifacts were judged on target images; these are the labelled source ones.
+    images = "source val images (the target images carry no labels)" if agreement else "validation images"
+    intro = (f'<p>{ev["images"]} {images}, classified by <code>{esc(ev["artifact"])}</code> '
              f'(the artifact recommended for the CPU): top-1 {sections.pct(ev["top1"])}.</p>')
     grid = ('<div class="row">' + img(plots.confusion_matrix(ev["confusion"], classes), "confusion matrix")
             + img(plots.per_class_accuracy(ev["confusion"], classes), "per-class accuracy") + "</div>")
@@ -152,14 +158,17 @@ def _artifacts(manifest: dict) -> str:
                     for a in manifest.get("artifacts", []) if a.get("notes"))
     untimed_p = (f'<p class="muted">Not timed on this machine (made for another device; time them there '
                  f'with <code>edgetune bench</code>): {esc(", ".join(untimed))}.</p>' if untimed else "")
-    plot = img(plots.accuracy_latency(points, floor), "accuracy against latency") if points else ""
+    plot = (img(plots.accuracy_latency(points, floor, **sections.judged_axis(manifest)), "accuracy against latency")
+            if points else "")
     devices = sorted({p["device"] for p in points if p.get("device")})
+    below = ("disagree with fp32 more than the budget allows. " + figures.agreement_note(manifest) + "."
+             if figures.by_agreement(manifest) else "lose more accuracy than the budget allows.")
     return section("artifacts", "Artifacts: accuracy and latency", plot,
                    f'<p class="muted">Latency: median of timed runs at batch 1 on {esc("; ".join(devices))}. '
-                   "Points below the red line lose more accuracy than the budget allows.</p>" if plot else "",
+                   f"Points below the red line {esc(below)}</p>" if plot else "",
                    untimed_p,
-                   table(["artifact", "target", "backend", "precision", "top-1", "p50 ms", "p99 ms", "MB",
-                          "recommended for"], rows, numeric={4, 5, 6, 7}, chosen=chosen),
+                   table(["artifact", "target", "backend", "precision", figures.name("top1", manifest), "p50 ms",
+                          "p99 ms", "MB", "recommended for"], rows, numeric={4, 5, 6, 7}, chosen=chosen),
                    f'<ul class="muted">{notes}</ul>' if notes else "")
 
 
@@ -179,7 +188,8 @@ def _quantization(manifest: dict) -> str:
                  sections.fmt(r.get("p50_ms"), 2), sections.fmt((r.get("size_bytes") or 0) / 1e6, 1),
                  r.get("float_nodes", ""), r.get("verdict", "")] for r in cands]
         parts += ["<h3>CPU candidates, timed side by side</h3>",
-                  table(["candidate", "precision", "top-1", "p50 ms", "MB", "layers in float", "verdict"],
+                  table(["candidate", "precision", figures.name("top1", manifest), "p50 ms", "MB",
+                         "layers in float", "verdict"],
                         rows, numeric={2, 3, 4, 5}, chosen=chosen)]
     for a in int8:
         how, floats = sections.calibration(a)
@@ -194,17 +204,23 @@ def _domains(manifest: dict) -> str:
     extra = sections.adaptation_fields(manifest)
     if not rows and not extra:
         return ""
-    head = ["artifact"] + [sections.domain_label(d) for d in domains]
+    head = ["artifact"] + [sections.domain_label(d, manifest) for d in domains]
     table_rows = [[r["label"]] + [sections.pct(r.get(d)) for d in domains] for r in rows]
+    charted = sections.chart_domains(manifest, domains)
+    effect = sections.adaptation_effect(manifest)
+    note = figures.agreement_note(manifest) if "top1" in domains else None
     return section("domains", "Source and target domains",
-                   img(_domain_plot(rows, domains), "source vs target accuracy") if rows else "",
+                   img(_domain_plot(manifest, rows, charted), "source vs target accuracy") if rows and charted else "",
+                   f"<p>{esc(effect)}</p>" if effect else "",
                    table(head, table_rows, numeric=set(range(1, len(head)))) if rows else "",
+                   f'<p class="muted">{esc(note)}.</p>' if rows and note else "",
                    table(["setting", "value"], extra) if extra else "")
 
 
-def _domain_plot(rows: list[dict], domains: list[str]):
-    relabelled = [{"label": r["label"], **{sections.domain_label(d): r.get(d) for d in domains}} for r in rows]
-    return plots.domain_accuracy(relabelled, [sections.domain_label(d) for d in domains])
+def _domain_plot(manifest: dict, rows: list[dict], domains: list[str]):
+    names = [sections.domain_label(d, manifest) for d in domains]
+    relabelled = [{"label": r["label"], **{n: r.get(d) for n, d in zip(names, domains)}} for r in rows]
+    return plots.domain_accuracy(relabelled, names)
 
 
 def _search(trials: dict | None) -> str:

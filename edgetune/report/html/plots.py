@@ -173,8 +173,9 @@ def worst_images(worst: list[dict], classes: list[str], per_row: int = 6):
     return fig
 
 
-def accuracy_latency(points: list[dict], floor: float | None):
-    """Top-1 against p50 latency; `points`: label, top1, p50, group, recommended."""
+def accuracy_latency(points: list[dict], floor: float | None, measure: str = "val top-1",
+                     floor_name: str = "accuracy floor", title: str = "accuracy against latency"):
+    """`measure` (each point's top1) against p50 latency; `points`: label, top1, p50, group, recommended."""
     fig = _figure(7.6, 3.9)
     ax = fig.subplots()
     groups = list(dict.fromkeys(p["group"] for p in points))
@@ -188,7 +189,7 @@ def accuracy_latency(points: list[dict], floor: float | None):
             ax.scatter([p["p50"]], [100 * p["top1"]], s=300, marker="*", color=GREEN,
                        edgecolor="black", lw=0.6, zorder=2, label="recommended")  # under its dot
     if floor is not None:
-        ax.axhline(100 * floor, color=RED, ls="--", lw=1, label=f"accuracy floor ({100 * floor:.1f}%)")
+        ax.axhline(100 * floor, color=RED, ls="--", lw=1, label=f"{floor_name} ({100 * floor:.1f}%)")
     lat = [p["p50"] for p in points]
     if lat and max(lat) / max(min(lat), 1e-9) > 20:
         ax.set_xscale("log")
@@ -199,8 +200,8 @@ def accuracy_latency(points: list[dict], floor: float | None):
     tops = [100 * p["top1"] for p in points] + ([100 * floor] if floor is not None else [])
     pad = max(0.5, 0.15 * (max(tops) - min(tops)))
     ax.set_ylim(min(tops) - pad, min(100.5, max(tops) + pad))
-    ax.set(xlabel="p50 latency, batch 1 (ms): lower is better", ylabel="val top-1 (%)",
-           title="accuracy against latency")
+    ax.set(xlabel="p50 latency, batch 1 (ms): lower is better", ylabel=f"{measure} (%)",
+           title=title)
     _label_points(ax, points)
     ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
     return fig

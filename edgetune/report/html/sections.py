@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import re
 
+from edgetune.report import figures
+from edgetune.report.figures import fp32_artifact, pct
+
 _TOP1_DOMAIN = re.compile(r"^top1_(\w+)$")
 
 
@@ -15,21 +18,14 @@ def fmt(x, digits: int) -> str:
     return "" if x is None else f"{x:.{digits}f}"
 
 
-def pct(x) -> str:
-    return "" if x is None else f"{100 * x:.2f}%"
-
-
 def input_text(inp: dict) -> str:
     size = inp.get("size") or ["?", "?"]
     return f"3×{size[0]}×{size[1]} {inp.get('layout', 'NCHW')} (resize {inp.get('resize', '?')})"
 
 
-def fp32_artifact(manifest: dict) -> dict | None:
-    return next((a for a in manifest.get("artifacts", []) if a.get("precision") == "fp32"), None)
-
-
 def floor(manifest: dict) -> float | None:
-    """The lowest top-1 an artifact may have: fp32's minus the accuracy budget."""
+    """The lowest `top1` an artifact may have: fp32's minus the accuracy budget (in a run
+    judged by agreement, 100% minus the budget)."""
     fp32 = fp32_artifact(manifest)
     drop = (manifest.get("evaluation") or {}).get("max_drop")
     if fp32 is None or fp32.get("top1") is None or drop is None:
@@ -91,17 +87,13 @@ def latency_points(manifest: dict) -> tuple[list[dict], list[str]]:
 
 def glance(manifest: dict, data: dict) -> list[tuple[str, str, str]]:
     """The cards at the top: (title, value, small print)."""
-    cards = []
+    cards = accuracy_cards(manifest)
     fp32 = fp32_artifact(manifest)
-    if fp32 and fp32.get("top1") is not None:
-        ev = manifest.get("evaluation") or {}
-        cards.append(("val top-1 (fp32)", pct(fp32["top1"]), f"{ev.get('images', '?')} validation images"))
     rec = ((manifest.get("recommended") or {}).get("cpu") or {}).get("file")
     art = next((a for a in manifest.get("artifacts", []) if a["file"] == rec), None)
     if art:
         lat = art.get("latency_ms") or {}
-        cards.append(("recommended for cpu", f"{art.get('precision', '')} · {pct(art.get('top1'))}",
-                      f"{rec}, {fmt(lat.get('p50'), 2)} ms p50"))
+        cards.append(recommended_card(manifest, art))
         base = (fp32 or {}).get("latency_ms") or {}
         if base.get("p50") and lat.get("p50"):
             size = (fp32.get("size_bytes") or 0) / max(art.get("size_bytes") or 1, 1)
@@ -111,10 +103,40 @@ def glance(manifest: dict, data: dict) -> list[tuple[str, str, str]]:
     if history:
         best = max(history, key=lambda r: r.get("top1", -1))
         secs = sum(r.get("seconds") or 0 for r in history)
+        before = " (before adaptation)" if figures.adapted(manifest) else ""
         cards.append(("training", f"{len(history)} epochs",
-                      f"best val top-1 {pct(best.get('top1'))} at epoch {best.get('epoch')}; "
+                      f"best val top-1 {pct(best.get('top1'))} at epoch {best.get('epoch')}{before}; "
                       + (f"{secs / 60:.1f} min" if secs >= 120 else f"{secs:.0f} s")))
     return cards
+
+
+def accuracy_cards(manifest: dict) -> list[tuple[str, str, str]]:
+    """The headline figure of fp32 and, in an adapted run measured on both domains, the target's too."""
+    head = figures.headline(manifest)
+    if head is None:
+        return []
+    cards = [head]
+    fp32 = fp32_artifact(manifest)
+    if figures.accuracy_key(manifest) == "top1_source" and fp32.get("top1_target") is not None:
+        cards.append((f"{figures.name('top1_target', manifest)} (fp32)", pct(fp32["top1_target"]),
+                      figures.measured_on("top1_target", manifest)))
+    return cards
+
+
+def recommended_card(manifest: dict, art: dict) -> tuple[str, str, str]:
+    """The CPU's artifact by the headline's figure; in a run judged by agreement, that figure
+    named and the agreement beside it."""
+    lat = art.get("latency_ms") or {}
+    where = f"{art['file']}, {fmt(lat.get('p50'), 2)} ms p50"
+    value = f"{art.get('precision', '')} · {pct(art.get('top1'))}"
+    if not figures.by_agreement(manifest):
+        return "recommended for cpu", value, where
+    key = figures.accuracy_key(manifest)
+    if key is None or art.get(key) is None:
+        return ("recommended for cpu", value,
+                f"{figures.AGREEMENT} on {figures.measured_on('top1', manifest)}; {where}")
+    return ("recommended for cpu", f"{art.get('precision', '')} · {pct(art[key])}",
+            f"{figures.name(key, manifest)}; {figures.AGREEMENT} {pct(art.get('top1'))}; {where}")
 
 
 def calibration(artifact: dict) -> tuple[str, list[list]]:
@@ -146,13 +168,48 @@ def domain_rows(manifest: dict) -> tuple[list[dict], list[str]]:
             if k not in domains:
                 domains.append(k)
         rows.append({"label": a["file"], "top1": a.get("top1"), **extra})
+    domains.sort(key=lambda k: k != "top1_source")  # source before target, whatever the manifest's order
     return rows, (["top1"] + domains if rows else [])
 
 
-def domain_label(key: str) -> str:
-    if key == "top1":
-        return "source (val)"
-    return _TOP1_DOMAIN.match(key).group(1).replace("_", " ")
+def domain_label(key: str, manifest: dict) -> str:
+    """A domain column's name: `top1` is the source val top-1, unless it is agreement with fp32."""
+    if key == "top1" and not figures.by_agreement(manifest):
+        return figures.NAMES["top1_source"]
+    return figures.name(key, manifest)
+
+
+def chart_domains(manifest: dict, domains: list[str]) -> list[str]:
+    """The domains the accuracy chart draws: agreement with fp32 is no accuracy, and a bar
+    beside the accuracies would read as one (fp32's is 100% by construction)."""
+    return [d for d in domains if not (d == "top1" and figures.by_agreement(manifest))]
+
+
+def adaptation_effect(manifest: dict) -> str | None:
+    """Source val top-1 before adaptation and after it (fp32), where both are known."""
+    before = ((manifest.get("evaluation") or {}).get("source_val") or {}).get("top1_before_adaptation")
+    after = (fp32_artifact(manifest) or {}).get("top1_source")
+    if before is None or after is None:
+        return None
+    return (f"Source val top-1: {pct(before)} before adaptation (training's best epoch), "
+            f"{pct(after)} after it (fp32).")
+
+
+def judged_axis(manifest: dict) -> dict:
+    """The accuracy/latency plot's names for its axis, floor line and title, where `top1` is agreement."""
+    if not figures.by_agreement(manifest):
+        return {}
+    return {"measure": figures.AGREEMENT, "floor_name": "agreement floor",
+            "title": f"{figures.AGREEMENT} against latency"}
+
+
+def no_labels(manifest: dict) -> str:
+    """Why a run judged by agreement draws no confusion matrix, and what it would need."""
+    return ("No confusion matrix or worst-classified images: this run judged its artifacts by "
+            f"{figures.agreement_note(manifest)}. Target images carry no labels: fp32's own "
+            "predictions would be the truth, and every fp32 answer right. Both need labelled images, "
+            "the source data's val split: pass --data DIR to edgetune adapt (edgetune report finds it "
+            "through the run's config.yaml).")
 
 
 def adaptation_fields(manifest: dict) -> list[list]:
