@@ -66,25 +66,35 @@ RUN_FILES = (MANIFEST, CONFIG, CHECKPOINT, CHECKPOINTS, CALIB, FP32, INT8_CPU, I
              REPORT_HTML, REPORT_JSON, FP32_OPENVINO, INT8_OPENVINO)
 
 
-def prepare_out(out: str | Path, owned: Iterable[str], *, overwrite: bool, resume: bool = False,
-                ignore: Callable[[Path], bool] = lambda _: False, resumable: bool = True) -> Path:
-    """`out`, created, and refused when it holds earlier work, unless asked to overwrite (which
-    removes only the `owned` names) or resume into it. `ignore(entry)`: entries that are not
-    earlier work (a search folder inside a run's folder, say). `resumable`: the command has
-    --resume, so the refusal offers it."""
+def check_out(out: str | Path, *, overwrite: bool, resume: bool = False,
+              ignore: Callable[[Path], bool] = lambda _: False, resumable: bool = True) -> Path:
+    """Refuse `out` when it is a file, or holds earlier work and the user asked neither to
+    overwrite nor to resume; reads only, so a command can check it before any long work.
+    `ignore(entry)`: entries that are not earlier work (a search folder inside a run's folder,
+    say). `resumable`: the command has --resume, so the refusal offers it."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; pass a folder path")
+    # Under torchrun rank 0 alone checks and cleans OUT: another rank would see rank 0's first
+    # files (an atomic write's temporary) as a previous run.
     if int(os.environ.get("RANK", "0")) != 0:
-        # Under torchrun rank 0 alone checks and cleans OUT: another rank would see rank 0's
-        # first files (an atomic write's temporary) as a previous run, or delete them.
-        out.mkdir(parents=True, exist_ok=True)
         return out
     earlier = [p for p in out.iterdir() if not ignore(p)] if out.is_dir() else []
     if earlier and not (overwrite or resume):
         resume_hint = " --resume to continue it," if resumable else ""
         raise ConfigError(f"--out {out} is not empty; pass --overwrite to replace its run,{resume_hint} "
                           "or choose another --out")
+    return out
+
+
+def prepare_out(out: str | Path, owned: Iterable[str], *, overwrite: bool, resume: bool = False,
+                ignore: Callable[[Path], bool] = lambda _: False, resumable: bool = True) -> Path:
+    """`out`, checked (`check_out`) and created; with `overwrite`, the `owned` names of the
+    earlier work removed (only those: a user's own files in the folder stay)."""
+    out = check_out(out, overwrite=overwrite, resume=resume, ignore=ignore, resumable=resumable)
+    if int(os.environ.get("RANK", "0")) != 0:  # rank 0 cleans for everyone
+        out.mkdir(parents=True, exist_ok=True)
+        return out
     if overwrite and not resume:
         for name in owned:
             p = out / name

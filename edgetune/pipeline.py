@@ -24,12 +24,25 @@ from edgetune.report import choice, html
 from edgetune.runtime.ort_backend import OrtSession
 
 
+def _not_a_run(entry: Path) -> bool:
+    # A config.yaml alone is a run that stopped before training: nothing to lose. A search's
+    # folder inside OUT (`edgetune tune --out OUT/search`) is its own; the report shows it.
+    return entry.name == files.CONFIG or (entry / files.TRIALS_CSV).is_file()
+
+
 def prepare_out(out: str | Path, overwrite: bool, resume: bool) -> Path:
-    """A run's folder: refused when it holds another run, unless asked to overwrite or resume.
-    A config.yaml alone is a run that stopped before training: nothing to lose. A search's
-    folder inside OUT (`edgetune tune --out OUT/search`) is its own; the report shows it."""
-    return files.prepare_out(out, files.RUN_FILES, overwrite=overwrite, resume=resume,
-                             ignore=lambda p: p.name == files.CONFIG or (p / files.TRIALS_CSV).is_file())
+    """A run's folder: refused when it holds another run, unless asked to overwrite or resume."""
+    return files.prepare_out(out, files.RUN_FILES, overwrite=overwrite, resume=resume, ignore=_not_a_run)
+
+
+def check_inputs(train_cfg: TrainConfig, out: str | Path, overwrite: bool, resume: bool,
+                 target_labels: str | None = None):
+    """The output folder and the data checked before PyTorch loads (seconds on a small
+    machine): a user's mistake on disk is one line at once. Returns the scanned splits."""
+    from edgetune.data.sources import scan_sources
+
+    files.check_out(out, overwrite=overwrite, resume=resume, ignore=_not_a_run)
+    return scan_sources(train_cfg, target_labels)
 
 
 def run(train_cfg: TrainConfig, export_cfg: ExportConfig, out: str | Path, *,
@@ -37,19 +50,21 @@ def run(train_cfg: TrainConfig, export_cfg: ExportConfig, out: str | Path, *,
         adapt_cfg: AdaptConfig | None = None) -> Manifest | None:
     """The whole pipeline; under torchrun every process trains and rank 0 alone exports
     (the others return None)."""
+    adapt_cfg = adapt_cfg or AdaptConfig()
+    targets.require_engines(export_cfg)
+    splits = check_inputs(train_cfg, out, overwrite, resume, adapt_cfg.target_labels)
+    # Bad target folders fail before training too.
+    target = adapt_stage.load_target(adapt_cfg, train_cfg, classes=splits.classes)
     from edgetune.train import train
     from edgetune.train.distributed import from_env
     from edgetune.train.footprint import check_run
     from edgetune.train.model import preprocess_for
 
-    adapt_cfg = adapt_cfg or AdaptConfig()
-    targets.require_engines(export_cfg)
-    target = adapt_stage.load_target(adapt_cfg, train_cfg)  # bad target folders fail before training
     check_run(train_cfg, export_cfg, out, preprocess_for(train_cfg.model, train_cfg.weights,
                                                          train_cfg.image_size))  # before hours of work
     out = prepare_out(out, overwrite, resume)
     write_config(out, train_cfg, export_cfg, *([adapt_cfg] if adapt_cfg != AdaptConfig() else []))
-    result = train(train_cfg, out, resume=resume, log=log, target_labels=adapt_cfg.target_labels)
+    result = train(train_cfg, out, resume=resume, log=log, target_labels=adapt_cfg.target_labels, splits=splits)
     if not from_env().is_main:
         return None
     best, adaptation = adapt_stage.adapt(result.best, out, adapt_cfg, target, train_cfg, log)

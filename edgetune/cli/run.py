@@ -61,13 +61,15 @@ def _cmd_run(args) -> int:
 
 def _cmd_train(args) -> int:
     from edgetune import pipeline
+
+    cfg = train_config(args)
+    splits = pipeline.check_inputs(cfg, args.out, args.overwrite, args.resume)  # before PyTorch loads
     from edgetune.train import train
     from edgetune.train.distributed import from_env
 
-    cfg = train_config(args)
     out = pipeline.prepare_out(args.out, args.overwrite, args.resume)
     pipeline.write_config(out, cfg)
-    result = train(cfg, out, resume=args.resume, command="train")
+    result = train(cfg, out, resume=args.resume, command="train", splits=splits)
     if from_env().is_main:
         print(f"best val top-1 {result.best_top1:.2%}; next: edgetune export {result.best} --out {out}")
     return 0

@@ -91,26 +91,30 @@ class TrainResult:
 
 
 def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print,
-          command: str = "run", target_labels: str | None = None, on_epoch=None) -> TrainResult:
+          command: str = "run", target_labels: str | None = None, on_epoch=None,
+          splits: Splits | None = None) -> TrainResult:
     """Train per `cfg`, writing checkpoints under `out`; `resume` continues from out/last.pt.
     `command`: the `edgetune` subcommand that Ctrl-C's resume hint names. Under torchrun,
     every process trains its share and only rank 0 writes or logs.
     `target_labels`: a folder of labelled target-domain images trained on beside the source.
     `on_epoch(record)`: called after each epoch's checkpoint with its history record; it may
-    raise to stop training there (a search's pruner does)."""
+    raise to stop training there (a search's pruner does).
+    `splits`: the data as `scan_sources(cfg, target_labels)` found it, when the caller scanned
+    it already (`pipeline.check_inputs` does, before PyTorch loads)."""
     with distributed.initialized(cfg.device) as (world, device):
         return _train(cfg, Path(out), resume, log if world.is_main else _quiet, command, world, device,
-                      target_labels, on_epoch)
+                      target_labels, on_epoch, splits)
 
 
 def _quiet(*_args, **_kwargs) -> None:
     pass
 
 
-def _train(cfg, out, resume, log, command, world, device, target_labels=None, on_epoch=None) -> TrainResult:
+def _train(cfg, out, resume, log, command, world, device, target_labels=None, on_epoch=None,
+           splits=None) -> TrainResult:
     if cfg.cache != "off" and cfg.cache_dir is not None:
         check_writable(Path(cfg.cache_dir))
-    splits = scan_sources(cfg, target_labels)  # every --data folder, balanced per source
+    splits = splits or scan_sources(cfg, target_labels)  # every --data folder, balanced per source
     pre = preprocess_for(cfg.model, cfg.weights, cfg.image_size)
     seed_everything(cfg.seed)
     if device.type == "cuda":
