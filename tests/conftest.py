@@ -43,6 +43,15 @@ def trained_run(digits_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """A small real bundle (fp32 + INT8 ResNet-18 at 32 px, a checkpoint, a few PNGs) made
+    without the training pipeline: what the runtime, bench and engine-choice tests load."""
+    from tests.support.tiny_bundle import tiny_bundle
+
+    return tiny_bundle(tmp_path_factory.getbasetemp() / "tiny")
+
+
+@pytest.fixture(scope="session")
 def chromium() -> str:
     """Debian's headless Chromium, installed with apt-get where it is missing and we can."""
     import os

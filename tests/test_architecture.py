@@ -6,7 +6,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support import REPO
+
+ROOT = REPO
 # The package's folders as the install maps them (pyproject.toml's package-dir).
 PACKAGE = {ROOT / "edgetune": "edgetune", ROOT / "export": "edgetune.export", ROOT / "calib": "edgetune.calib"}
 

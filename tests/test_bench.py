@@ -4,25 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from rich.console import Console
-from tiny_bundle import CHECKPOINT, FP32, INT8, tiny_bundle
 
 from edgetune import bench, runtime
 from edgetune.atomic import write_json
 from edgetune.errors import BundleError, ConfigError
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    return tiny_bundle(tmp_path_factory.getbasetemp() / "tiny")
+from tests.support.cli import edgetune, edgetune_without_torch
+from tests.support.tiny_bundle import CHECKPOINT, FP32, INT8
 
 
 @pytest.fixture(scope="module")
@@ -94,15 +85,8 @@ def test_compare_torch_needs_a_checkpoint(tiny):
         bench.benchmark(tiny.bundle / FP32, batches=[1], runs=1, warmup=0, compare_torch=True)
 
 
-def edgetune_cli(*args: str, torch_free: bool = False) -> subprocess.CompletedProcess:
-    hide = "import sys; sys.modules['torch'] = None; " if torch_free else "import sys; "
-    code = hide + "from edgetune.cli import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
-
-
 def test_cli_bench_writes_json_and_prints_the_table(tiny, tmp_path):
-    out = edgetune_cli("bench", str(tiny.bundle), "--batch", "1,2", "--runs", "3", "--warmup", "1",
+    out = edgetune("bench", str(tiny.bundle), "--batch", "1,2", "--runs", "3", "--warmup", "1",
                        "--json", str(tmp_path / "r.json"), "--threads", "1")
     assert out.returncode == 0, out.stderr
     assert FP32 in out.stdout and INT8 in out.stdout and "p99" in out.stdout
@@ -120,7 +104,7 @@ def test_cli_bench_writes_json_and_prints_the_table(tiny, tmp_path):
     (["--compare-torch"], "needs the Python package 'torch'"),
 ])
 def test_cli_bench_errors_are_one_line(tiny, args, message):
-    out = edgetune_cli("bench", str(tiny.bundle), *args, torch_free=True)
+    out = edgetune_without_torch("bench", tiny.bundle, *args, timeout=120)
     assert out.returncode == 2, out.stdout + out.stderr
     assert out.stderr.startswith("edgetune: error: ") and message in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr

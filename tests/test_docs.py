@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support import REPO
+
+ROOT = REPO
 ARCHITECTURE = ROOT / "docs" / "ARCHITECTURE.md"
 CLI_REFERENCE = ROOT / "docs" / "CLI.md"
 # The install's package-dir mapping (pyproject.toml): these packages live in top-level folders.

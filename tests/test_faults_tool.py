@@ -2,9 +2,10 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "faults.py"
+from tests.support import REPO
+
+TOOL = REPO / "tools" / "faults.py"
 
 
 def test_fault_tool_runs_cases_and_writes_its_table(tmp_path):

@@ -10,11 +10,11 @@ import shutil
 
 import pytest
 import torch
-from cli_helpers import FAST, assert_user_error, edgetune
-from tiny_bundle import INT8, tiny_bundle
 
 from edgetune.bundle import MANIFEST
 from edgetune.train import checkpoint
+from tests.support.cli import FAST, assert_user_error, edgetune
+from tests.support.tiny_bundle import INT8
 
 LAST = "checkpoints/last.pt"
 
@@ -83,10 +83,6 @@ def test_newer_or_foreign_checkpoints_are_refused(tmp_path, payload, message):
     torch.save(payload, tmp_path / "x.pt")
     assert_user_error(edgetune("export", tmp_path / "x.pt", "--out", tmp_path / "o"), message)
 
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return tiny_bundle(tmp_path_factory.getbasetemp() / "tiny")  # the one test_runtime builds
 
 
 def _copy(bundle, dest):

@@ -6,9 +6,6 @@ import os
 import pty
 import subprocess
 import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
 
 STAGES = """
 import time
@@ -27,7 +24,7 @@ print("done")
 
 
 def run(code: str, tty: bool) -> str:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TERM": "xterm", "COLUMNS": "100"}
+    env = {**os.environ, "TERM": "xterm", "COLUMNS": "100"}
     for var in ("FORCE_COLOR", "NO_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
         env.pop(var, None)
     if not tty:
@@ -71,7 +68,7 @@ def test_terminal_gets_live_bars_that_nest():
 
 
 def test_training_log_piped_has_no_bar(tmp_path, small_digits):
-    from cli_helpers import FAST, edgetune
+    from tests.support.cli import FAST, edgetune
 
     proc = edgetune("train", "--data", small_digits, "--out", tmp_path / "o", *FAST)
     assert proc.returncode == 0, proc.stderr

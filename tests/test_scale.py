@@ -9,12 +9,12 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from cli_helpers import FAST, assert_user_error, edgetune
 
 from edgetune.data.reader import ChunkReader, read_all
 from edgetune.data.scan import Sample, scan
 from edgetune.evaluate import AUTO_EVAL_MAX, EvalSet, eval_subset, logits_of, top1
 from edgetune.preprocess import Preprocess
+from tests.support.cli import FAST, assert_user_error, edgetune
 
 PRE = Preprocess(size=(48, 48), resize=48)
 

@@ -3,7 +3,8 @@
 import shutil
 
 import pytest
-from cli_helpers import assert_user_error, edgetune
+
+from tests.support.cli import assert_user_error, edgetune
 
 FAST = ["--weights", "none", "--image-size", "32", "--epochs", "1"]
 

@@ -7,24 +7,20 @@ import warnings
 
 import numpy as np
 import pytest
-from cli_helpers import assert_user_error, edgetune
-from tiny_bundle import CLASSES, FP32, INT8, tiny_bundle
 
 from edgetune import runtime
 from edgetune.bundle import Artifact, read_manifest
 from edgetune.errors import ConfigError, EdgetuneWarning, MissingDependencyError
 from edgetune.runtime import choice, ort_backend
 from edgetune.runtime.engine_info import EngineHost, mismatch, read_sidecar, sidecar_path, write_sidecar
+from tests.support.cli import assert_user_error, edgetune
+from tests.support.tiny_bundle import CLASSES, FP32, INT8
 
 BUILT = {"tensorrt": "10.3.0.30", "gpu": "Orin", "compute_capability": "8.7", "device": "gpu",
          "profile": {"input": "input", "min": [1, 3, 32, 32], "opt": [1, 3, 32, 32], "max": [8, 3, 32, 32]},
          "build_seconds": 41.2}
 ORIN = EngineHost("10.3.0.30", "8.7", "Orin")
 
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return tiny_bundle(tmp_path_factory.getbasetemp() / "tiny")
 
 
 def test_mismatch_names_what_differs_and_the_fix():

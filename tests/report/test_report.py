@@ -13,8 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_helpers import assert_user_error, edgetune
 from PIL import Image
+
+from tests.support import REPO
+from tests.support.cli import assert_user_error, edgetune
 
 PNG = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 
@@ -157,7 +159,7 @@ def test_report_without_history_or_val_still_renders(trained_run, tmp_path, cut)
 
 def test_readme_plot_command_writes_the_report_plots(trained_run, tmp_path):
     out, _ = trained_run
-    tool = Path(__file__).resolve().parents[1] / "tools" / "report_plots.py"
+    tool = REPO / "tools" / "report_plots.py"
     proc = subprocess.run([sys.executable, tool, out, tmp_path, "--prefix", "demo-"], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -13,13 +13,13 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import FAST, assert_user_error, edgetune
+
+from tests.support.cli import FAST, assert_user_error, edgetune, edgetune_command
 
 FINISHED = ("COMPLETE", "PRUNED")
 
@@ -54,7 +54,7 @@ def finished(rows: list[dict]) -> list[dict]:
 
 
 def popen(args, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "edgetune.cli", *map(str, args)], text=True,
+    return subprocess.Popen(edgetune_command(*args), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
 
 

@@ -6,6 +6,7 @@ import pytest
 from edgetune.errors import ConfigError
 from edgetune.export.tensorrt import parser_error, timing_cache_path, trtexec_error, version_from_banner
 from edgetune.export.trt_plan import Profile, build_mode, parse_device, parse_version, supports_dla, trtexec_argv
+from tests.support.cli import python
 
 
 @pytest.mark.parametrize("version,precision,typed,flags", [
@@ -130,14 +131,10 @@ def test_timing_cache_lives_beside_the_engine(tmp_path):
 
 def test_engine_building_and_preflight_need_no_torch():
     """The device side builds engines without PyTorch (a Jetson image often has none)."""
-    import subprocess
-    import sys
-
-    code = ("import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
-            "import edgetune.engines, edgetune.export.tensorrt, edgetune.calib.preflight\n"
+    code = ("import edgetune.engines, edgetune.export.tensorrt, edgetune.calib.preflight\n"
             "from edgetune.export.trt_plan import build_mode\n"
             "assert build_mode('8.6.2', 'int8').builder_flags == ('INT8',)\n"
             "assert not [m for m in sys.modules if m.startswith('edgetune.train')]\n"
             "print('OK')")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = python(code, torch_free=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "OK", out.stderr

@@ -47,7 +47,7 @@ class TinyMobile(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def tiny(digits_dir, tmp_path_factory):
+def tiny_mobile(digits_dir, tmp_path_factory):
     """Trained for a few seconds (so biases, ranges and top-1 mean something), exported,
     pre-processed and calibrated on 64 training digits."""
     root = tmp_path_factory.mktemp("cpu-candidates")
@@ -83,18 +83,18 @@ def _by_name(path):
     return {n.name: n for n in onnx.load(str(path)).graph.node}
 
 
-def test_depthwise_rule_keeps_only_multiples_of_16(tiny):
-    dw = cpu_graphs.depthwise_convs(tiny["prep"])
+def test_depthwise_rule_keeps_only_multiples_of_16(tiny_mobile):
+    dw = cpu_graphs.depthwise_convs(tiny_mobile["prep"])
     assert sorted(dw.values()) == [16, 24]
-    fast = cpu_graphs.fast_depthwise(tiny["prep"])
+    fast = cpu_graphs.fast_depthwise(tiny_mobile["prep"])
     assert [dw[n] for n in fast] == [16]
 
 
-def test_depthwise_candidate_quantizes_only_the_fast_depthwise_convs(tiny, tmp_path):
-    cands = int8_candidates(tiny["cal"], tmp_path, lambda p: 1.0, 0.0, tiny["calib"][:16],
+def test_depthwise_candidate_quantizes_only_the_fast_depthwise_convs(tiny_mobile, tmp_path):
+    cands = int8_candidates(tiny_mobile["cal"], tmp_path, lambda p: 1.0, 0.0, tiny_mobile["calib"][:16],
                             lambda p, x: OrtSession(p, device="cpu").run(x), log=lambda *_: None)
     dw = next(c for c in cands if c.name == "int8-depthwise")
-    assert cpu_graphs.quantized_nodes(dw.path) == cpu_graphs.fast_depthwise(tiny["prep"])
+    assert cpu_graphs.quantized_nodes(dw.path) == cpu_graphs.fast_depthwise(tiny_mobile["prep"])
     g = onnx.load(str(dw.path)).graph
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in g.initializer}
     weight_dq = [n for n in g.node if n.op_type == "DequantizeLinear" and n.input[0].endswith("weight_quantized")]
@@ -102,9 +102,9 @@ def test_depthwise_candidate_quantizes_only_the_fast_depthwise_convs(tiny, tmp_p
     assert {c.name for c in cands} >= {"int8", "int8-compute", "int8-depthwise", "int8-fusable"}
 
 
-def test_fusable_candidate_keeps_unfusable_activations_in_float(tiny, tmp_path):
-    region = cpu_graphs.unfusable_region(tiny["prep"])
-    cal = tiny["cal"]
+def test_fusable_candidate_keeps_unfusable_activations_in_float(tiny_mobile, tmp_path):
+    region = cpu_graphs.unfusable_region(tiny_mobile["prep"])
+    cal = tiny_mobile["cal"]
     path = quantize_cpu(cal, tmp_path / "fusable.onnx", exclude=region, op_types=COMPUTE_OPS)
     g = onnx.load(str(path)).graph
     producer = {o: n for n in g.node for o in n.output}
@@ -118,16 +118,16 @@ def test_fusable_candidate_keeps_unfusable_activations_in_float(tiny, tmp_path):
     quantized = set(cpu_graphs.quantized_nodes(path))
     assert quantized and not quantized & set(region)
     # stem and the 16-channel depthwise conv live in a ReLU region: they stay INT8
-    assert len(quantized) == len(cpu_graphs.compute_nodes(tiny["prep"])) - len(region)
+    assert len(quantized) == len(cpu_graphs.compute_nodes(tiny_mobile["prep"])) - len(region)
 
 
-def test_bias_correction_cancels_the_mean_shift_and_never_ships_worse(tiny, tmp_path):
+def test_bias_correction_cancels_the_mean_shift_and_never_ships_worse(tiny_mobile, tmp_path):
     # Every op in INT8: the most Q/DQ, the largest mean shifts.
-    qdq = tiny["root"] / "int8.onnx"
-    fit = tiny["calib"][0::2]
-    before = measure_shifts(qdq, tiny["prep"], fit)
-    corrected, layers = correct_bias(qdq, tiny["prep"], fit, tmp_path / "bc.onnx")
-    after = measure_shifts(corrected, tiny["prep"], fit)
+    qdq = tiny_mobile["root"] / "int8.onnx"
+    fit = tiny_mobile["calib"][0::2]
+    before = measure_shifts(qdq, tiny_mobile["prep"], fit)
+    corrected, layers = correct_bias(qdq, tiny_mobile["prep"], fit, tmp_path / "bc.onnx")
+    after = measure_shifts(corrected, tiny_mobile["prep"], fit)
     assert layers == len(before) == len(cpu_graphs.quantized_nodes(qdq))
     total = lambda s: sum(float(np.abs(v).sum()) for v in s.values())  # noqa: E731
     # not zero: each correction also moves the inputs of the layers after it
@@ -138,32 +138,32 @@ def test_bias_correction_cancels_the_mean_shift_and_never_ships_worse(tiny, tmp_
     # never further from fp32 than the uncorrected one, on whatever CPU measures it.
     run = lambda p, x: OrtSession(p, device="cpu").run(x)  # noqa: E731
     c = Candidate("int8", Path(shutil.copyfile(qdq, tmp_path / "int8.onnx")), "int8")
-    correct_candidate(c, tiny["prep"], tiny["calib"], run, tmp_path)
+    correct_candidate(c, tiny_mobile["prep"], tiny_mobile["calib"], run, tmp_path)
     bc = c.bias_correction
     assert bc["layers"] == layers and bc["kept"] == (bc["snr_db_after"] > bc["snr_db_before"])
-    check = tiny["calib"][1::2]  # the half correct_candidate judges on
-    ref = run(tiny["prep"], check)
+    check = tiny_mobile["calib"][1::2]  # the half correct_candidate judges on
+    ref = run(tiny_mobile["prep"], check)
     shipped, uncorrected = snr_db(ref, run(c.path, check)), snr_db(ref, run(qdq, check))
     assert shipped == pytest.approx(max(bc["snr_db_before"], bc["snr_db_after"]), abs=0.01)
     assert shipped >= uncorrected - 0.01
 
 
-def test_profiled_choice_reads_the_profilers_times(tiny):
-    x = tiny["calib"][:1]
-    f = fp32_node_times(tiny["prep"], profile_nodes(tiny["prep"], x, runs=5))
-    q = int8_node_times(tiny["compute"], profile_nodes(tiny["compute"], x, runs=5))
-    computes = cpu_graphs.compute_nodes(tiny["prep"])
-    assert set(f) == set(computes) and set(q) == set(cpu_graphs.quantized_nodes(tiny["compute"]))
+def test_profiled_choice_reads_the_profilers_times(tiny_mobile):
+    x = tiny_mobile["calib"][:1]
+    f = fp32_node_times(tiny_mobile["prep"], profile_nodes(tiny_mobile["prep"], x, runs=5))
+    q = int8_node_times(tiny_mobile["compute"], profile_nodes(tiny_mobile["compute"], x, runs=5))
+    computes = cpu_graphs.compute_nodes(tiny_mobile["prep"])
+    assert set(f) == set(computes) and set(q) == set(cpu_graphs.quantized_nodes(tiny_mobile["compute"]))
     assert all(t > 0 for t in [*f.values(), *q.values()])
-    slower = slower_in_int8(tiny["prep"], tiny["compute"], x, runs=5)
+    slower = slower_in_int8(tiny_mobile["prep"], tiny_mobile["compute"], x, runs=5)
     assert all(c.int8_us > c.fp32_us and c.node in computes for c in slower)
     assert all(d["why"].startswith("profiled") for d in (c.to_dict() for c in slower))
 
 
-def test_every_candidate_is_judged_and_corrected_where_it_helps(tiny, tmp_path):
-    val = tiny["val"]
-    cands = int8_candidates(tiny["cal"], tmp_path, lambda p: top1(OrtSession(p, device="cpu"), val), 0.0,
-                            tiny["calib"][:32], lambda p, x: OrtSession(p, device="cpu").run(x),
+def test_every_candidate_is_judged_and_corrected_where_it_helps(tiny_mobile, tmp_path):
+    val = tiny_mobile["val"]
+    cands = int8_candidates(tiny_mobile["cal"], tmp_path, lambda p: top1(OrtSession(p, device="cpu"), val), 0.0,
+                            tiny_mobile["calib"][:32], lambda p, x: OrtSession(p, device="cpu").run(x),
                             log=lambda *_: None)
     for c in cands:
         bc = c.bias_correction
@@ -171,11 +171,11 @@ def test_every_candidate_is_judged_and_corrected_where_it_helps(tiny, tmp_path):
         assert 0.5 < c.top1 <= 1.0 and c.row()["bias_correction"] is bc
 
 
-def test_session_options_are_chosen_at_load_and_recorded(tiny, trained_run):
-    s = OrtSession(tiny["prep"], device="cpu", threads=2, spinning=False)
+def test_session_options_are_chosen_at_load_and_recorded(tiny_mobile, trained_run):
+    s = OrtSession(tiny_mobile["prep"], device="cpu", threads=2, spinning=False)
     assert s.options == {"graph_optimization_level": "ORT_ENABLE_ALL", "intra_op_num_threads": 2,
                          "inter_op_num_threads": 1, "allow_spinning": False}
-    assert OrtSession(tiny["prep"], device="cpu").options["allow_spinning"] is True
+    assert OrtSession(tiny_mobile["prep"], device="cpu").options["allow_spinning"] is True
     from edgetune.bundle import read_manifest
 
     m = read_manifest(trained_run[0])
@@ -193,14 +193,14 @@ def test_session_options_are_chosen_at_load_and_recorded(tiny, trained_run):
     assert "onnxruntime session: graph_optimization_level ORT_ENABLE_ALL" in console.export_text()
 
 
-def test_openvino_session_matches_onnxruntime(tiny):
+def test_openvino_session_matches_onnxruntime(tiny_mobile):
     pytest.importorskip("openvino", reason="OpenVINO is in the optional [openvino]/[bench] extras")
     from edgetune.runtime.ov_backend import OvSession
 
-    x = tiny["val"].x[:8]
-    ov = OvSession(tiny["prep"], threads=1)
+    x = tiny_mobile["val"].x[:8]
+    ov = OvSession(tiny_mobile["prep"], threads=1)
     assert ov.input.shape[1:] == (3, 32, 32) and ov.options["INFERENCE_PRECISION_HINT"] == "f32"
-    np.testing.assert_allclose(ov.run(x), OrtSession(tiny["prep"], device="cpu").run(x), atol=1e-3, rtol=1e-3)
+    np.testing.assert_allclose(ov.run(x), OrtSession(tiny_mobile["prep"], device="cpu").run(x), atol=1e-3, rtol=1e-3)
 
 
 def test_openvino_target_needs_openvino_before_any_work(monkeypatch):
@@ -261,11 +261,11 @@ def test_runoff_leaders_are_the_candidates_close_to_the_fastest_within_budget(tm
     assert runoff_leaders([fast_over_budget], floor=0.95) == []
 
 
-def test_interleaved_timing_keeps_each_rounds_p50_when_asked(tiny):
+def test_interleaved_timing_keeps_each_rounds_p50_when_asked(tiny_mobile):
     from edgetune.latency import measure_interleaved
 
-    sessions = {"a": OrtSession(tiny["prep"], device="cpu", threads=1, spinning=False),
-                "b": OrtSession(tiny["prep"], device="cpu", threads=1, spinning=False)}
+    sessions = {"a": OrtSession(tiny_mobile["prep"], device="cpu", threads=1, spinning=False),
+                "b": OrtSession(tiny_mobile["prep"], device="cpu", threads=1, spinning=False)}
     lat = measure_interleaved(sessions, (3, 32, 32), rounds=3, runs=4, warmup=1, per_round=True)
     for s in lat.values():
         assert s["runs"] == 12 and len(s["rounds_p50"]) == 3 and all(p > 0 for p in s["rounds_p50"])
@@ -274,12 +274,12 @@ def test_interleaved_timing_keeps_each_rounds_p50_when_asked(tiny):
     assert "rounds_p50" not in measure_interleaved(sessions, (3, 32, 32), rounds=1, runs=2, warmup=1)["a"]
 
 
-def test_openvino_recipe_has_zero_points_of_zero_signed_where_the_range_is(tiny, tmp_path):
+def test_openvino_recipe_has_zero_points_of_zero_signed_where_the_range_is(tiny_mobile, tmp_path):
     from onnxruntime.quantization.calibrate import load_tensors_data
 
     from edgetune.calib.quantize import quantize_openvino
 
-    cal = tiny["cal"]
+    cal = tiny_mobile["cal"]
     q = onnx.load(str(quantize_openvino(cal, tmp_path / "zp0.onnx")))
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in q.graph.initializer}
     ranges = {k: float(v.range_value[0].min()) for k, v in load_tensors_data(cal.cache).data.items()}
@@ -289,4 +289,4 @@ def test_openvino_recipe_has_zero_points_of_zero_signed_where_the_range_is(tiny,
         zp = inits[n.input[2]]
         assert not zp.any(), f"{n.input[0]}: zero-point {zp}"
         assert zp.dtype == (np.int8 if ranges[n.input[0]] < 0 else np.uint8), n.input[0]
-    assert np.isfinite(OrtSession(tmp_path / "zp0.onnx", device="cpu").run(tiny["val"].x[:4])).all()
+    assert np.isfinite(OrtSession(tmp_path / "zp0.onnx", device="cpu").run(tiny_mobile["val"].x[:4])).all()

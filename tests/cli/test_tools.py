@@ -4,16 +4,12 @@ summary whose commands must run as printed."""
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
-from cli_helpers import assert_user_error, edgetune
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.support.cli import assert_user_error, edgetune, edgetune_without_torch, python
 
 
 def test_config_dump_prints_the_effective_run_config_and_reads_back(tmp_path):
@@ -58,22 +54,12 @@ def test_unknown_or_bad_config_keys_are_one_line_errors(tmp_path):
 
 def test_info_table_and_json_without_torch(trained_run):
     out, manifest = trained_run
-    code = """
-import sys
-sys.modules["torch"] = None
-sys.modules["torchvision"] = None
-from edgetune.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-c", code, "info", str(out)], capture_output=True, text=True,
-                          env=env, timeout=60)
+    proc = edgetune_without_torch("info", out, timeout=60)
     assert proc.returncode == 0, proc.stderr
     for text in ("classes", "10: 0, 1, 2", "3×32×32", "recommended for cpu", "onnxruntime",
                  *(a.file for a in manifest.artifacts)):
         assert text in proc.stdout, text
-    proc = subprocess.run([sys.executable, "-c", code, "info", str(out), "--json"], capture_output=True,
-                          text=True, env=env, timeout=60)
+    proc = edgetune_without_torch("info", out, "--json", timeout=60)
     info = json.loads(proc.stdout)
     assert info["classes"] == manifest.classes
     by_file = {a["file"]: a for a in info["artifacts"]}
@@ -97,7 +83,6 @@ def test_summary_next_commands_run_as_printed(trained_run):
     assert steps[1].startswith("edgetune bench ")
     snippet = [s.strip() for s in steps[3:]]
     assert len(snippet) == 3
-    proc = subprocess.run([sys.executable, "-c", "\n".join(snippet)], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
+    proc = python("\n".join(snippet), torch_free=True, timeout=60)  # deployment code: no PyTorch
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("[(")

@@ -9,13 +9,13 @@ import warnings
 from pathlib import Path
 
 import pytest
-from cli_helpers import FAST, assert_user_error, edgetune, warning_lines
 
 from edgetune.data.image_check import find_unreadable
 from edgetune.data.scan import Sample, scan
 from edgetune.errors import DataError, DataWarning
 from edgetune.train import checkpoint
 from edgetune.train.data import ImageDataset
+from tests.support.cli import FAST, assert_user_error, edgetune, warning_lines
 
 
 def copy_of(small_digits: Path, dest: Path) -> Path:

@@ -10,7 +10,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from cli_helpers import FAST, assert_user_error, edgetune
 
 from edgetune.config import AdaptConfig, ExportConfig, TrainConfig
 from edgetune.data.demo_shift import CameraShift, ensure_shifted
@@ -19,6 +18,7 @@ from edgetune.data.target_domain import TargetData, scan_images, scan_labelled
 from edgetune.errors import DataError
 from edgetune.evaluate import EvalSet
 from edgetune.preprocess import Preprocess
+from tests.support.cli import FAST, assert_user_error, edgetune
 
 CLASSES = [str(i) for i in range(10)]
 

@@ -2,9 +2,9 @@
 exactly the top-1 its manifest reports, through the runtime's own preprocessing."""
 
 import json
-import subprocess
-import sys
 import textwrap
+
+from tests.support.cli import python
 
 
 def test_torch_free_predictions_reproduce_the_manifest_top1(trained_run, digits_dir):
@@ -12,8 +12,6 @@ def test_torch_free_predictions_reproduce_the_manifest_top1(trained_run, digits_
     script = textwrap.dedent(f"""
         import json, sys
         from pathlib import Path
-        sys.modules["torch"] = None          # import torch now raises ImportError
-        sys.modules["torchvision"] = None
         from edgetune import runtime
 
         model = runtime.load({str(out)!r})
@@ -28,7 +26,7 @@ def test_torch_free_predictions_reproduce_the_manifest_top1(trained_run, digits_
         print(json.dumps({{"file": model.artifact.file, "top1": round(hits / len(paths), 4),
                           "n": len(paths), "loaded": [m for m in loaded if sys.modules[m] is not None]}}))
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    proc = python(script, torch_free=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["loaded"] == []

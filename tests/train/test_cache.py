@@ -6,10 +6,10 @@ import shutil
 
 import numpy as np
 import pytest
-from cli_helpers import FAST, assert_user_error, edgetune
 
 from edgetune.config import TrainConfig
 from edgetune.train import train
+from tests.support.cli import FAST, assert_user_error, edgetune
 
 
 def _cfg(data, **kw):

@@ -4,20 +4,19 @@ weights as an uninterrupted one."""
 import shlex
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 import torch
-from cli_helpers import assert_user_error
 
 from edgetune.train import checkpoint
+from tests.support.cli import assert_user_error, edgetune, edgetune_command
 
 
 def _train_cmd(data, out, *extra):
-    return [sys.executable, "-m", "edgetune.cli", "train", "--data", str(data), "--out", str(out),
-            "--model", "resnet18", "--weights", "none", "--image-size", "32", "--unfreeze", "all",
-            "--epochs", "3", "--batch-size", "8", "--checkpoint-every", "2", "--workers", "0", *extra]
+    return edgetune_command("train", "--data", data, "--out", out, "--model", "resnet18", "--weights", "none",
+                            "--image-size", "32", "--unfreeze", "all", "--epochs", "3", "--batch-size", "8",
+                            "--checkpoint-every", "2", "--workers", "0", *extra)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +82,6 @@ def test_ctrl_c_saves_names_the_resume_command_and_that_command_finishes_exactly
     assert (stopped["epoch"], stopped["step"]) < (3, 0)
     # The printed command, as typed: the run's settings come back from OUT/config.yaml.
     argv = shlex.split(command)
-    resumed = subprocess.run([sys.executable, "-m", "edgetune.cli", *argv[1:]], capture_output=True,
-                             text=True)
+    resumed = edgetune(*argv[1:])
     assert resumed.returncode == 0, resumed.stderr
     _same_weights(whole / "checkpoints" / "last.pt", last)

@@ -5,26 +5,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_bundle import CLASSES, FP32, INT8, tiny_bundle
 
 from edgetune import runtime
 from edgetune.bundle import MANIFEST, Artifact, Manifest, read_manifest, write_manifest
 from edgetune.errors import BundleError, ConfigError, InputError, MissingDependencyError
 from edgetune.runtime import backends, choice, trt_backend
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    return tiny_bundle(tmp_path_factory.getbasetemp() / "tiny")
+from tests.support.cli import edgetune, python
+from tests.support.tiny_bundle import CLASSES, FP32, INT8
 
 
 @pytest.fixture(scope="module")
@@ -201,9 +193,6 @@ def test_gpu_choices_on_a_cpu_host_say_what_is_missing(tiny):
 def test_torch_free_load_predict_and_bench(tiny):
     """Deployment with torch and torchvision unimportable, and no training module loaded."""
     code = f"""
-import sys
-sys.modules["torch"] = None
-sys.modules["torchvision"] = None
 from edgetune import runtime, bench, latency, host, bundle, preprocess
 from edgetune.cli import deploy as cli_deploy
 from edgetune.cli import main
@@ -219,22 +208,16 @@ loaded = [m for m in sys.modules if sys.modules[m] is not None
 assert not loaded, loaded
 print("TORCH-FREE OK")
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    out = python(code, torch_free=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "TORCH-FREE OK" in out.stdout
 
 
-def edgetune_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edgetune.cli", *args], capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
-
-
 def test_cli_predict_prints_topk_and_json(tiny):
-    out = edgetune_cli("predict", str(tiny.bundle), *map(str, tiny.images), "--topk", "2")
+    out = edgetune("predict", str(tiny.bundle), *map(str, tiny.images), "--topk", "2")
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("%") == 6 and INT8 in out.stderr
-    out = edgetune_cli("predict", str(tiny.bundle), str(tiny.images[0]), "--json",
+    out = edgetune("predict", str(tiny.bundle), str(tiny.images[0]), "--json",
                        "--artifact", FP32)
     result = json.loads(out.stdout)
     assert result[0]["image"] == str(tiny.images[0]) and len(result[0]["top"]) == 3
@@ -251,7 +234,7 @@ def test_cli_predict_errors_are_one_line(tiny, args, message):
     swap = {"MISSING": str(tiny.images[0].parent / "missing.png"), "NOT_AN_IMAGE": str(tiny.not_an_image)}
     images = [swap[a] for a in args if a in swap] or [str(tiny.images[0])]
     flags = [a for a in args if a not in swap]
-    out = edgetune_cli("predict", str(tiny.bundle), *images, *flags)
+    out = edgetune("predict", str(tiny.bundle), *images, *flags)
     assert out.returncode == 2
     assert out.stderr.startswith("edgetune: error: ") and message in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
