@@ -4,6 +4,7 @@ built once per session so the suite stays fast."""
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,36 @@ def trained_run(digits_dir, tmp_path_factory):
     export_cfg = ExportConfig(targets=("cpu", "tensorrt", "gpu"), calib_samples=100, bench_runs=30)
     manifest = run(train_cfg, export_cfg, out, log=lambda *_: None)
     return out, manifest
+
+
+@dataclass(frozen=True)
+class AdaptedRun:
+    out: Path
+    manifest: object  # edgetune.bundle.Manifest
+    log: list[str]  # what the resumed, adapting run logged
+    target: Path  # the target camera's images (--target-data and --target-val)
+
+
+@pytest.fixture(scope="session")
+def adapted_run(small_digits, tmp_path_factory) -> AdaptedRun:
+    """The smallest adapted run, made the way a user adds the device's camera to a finished
+    run: three digit classes trained one epoch at 32 px and exported, then the same command
+    with --resume and --target-data (those images seen through demo_shift's camera, which
+    also serve as --target-val): bn adaptation and a re-export, without retraining."""
+    from edgetune.config import AdaptConfig, ExportConfig, TrainConfig
+    from edgetune.data.demo_shift import CameraShift, ensure_shifted
+    from edgetune.pipeline import run
+
+    root = tmp_path_factory.mktemp("adapted")
+    shifted = ensure_shifted(small_digits, root / "shifted", CameraShift())
+    cfg = TrainConfig(data=str(small_digits), weights="none", image_size=32, unfreeze="all", epochs=1,
+                      batch_size=16, workers=0)
+    export = ExportConfig(targets=("cpu",), calib_samples=20, bench_runs=3)
+    run(cfg, export, root / "run", log=lambda *_: None)
+    log: list[str] = []
+    manifest = run(cfg, export, root / "run", resume=True, log=log.append,
+                   adapt_cfg=AdaptConfig(target_data=str(shifted), target_val=str(shifted)))
+    return AdaptedRun(root / "run", manifest, log, shifted)
 
 
 @pytest.fixture(scope="session")

@@ -25,9 +25,11 @@ CLASSES = [str(i) for i in range(10)]
 
 @pytest.fixture(scope="module")
 def domains(digits_dir, tmp_path_factory):
+    """The digits through a flat, bright, blurred, noisy camera (train/ and val/), and unseen
+    val images through the source camera (`clean`: the no-shift case needs only those)."""
     root = tmp_path_factory.mktemp("domains")
     return {"shifted": ensure_shifted(digits_dir, root / "shifted", CameraShift()),
-            "clean": ensure_shifted(digits_dir, root / "clean", CameraShift.none())}
+            "clean": ensure_shifted(digits_dir / "val", root / "clean", CameraShift.none())}
 
 
 def _cfg(data, epochs=3):
@@ -36,10 +38,9 @@ def _cfg(data, epochs=3):
 
 
 @pytest.fixture(scope="module")
-def source_model(digits_dir, tmp_path_factory):
-    from edgetune.train import train
-
-    return train(_cfg(digits_dir), tmp_path_factory.mktemp("source"), log=lambda *_: None).best
+def source_model(trained_run):
+    """The session's run: a resnet18 trained from scratch on the source digits at 32 px."""
+    return trained_run[0] / "checkpoints" / "best.pt"
 
 
 def _top1(ckpt_path, samples) -> float:
@@ -81,7 +82,7 @@ def shifted_results(source_model, domains, digits_dir, tmp_path_factory):
         top1[method] = _top1(path, target_val)
 
     add("bn")
-    oracle = train(_cfg(shifted), tmp_path_factory.mktemp("oracle"), log=lambda *_: None).best
+    oracle = train(_cfg(shifted, epochs=2), tmp_path_factory.mktemp("oracle"), log=lambda *_: None).best
     top1["oracle"] = _top1(oracle, target_val)
     return top1, records, add
 
@@ -108,8 +109,8 @@ def test_tent_and_pseudo_also_close_half_the_gap(shifted_results):
 def test_no_shift_changes_val_top1_by_at_most_half_a_point(source_model, domains, digits_dir, tmp_path):
     """Unseen images from the source camera as the target: the model stays as good as it was."""
     reference = scan_sources(_cfg(digits_dir)).val
-    clean_val = scan_labelled(domains["clean"] / "val", CLASSES, "--target-val")
-    path, record, logs = _adapt(source_model, domains["clean"] / "val", reference, tmp_path, adapt="bn")
+    clean_val = scan_labelled(domains["clean"], CLASSES, "--target-val")
+    path, record, logs = _adapt(source_model, domains["clean"], reference, tmp_path, adapt="bn")
     assert record["input_shift"] < record["min_shift"], record
     assert any("look like the source" in line for line in logs)
     before, after = _top1(source_model, reference), _top1(path, reference)
@@ -226,21 +227,12 @@ def test_family_without_batchnorm_says_so_and_skips(domains, tmp_path):
     assert any("has no BatchNorm layers" in line for line in logs)
 
 
-def test_resume_with_target_data_adapts_the_finished_run_without_retraining(small_digits, domains,
-                                                                          tmp_path):
+def test_resume_with_target_data_adapts_the_finished_run_without_retraining(adapted_run):
     import yaml
 
-    from edgetune.pipeline import run
-
-    cfg = TrainConfig(data=str(small_digits), weights="none", image_size=32, unfreeze="all", epochs=1,
-                      batch_size=16, workers=0)
-    export = ExportConfig(targets=("cpu",), calib_samples=20, bench_runs=3)
-    run(cfg, export, tmp_path, log=lambda *_: None)
-    logs = []
-    m = run(cfg, export, tmp_path, resume=True, log=logs.append,
-            adapt_cfg=AdaptConfig(target_data=str(domains["shifted"] / "val")))
-    assert not any(line.startswith("epoch ") for line in logs)  # training was finished: not redone
+    m = adapted_run.manifest
+    assert not any(line.startswith("epoch ") for line in adapted_run.log)  # training was finished: not redone
     assert m.adaptation["applied"] == "bn" and m.calibration["domain"] == "target"
-    assert (tmp_path / "checkpoints" / "adapted.pt").is_file()
-    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
-    assert saved["target_data"] == str(domains["shifted"] / "val")  # a later --resume adapts alike
+    assert (adapted_run.out / "checkpoints" / "adapted.pt").is_file()
+    saved = yaml.safe_load((adapted_run.out / "config.yaml").read_text())
+    assert saved["target_data"] == str(adapted_run.target)  # a later --resume adapts alike

@@ -170,23 +170,6 @@ def test_readme_plot_command_writes_the_report_plots(trained_run, tmp_path):
         Image.open(p).load()
 
 
-@pytest.fixture(scope="module")
-def adapted_run(small_digits, tmp_path_factory):
-    """The smallest adapted run: three digit classes trained one epoch, then bn-adapted to the
-    same images seen through demo_shift's camera, which also serve as --target-val."""
-    from edgetune.config import AdaptConfig, ExportConfig, TrainConfig
-    from edgetune.data.demo_shift import CameraShift, ensure_shifted
-    from edgetune.pipeline import run
-
-    root = tmp_path_factory.mktemp("adapted")
-    shifted = ensure_shifted(small_digits, root / "shifted", CameraShift())
-    cfg = TrainConfig(data=str(small_digits), weights="none", image_size=32, unfreeze="all", epochs=1,
-                      batch_size=16, workers=0)
-    manifest = run(cfg, ExportConfig(targets=("cpu",), calib_samples=20, bench_runs=3), root / "run",
-                   log=lambda *_: None, adapt_cfg=AdaptConfig(target_data=str(shifted), target_val=str(shifted)))
-    return root / "run", manifest
-
-
 CARD = re.compile(r'<div class="card"><div class="k">([^<]*)</div><div class="v">([^<]*)</div>'
                   r'<div class="s">([^<]*)</div>')
 
@@ -219,7 +202,7 @@ def test_adapted_report_names_every_figure(adapted_run, monkeypatch):
     from edgetune.adapt.stage import AGREEMENT
     from edgetune.report.figures import pct
 
-    out, m = adapted_run
+    out, m = adapted_run.out, adapted_run.manifest
     ev, fp32 = m.evaluation, m.artifact("model.onnx")
     assert m.adaptation["applied"] == "bn" and ev["split"] == AGREEMENT and fp32.top1 == 1.0
     cache = json.loads((out / "report.json").read_text())
@@ -252,7 +235,7 @@ def test_adapted_log_heads_agreement_for_what_it_is(adapted_run):
     from edgetune.report.choice import artifact_table, candidate_table
     from edgetune.report.summary import summary_lines
 
-    out, m = adapted_run
+    out, m = adapted_run.out, adapted_run.manifest
     raw = m.to_dict()
     assert [c.header for c in candidate_table(raw).columns][1] == "agreement with fp32"
     assert [c.header for c in artifact_table(raw).columns][3:6] == [
@@ -267,7 +250,7 @@ def test_adapted_log_heads_agreement_for_what_it_is(adapted_run):
 def test_confusion_from_fp32_predictions_is_not_redrawn(adapted_run, tmp_path, monkeypatch):
     """An older edgetune cached the confusion of the judged target images, labelled by fp32
     itself; a rebuild without the source data says what a confusion matrix needs instead."""
-    out, m = adapted_run
+    out = adapted_run.out
     bundle = copy_report_inputs(out, tmp_path / "b")
     cache = json.loads((bundle / "report.json").read_text())
     del cache["evaluation"]["split"]  # as an older edgetune wrote it
