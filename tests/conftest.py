@@ -44,6 +44,29 @@ def trained_run(digits_dir, tmp_path_factory):
 
 
 @dataclass(frozen=True)
+class Export:
+    out: Path
+    manifest: object  # edgetune.bundle.Manifest
+    log: list[str]
+
+
+@pytest.fixture(scope="session")
+def reexported_run(trained_run, digits_dir, tmp_path_factory) -> Export:
+    """`trained_run`'s checkpoint exported again into a copy of its folder, judged on a
+    40-image subset of the val split (--eval-max 40): what a user's re-export looks like."""
+    from edgetune.config import ExportConfig
+    from edgetune.pipeline import export_bundle
+
+    copy = tmp_path_factory.mktemp("reexport") / "bundle"
+    shutil.copytree(trained_run[0], copy)
+    log: list[str] = []
+    manifest = export_bundle(copy / "checkpoints" / "best.pt", copy,
+                             ExportConfig(targets=("tensorrt",), calib_samples=100, eval_max=40),
+                             data=str(digits_dir), log=log.append)
+    return Export(copy, manifest, log)
+
+
+@dataclass(frozen=True)
 class AdaptedRun:
     out: Path
     manifest: object  # edgetune.bundle.Manifest

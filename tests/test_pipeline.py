@@ -137,17 +137,6 @@ def test_tampered_checkpoint_is_refused(trained_run, tmp_path):
         verify_checkpoint(copy, m)
 
 
-def test_reexport_reuses_the_calibration(trained_run, tmp_path):
-    import shutil
-
-    from edgetune.config import ExportConfig
-    from edgetune.pipeline import export_bundle
-
-    out, _ = trained_run
-    copy = tmp_path / "bundle"
-    shutil.copytree(out, copy)
-    logs = []
-    export_bundle(copy / "checkpoints" / "best.pt", copy,
-                  ExportConfig(targets=("tensorrt",), calib_samples=100), log=logs.append)
-    assert any("reusing ranges" in line for line in logs), logs
-    assert len(list((copy / "calib").glob("ranges-*.json"))) == 1
+def test_reexport_reuses_the_calibration(reexported_run):
+    assert any("reusing ranges" in line for line in reexported_run.log), reexported_run.log
+    assert len(list((reexported_run.out / "calib").glob("ranges-*.json"))) == 1

@@ -84,19 +84,8 @@ def test_eval_max_is_a_seeded_stratified_subset():
     assert len(auto) == AUTO_EVAL_MAX and record["eval_max"] == f"auto ({AUTO_EVAL_MAX})"
 
 
-def test_eval_max_is_recorded_in_the_manifest(trained_run, digits_dir, tmp_path):
-    import shutil
-
-    from edgetune.config import ExportConfig
-    from edgetune.pipeline import export_bundle
-
-    out, _ = trained_run
-    copy = tmp_path / "bundle"
-    shutil.copytree(out, copy)
-    logs = []
-    m = export_bundle(copy / "checkpoints" / "best.pt", copy,
-                      ExportConfig(targets=("cpu",), calib_samples=100, bench_runs=5, eval_max=40),
-                      data=str(digits_dir), log=logs.append)
+def test_eval_max_is_recorded_in_the_manifest(reexported_run, digits_dir):
+    m, logs, copy = reexported_run.manifest, reexported_run.log, reexported_run.out
     val = scan(digits_dir).val
     assert m.evaluation["images"] == 40 and m.evaluation["of"] == len(val)
     assert m.evaluation["subset"] == "stratified, seed 0" and m.evaluation["eval_max"] == 40

@@ -123,8 +123,9 @@ def test_int8_objective_is_the_artifacts_measured_top1(base_args, three_digits, 
     from edgetune import runtime
 
     out = tmp_path / "study"
+    # One trial proves it: its value is its artifact's top-1, measured again here.
     proc = edgetune(*base_args, "--space", _space(tmp_path, "lr: [0.01, 0.003]\n"),
-                    "--trials", "2", "--objective", "int8", "--calib-samples", "30", "--out", out,
+                    "--trials", "1", "--objective", "int8", "--calib-samples", "30", "--out", out,
                     timeout=400)
     assert proc.returncode == 0, proc.stderr
     for row in read_trials(out):
