@@ -58,8 +58,11 @@ class Candidate:
 
 def int8_candidates(cal: Calibration, work: Path, evaluate: Callable[[Path], float], floor: float,
                     calib_batch: np.ndarray, run: Callable[[Path, np.ndarray], np.ndarray],
-                    log=print, threads: int | None = None, kernel_aware: bool = True) -> list[Candidate]:
-    """The CPU INT8 candidates, each with its top-1; `floor` is the lowest top-1 allowed."""
+                    log=print, threads: int | None = None, kernel_aware: bool = True,
+                    measure: str = "top-1") -> list[Candidate]:
+    """The CPU INT8 candidates, each with its top-1; `floor` is the lowest top-1 allowed.
+    `measure`: what `evaluate` measures, as the log names it (top-1 on labelled images, or
+    agreement with fp32 where the run is judged on unlabelled target images)."""
     work.mkdir(parents=True, exist_ok=True)
     out = []
     for name, ops in (("int8", None), ("int8-compute", COMPUTE_OPS)):
@@ -70,9 +73,9 @@ def int8_candidates(cal: Calibration, work: Path, evaluate: Callable[[Path], flo
         correct_candidate(c, cal.model, calib_batch, run, work)
         c.top1 = evaluate(c.path)
     if not any(c.within(floor) for c in out):
-        log(f"quantize: INT8 top-1 {max(c.top1 for c in out):.2%} is below the budget floor "
+        log(f"quantize: INT8 {measure} {max(c.top1 for c in out):.2%} is below the budget floor "
             f"{floor:.2%}; ranking layers to keep in float")
-        out.append(fit_budget(cal, work, evaluate, floor, calib_batch, run, log))
+        out.append(fit_budget(cal, work, evaluate, floor, calib_batch, run, log, measure))
     return out
 
 
@@ -125,7 +128,8 @@ def correct_candidate(c: Candidate, fp32: Path, calib_batch: np.ndarray, run, wo
         corrected.unlink(missing_ok=True)
 
 
-def fit_budget(cal: Calibration, work: Path, evaluate, floor: float, calib_batch, run, log) -> Candidate:
+def fit_budget(cal: Calibration, work: Path, evaluate, floor: float, calib_batch, run, log,
+               measure: str = "top-1") -> Candidate:
     """Keep the most sensitive layers in float, 1, 2, 4, … of them, until top-1 ≥ floor."""
     def build(path: Path, exclude: list[str]) -> Path:
         return quantize_cpu(cal, path, exclude=exclude)
@@ -136,7 +140,7 @@ def fit_budget(cal: Calibration, work: Path, evaluate, floor: float, calib_batch
         chosen = ranking[:k]
         path = build(work / "int8-mixed.onnx", [s.node for s in chosen])
         top1 = evaluate(path)
-        log(f"  {k} layer(s) in float: top-1 {top1:.2%}")
+        log(f"  {k} layer(s) in float: {measure} {top1:.2%}")
         best = Candidate("int8-mixed", path, "int8", top1=top1, excluded=[
             {**s.to_dict(), "why": f"keeping it in float brings the logits {s.gain_db:.1f} dB closer to fp32"}
             for s in chosen])
@@ -145,15 +149,16 @@ def fit_budget(cal: Calibration, work: Path, evaluate, floor: float, calib_batch
         k = min(2 * k, len(ranking))
 
 
-def choose(candidates: list[Candidate], floor: float, max_drop: float) -> Candidate:
-    """The fastest candidate within the budget (fp32 is always one); verdicts on all."""
+def choose(candidates: list[Candidate], floor: float, max_drop: float, measure: str = "top-1") -> Candidate:
+    """The fastest candidate within the budget (fp32 is always one); verdicts on all, naming
+    `measure` (what the candidates' top1 holds: top-1, or agreement with fp32)."""
     within = [c for c in candidates if c.within(floor) and c.latency]
     winner = min(within, key=lambda c: c.latency["p50"])
     for c in candidates:
         if c is winner:
-            c.verdict = f"chosen: fastest within {max_drop:g} top-1 points of fp32"
+            c.verdict = f"chosen: fastest within {max_drop:g} {measure} points of fp32"
         elif not c.within(floor):
-            c.verdict = f"over budget: top-1 {c.top1:.2%} < {floor:.2%}"
+            c.verdict = f"over budget: {measure} {c.top1:.2%} < {floor:.2%}"
         elif c.latency and winner.latency:
             c.verdict = f"slower: {c.latency['p50'] / winner.latency['p50']:.2f}x the winner's p50"
     return winner

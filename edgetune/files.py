@@ -17,7 +17,11 @@ from edgetune.errors import ConfigError
 MANIFEST = "manifest.json"
 CONFIG = "config.yaml"  # the resolved settings of the run (`--resume` reads them back)
 CHECKPOINT = "model.pt"  # the trained weights, with classes and preprocessing, in the bundle
-CHECKPOINTS = "checkpoints"  # training's own: best.pt, last.pt, adapted.pt, pseudo.pt
+CHECKPOINTS = "checkpoints"  # training's own, below
+CHECKPOINT_BEST = f"{CHECKPOINTS}/best.pt"  # the best epoch by val top-1: what export starts from
+CHECKPOINT_LAST = f"{CHECKPOINTS}/last.pt"  # everything --resume needs (optimizer, RNG, history)
+CHECKPOINT_ADAPTED = f"{CHECKPOINTS}/adapted.pt"  # the best checkpoint adapted to the target domain
+PSEUDO_STATE = f"{CHECKPOINTS}/pseudo.pt"  # self-training's own state, for its resume
 CALIB = "calib"  # calibration ranges and the prepared graph, reused by a re-export
 REPORT_HTML = "report.html"
 REPORT_JSON = "report.json"
@@ -49,17 +53,18 @@ def engine_name(source: str, device: str = "gpu") -> str:
     return f"{stem}.engine" if device == "gpu" else f"{stem}.{device.replace(':', '')}.engine"
 
 
-def engine_record(engine: str) -> str:
-    """The sidecar JSON that says which TensorRT and GPU built `engine`."""
-    return engine + ".json"
+def engine_record(engine: str | Path) -> str:
+    """The sidecar JSON that says which TensorRT and GPU built `engine` (its file name)."""
+    return Path(engine).name + ".json"
 
 
 def timing_cache(engine: str | Path) -> str:
-    """TensorRT's timing cache beside `engine`: a rebuild on the same GPU reuses it."""
+    """TensorRT's timing cache beside `engine` (its file name): a rebuild on the same GPU reuses it."""
     return Path(engine).stem + ".timing.cache"
 
 
-_ENGINES = [engine_name(s) for s in ENGINE_SOURCES]
+# GPU engines, and DLA engines on a Jetson's two DLA cores.
+_ENGINES = [engine_name(s, device) for s in ENGINE_SOURCES for device in ("gpu", "dla:0", "dla:1")]
 # Everything a run writes: the only things --overwrite removes from a run folder.
 RUN_FILES = (MANIFEST, CONFIG, CHECKPOINT, CHECKPOINTS, CALIB, FP32, INT8_CPU, INT8_TENSORRT, FP16,
              *_ENGINES, *map(engine_record, _ENGINES), *map(timing_cache, _ENGINES),

@@ -20,7 +20,7 @@ from edgetune.evaluate import EvalSet, describe_subset, eval_subset, top1
 from edgetune.files import CHECKPOINT, FP32
 from edgetune.latency import measure_latency
 from edgetune.preprocess import Preprocess
-from edgetune.report import choice, html
+from edgetune.report import choice, figures, html
 from edgetune.runtime.ort_backend import OrtSession
 
 
@@ -108,6 +108,7 @@ def export_bundle(ckpt_path: str | Path, out: str | Path, cfg: ExportConfig, dat
         log(describe_subset(subset))
     # An adapted model is judged where it will run: by agreement with fp32 on target images.
     val = adapt_stage.judge_set(out / FP32, source_val, target, adaptation, pre, cfg.calib_samples)
+    measure = "top-1" if val is source_val else figures.AGREEMENT  # what every verdict names
     parity = check_parity(model, out / FP32, val.head(cfg.parity_images))
     fp32 = artifact_record(out, FP32, backend="onnxruntime", target="cpu", precision="fp32",
                            top1=top1(OrtSession(out / FP32, device="cpu"), val, desc=f"evaluate {FP32}"),
@@ -120,7 +121,7 @@ def export_bundle(ckpt_path: str | Path, out: str | Path, cfg: ExportConfig, dat
         cal, calib_batch = _calibrate(out, pool, pre, cfg, log)
     if cpu:
         artifacts, candidates["cpu"], chosen = targets.build_cpu(
-            out, cal, val, calib_batch, pre, cfg, fp32, log)
+            out, cal, val, calib_batch, pre, cfg, fp32, log, measure)
         recommended.update(chosen)
     else:
         fp32.latency_ms = measure_latency(OrtSession(out / FP32, device="cpu", threads=cfg.threads),
@@ -133,7 +134,7 @@ def export_bundle(ckpt_path: str | Path, out: str | Path, cfg: ExportConfig, dat
     floor = fp32.top1 - cfg.max_drop / 100.0
     for name in cfg.targets:
         if name not in ("cpu", "openvino"):
-            recommended[name] = targets.recommend_untimed(artifacts, name, floor)
+            recommended[name] = targets.recommend_untimed(artifacts, name, floor, measure)
     history = checkpoint.training_history(ckpt_path, out)
     evaluation = {"split": "val" if val is source_val else adapt_stage.AGREEMENT, "images": len(val),
                   "max_drop": cfg.max_drop, **({k: v for k, v in subset.items() if k != "images"}

@@ -27,8 +27,10 @@ OPENVINO_RECIPE = "int8-zp0"  # the candidate quantized by OpenVINO's own recipe
 
 
 def build_cpu(out: Path, cal, val: EvalSet, calib_batch: np.ndarray, pre: Preprocess,
-              cfg: ExportConfig, fp32: Artifact, log) -> tuple[list[Artifact], list[dict], dict]:
-    """fp32 re-timed beside the INT8 candidates; returns (artifacts, candidate rows, recommendation)."""
+              cfg: ExportConfig, fp32: Artifact, log, measure: str = "top-1"
+              ) -> tuple[list[Artifact], list[dict], dict]:
+    """fp32 re-timed beside the INT8 candidates; returns (artifacts, candidate rows, recommendation).
+    `measure`: what `val` measures (top-1, or agreement with fp32 on unlabelled target images)."""
     from edgetune.calib.select import Candidate, choose, int8_candidates
 
     def evaluate(path: Path) -> float:
@@ -41,7 +43,8 @@ def build_cpu(out: Path, cal, val: EvalSet, calib_batch: np.ndarray, pre: Prepro
     work = out / CALIB / "candidates"
     log(f"quantize: INT8 candidates for cpu ({cal.method}, {cal.samples} images)")
     candidates = [Candidate("fp32", out / FP32, "fp32", top1=fp32.top1)]
-    candidates += int8_candidates(cal, work, evaluate, floor, calib_batch, run, log, threads=cfg.threads)
+    candidates += int8_candidates(cal, work, evaluate, floor, calib_batch, run, log, threads=cfg.threads,
+                                  measure=measure)
     peers, ov_sessions = [], {}
     if "openvino" in cfg.targets:
         zp0 = openvino_recipe_candidate(cal, work, calib_batch, run)
@@ -56,9 +59,9 @@ def build_cpu(out: Path, cal, val: EvalSet, calib_batch: np.ndarray, pre: Prepro
     options = sessions["fp32"].options
     ov_options = sessions[peers[0].name].options if peers else None
     del sessions, ov_sessions
-    overall = choose(candidates + peers, floor, cfg.max_drop) if peers else None
+    overall = choose(candidates + peers, floor, cfg.max_drop, measure) if peers else None
     verdicts = {c.name: c.verdict for c in peers}
-    winner = choose(candidates, floor, cfg.max_drop)  # the cpu target: ONNX Runtime artifacts
+    winner = choose(candidates, floor, cfg.max_drop, measure)  # the cpu target: ONNX Runtime artifacts
     for c in peers:
         c.verdict = verdicts[c.name]
 
@@ -237,12 +240,12 @@ def preflight_tensorrt(graph: Path, log) -> dict[str, str]:
     return results
 
 
-def recommend_untimed(artifacts: list[Artifact], target: str, floor: float) -> dict | None:
+def recommend_untimed(artifacts: list[Artifact], target: str, floor: float, measure: str = "top-1") -> dict | None:
     """The one graph made for a GPU target. It cannot be timed here, so there is nothing to
     weigh yet: `edgetune build-engine` / `bench` on the device measure it."""
     a = next((a for a in artifacts if a.target == target), None)
     if a is None:
         return None
     budget = "within" if a.top1 >= floor - 1e-9 else "OVER"
-    return {"file": a.file, "why": f"the {target} graph, top-1 {a.top1:.2%} ({budget} the accuracy budget); "
+    return {"file": a.file, "why": f"the {target} graph, {measure} {a.top1:.2%} ({budget} the accuracy budget); "
                                    "not timed here: time it on the device with edgetune bench"}

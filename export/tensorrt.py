@@ -23,6 +23,7 @@ from pathlib import Path
 from edgetune.atomic import atomic_path
 from edgetune.errors import BundleError, ConfigError, MissingDependencyError
 from edgetune.export.trt_plan import BuildMode, Profile, TrtVersion, build_mode, parse_version, trtexec_argv
+from edgetune.files import timing_cache
 from edgetune.runtime.engine_info import EngineHost, mismatch, read_sidecar, write_sidecar
 
 JETPACK_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
@@ -86,7 +87,7 @@ def version_from_banner(text: str) -> str:
 
 def timing_cache_path(engine: str | Path) -> Path:
     engine = Path(engine)
-    return engine.with_name(engine.stem + ".timing.cache")
+    return engine.with_name(timing_cache(engine))
 
 
 def build_engine(onnx_path: str | Path, engine_path: str | Path, size: tuple[int, int], precision: str,

@@ -22,9 +22,9 @@ from edgetune.data.scan import Sample
 from edgetune.data.subsets import subset
 from edgetune.data.target_domain import UNLABELLED, TargetData, relative, scan_images, scan_labelled
 from edgetune.evaluate import EvalSet, logits_of
+from edgetune.files import CHECKPOINT_ADAPTED as ADAPTED
 from edgetune.preprocess import Preprocess
 
-ADAPTED = "checkpoints/adapted.pt"
 AGREEMENT_IMAGES = 500  # target images fp32 agreement is measured on
 AGREEMENT = "agreement with fp32 on target images"
 

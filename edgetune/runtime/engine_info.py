@@ -15,8 +15,7 @@ from pathlib import Path
 
 from edgetune.atomic import write_json
 from edgetune.errors import BundleError
-
-SUFFIX = ".json"
+from edgetune.files import engine_record
 
 
 class EngineMismatchError(BundleError):
@@ -34,7 +33,7 @@ class EngineHost:
 
 def sidecar_path(engine: str | Path) -> Path:
     engine = Path(engine)
-    return engine.with_name(engine.name + SUFFIX)
+    return engine.with_name(engine_record(engine))
 
 
 def write_sidecar(engine: str | Path, info: dict) -> Path:

@@ -80,10 +80,10 @@ def training_history(ckpt_path: str | Path, out: str | Path) -> list[dict]:
     """The per-epoch records (epoch, train_loss, val_loss, top1, top5, lr, stage, …) of the
     run that made `ckpt_path`, as plain data for the report: from the checkpoint itself when it
     holds them, else from the run's last.pt; [] when neither does (a bundle exported elsewhere)."""
-    from edgetune.files import CHECKPOINTS
+    from edgetune.files import CHECKPOINT_LAST
 
     ckpt_path = Path(ckpt_path)
-    for path in (ckpt_path, ckpt_path.parent / "last.pt", Path(out) / CHECKPOINTS / "last.pt"):
+    for path in (ckpt_path, ckpt_path.parent / Path(CHECKPOINT_LAST).name, Path(out) / CHECKPOINT_LAST):
         if not path.is_file():
             continue
         try:

@@ -8,8 +8,7 @@ import threading
 from pathlib import Path
 
 from edgetune.errors import EdgetuneError
-
-LAST = "checkpoints/last.pt"
+from edgetune.files import CHECKPOINT_LAST as LAST
 
 
 class Interrupted(EdgetuneError):

@@ -24,6 +24,8 @@ from edgetune.data.scan import Splits
 from edgetune.data.sources import scan_sources
 from edgetune.data.subsets import adaptation_subset
 from edgetune.errors import DataError, EdgetuneError
+from edgetune.files import CHECKPOINT_BEST as BEST
+from edgetune.files import CHECKPOINT_LAST as LAST
 from edgetune.host import loader_processes
 from edgetune.train import checkpoint, distributed
 from edgetune.train.bn_adapt import adapt_batchnorm, slow_batchnorms
@@ -31,12 +33,11 @@ from edgetune.train.cache import check_writable
 from edgetune.train.data import class_weights
 from edgetune.train.freeze import FreezePlan
 from edgetune.train.inputs import Sources
-from edgetune.train.interrupt import LAST, Interrupted, SaveOnInterrupt
+from edgetune.train.interrupt import Interrupted, SaveOnInterrupt
 from edgetune.train.model import create_model, preprocess_for
 from edgetune.train.prepare import RunSetup, build_stage, resolve_unfreeze
 from edgetune.train.schedule import check_depths, stage_at
 
-BEST = "checkpoints/best.pt"
 __all__ = ["BEST", "LAST", "Interrupted", "DivergedError", "TrainResult", "train", "evaluate",
            "load_splits"]
 

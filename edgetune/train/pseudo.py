@@ -22,6 +22,7 @@ from edgetune.config import AdaptConfig, TrainConfig
 from edgetune.data.scan import Sample
 from edgetune.data.sources import scan_sources
 from edgetune.errors import DataError
+from edgetune.files import PSEUDO_STATE as STATE
 from edgetune.host import loader_processes
 from edgetune.preprocess import Preprocess
 from edgetune.train import checkpoint
@@ -30,7 +31,6 @@ from edgetune.train.data import ImageDataset, image_loader, make_loader, train_t
 from edgetune.train.freeze import FreezePlan
 from edgetune.train.loop import make_optimizer
 
-STATE = "checkpoints/pseudo.pt"
 LR_SCALE = 0.1  # a fine-tune of a trained model: a tenth of the training rate
 
 

@@ -245,6 +245,9 @@ def test_adapted_log_heads_agreement_for_what_it_is(adapted_run):
     assert any(ln.startswith("source    fp32 source val top-1") for ln in lines)
     cpu = next(ln for ln in lines if ln.startswith("cpu "))
     assert "agreement with fp32" in cpu and "source val top-1" in cpu and " top-1 100" not in cpu
+    verdicts = [r["verdict"] for r in m.candidates["cpu"]]  # the choice names what it weighed
+    assert any("within 1 agreement with fp32 points" in v for v in verdicts), verdicts
+    assert not any("top-1" in v for v in verdicts) and "top-1" not in m.recommended["cpu"]["why"]
 
 
 def test_confusion_from_fp32_predictions_is_not_redrawn(adapted_run, tmp_path, monkeypatch):
