@@ -69,7 +69,7 @@ def require_memory(stage: str, need: int, detail: str, fix: str, limit: int | No
 
 def require_disk(stage: str, need: int, folder: str | Path, detail: str, fix: str) -> None:
     """Refuse `stage` when `folder`'s file system has less than `need` bytes free."""
-    where = _existing(Path(folder))
+    where = existing_parent(Path(folder))
     free = shutil.disk_usage(where).free
     if need + HEADROOM > free:
         raise ResourceError(
@@ -99,7 +99,8 @@ def _cgroup_room() -> int | None:
         return None
 
 
-def _existing(p: Path) -> Path:
+def existing_parent(p: Path) -> Path:
+    """`p`, or its nearest ancestor that exists: what a disk-space query can ask about."""
     p = p.absolute()
     while not p.exists() and p != p.parent:
         p = p.parent

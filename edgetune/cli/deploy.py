@@ -13,7 +13,7 @@ import sys
 
 from edgetune.atomic import write_json
 from edgetune.errors import ConfigError
-from edgetune.runtime.backends import DEVICES
+from edgetune.runtime.backends import check_device
 
 
 def add_parsers(subparsers) -> None:
@@ -63,7 +63,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from edgetune import runtime
 
     topk = int_flag(args.topk, "--topk", minimum=1)
-    device = device_flag(args.device)
+    device = check_device(args.device, "--device")
     model = runtime.load(args.bundle, device=device, artifact=args.artifact, provider=args.provider)
     results = model.predict(list(args.images), topk=topk)
     if args.json:
@@ -96,7 +96,7 @@ def run_bench(args: argparse.Namespace) -> int:
     seconds = float_flag(args.seconds, "--seconds") if args.seconds is not None else None
     report = bench.benchmark(
         args.bundle, artifacts=artifacts, batches=batches, threads=threads, warmup=warmup,
-        runs=runs, seconds=seconds, device=device_flag(args.device),
+        runs=runs, seconds=seconds, device=check_device(args.device, "--device"),
         compare_torch=args.compare_torch,
     )
     console = Console()
@@ -161,14 +161,3 @@ def list_flag(value: str, flag: str) -> list[str]:
     if not value.strip() or any(not v for v in items):
         raise ConfigError(f"{flag} {value!r} is not allowed: expected a comma list such as 1,8")
     return items
-
-
-def device_flag(value: str) -> str:
-    if value not in DEVICES:
-        from edgetune.errors import did_you_mean
-
-        raise ConfigError(
-            f"--device {value!r} is not allowed: use one of {', '.join(DEVICES)}"
-            + did_you_mean(value, DEVICES)
-        )
-    return value

@@ -52,8 +52,11 @@ def open_session(
     return _REGISTRY[name][1](path, device=device, threads=threads)
 
 
-def check_device(device: str) -> None:
+def check_device(device: str, flag: str = "device") -> str:
+    """`device` when it is one of DEVICES; else a one-line error naming `flag` (the API's
+    argument, or the CLI's --device)."""
     if device not in DEVICES:
         raise ConfigError(
-            f"device {device!r} is not one of {', '.join(DEVICES)}{did_you_mean(device, DEVICES)}"
+            f"{flag} {device!r} is not one of {', '.join(DEVICES)}{did_you_mean(device, DEVICES)}"
         )
+    return device

@@ -140,7 +140,7 @@ def _cache_cap(base: TrainConfig, cfg: TuneConfig, log) -> int | None:
     once; the default is fixed here, from the disk as this worker starts."""
     if base.cache == "off":
         return None
-    from edgetune.train.cache import CAP, DISK_SHARE, disk_cap
+    from edgetune.train.cache_folder import CAP, DISK_SHARE, disk_cap
 
     cap = disk_cap(cfg.cache_max, Path(base.cache_dir))
     why = ("--cache-max" if cfg.cache_max is not None else
@@ -152,7 +152,7 @@ def _cache_cap(base: TrainConfig, cfg: TuneConfig, log) -> int | None:
 
 def _prune_cache(folder: Path, cap: int, log) -> None:
     """Prune the shared cache to `cap`; one line when anything went, none otherwise."""
-    from edgetune.train.cache import prune
+    from edgetune.train.cache_folder import prune
 
     pruned = prune(folder, cap)
     if not pruned.removed:

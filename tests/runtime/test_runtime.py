@@ -225,7 +225,7 @@ def test_cli_predict_prints_topk_and_json(tiny):
 
 @pytest.mark.parametrize("args, message", [
     (["--topk", "0"], "--topk '0' is not allowed: expected an integer >= 1"),
-    (["--device", "gpu"], "--device 'gpu' is not allowed"),
+    (["--device", "gpu"], "--device 'gpu' is not one of auto, cpu, cuda"),
     (["--artifact", "nope.onnx"], "no artifact named 'nope.onnx'"),
     (["MISSING"], "image not found"),
     (["NOT_AN_IMAGE"], "cannot read image"),

@@ -140,7 +140,7 @@ def _fake_entry(folder, name, nbytes, used):
     """A complete cache entry of `nbytes` features, last used at `used` (seconds)."""
     import os
 
-    from edgetune.train.cache import FORMAT
+    from edgetune.train.cache_folder import FORMAT
 
     place = folder / name
     place.mkdir(parents=True)
@@ -155,7 +155,7 @@ def _key(i: int) -> str:
 
 
 def test_prune_removes_least_recently_used_first_down_to_the_cap(tmp_path):
-    from edgetune.train.cache import entries, prune
+    from edgetune.train.cache_folder import entries, prune
 
     folder = tmp_path / "cache"
     # Created in one order, last used in another: the order of use decides.
@@ -176,7 +176,7 @@ def test_prune_keeps_fills_in_progress_and_what_is_not_a_cache_entry(tmp_path):
     import os
     import time
 
-    from edgetune.train.cache import DEBRIS_AGE_S, prune
+    from edgetune.train.cache_folder import DEBRIS_AGE_S, prune
 
     folder = tmp_path / "cache"
     busy = folder / _key(1)  # another worker's fill: features being written, no meta yet
@@ -230,7 +230,7 @@ def test_prune_never_removes_what_this_process_reads_and_reuse_counts_as_use(sma
     import gc
     import os
 
-    from edgetune.train.cache import entries, prune
+    from edgetune.train.cache_folder import entries, prune
 
     folder = tmp_path / "cache"
     get, splits = _tiny_cache(small_digits, folder)
@@ -259,7 +259,7 @@ def test_prune_never_removes_what_this_process_reads_and_reuse_counts_as_use(sma
 def test_cache_max_default_is_the_lesser_of_a_fixed_size_and_half_the_room(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
-    from edgetune.train import cache as cachemod
+    from edgetune.train import cache_folder as cachemod
 
     folder = tmp_path / "cache"
     place = _fake_entry(folder, _key(1), 10, 1e9)
