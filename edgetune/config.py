@@ -30,13 +30,16 @@ Objective = Literal["top1", "int8"]
 Pruner = Literal["median", "none"]
 
 
+DEFAULT_UNFREEZE = "2"  # with pretrained weights: the head and the top 2 blocks adapt
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     data: str | tuple[str, ...] | None = None  # None: the embedded demo data set; several: multi-source
     model: str = "resnet18"
     weights: str = "DEFAULT"  # DEFAULT | none | a torchvision weights name | PATH
     image_size: int | None = None  # required with --weights none
-    unfreeze: str = "2"  # K (top K blocks + head) | head | all | auto
+    unfreeze: str | None = None  # K (top K blocks + head) | head | all | auto; None: `resolved_unfreeze`
     unfreeze_schedule: str | None = None  # gradual unfreezing, e.g. "head:2,1:2,2"
     epochs: int = 10
     batch_size: int = 32
@@ -76,7 +79,7 @@ class TrainConfig:
         for name in ("verify_images", "skip_bad_images", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{_flag(name)}: {getattr(self, name)!r} is not allowed; use true or false")
-        if not re.fullmatch(r"\d+|head|all|auto", self.unfreeze):
+        if self.unfreeze is not None and not re.fullmatch(r"\d+|head|all|auto", self.unfreeze):
             raise ConfigError(
                 f"--unfreeze {self.unfreeze!r} is not allowed; use a number of top blocks "
                 "(e.g. 2), 'head', 'all' or 'auto'"
@@ -119,6 +122,13 @@ class TrainConfig:
     @property
     def from_scratch(self) -> bool:
         return self.weights.lower() == "none"
+
+    @property
+    def resolved_unfreeze(self) -> str:
+        if self.unfreeze is not None:
+            return self.unfreeze
+        # A random block is not a feature extractor: from scratch, every block must learn.
+        return "all" if self.from_scratch else DEFAULT_UNFREEZE
 
     @property
     def resolved_backbone_lr_scale(self) -> float:

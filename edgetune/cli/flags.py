@@ -45,7 +45,8 @@ def train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", help="torchvision model name (default resnet18)")
     g.add_argument("--weights", help="DEFAULT | none | a weights name | PATH to a state_dict or checkpoint")
     g.add_argument("--image-size", type=int, help="input size; required with --weights none")
-    g.add_argument("--unfreeze", help="top blocks to train besides the head: K | head | all | auto (default 2)")
+    g.add_argument("--unfreeze", help="top blocks to train besides the head: K | head | all | auto (default 2; "
+                   "all with --weights none)")
     g.add_argument("--unfreeze-schedule",
                    help="gradual unfreezing, DEPTH:EPOCHS,...: e.g. head:2,1:2,2 (head for 2 epochs, "
                         "then the top block too for 2, then 2 blocks)")
@@ -73,7 +74,8 @@ def train_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("feature cache (the frozen prefix runs once per image)")
     g.add_argument("--cache", help="auto (on where it pays, the reason printed) | off")
     g.add_argument("--cache-views", type=int,
-                   help="augmented views cached per image (default: one per 6 epochs, at most 4)")
+                   help="augmented views cached per image (default: one per epoch, at most 8, when blocks "
+                        "train; one per 6 epochs, at most 4, for the head alone)")
     g.add_argument("--cache-memory",
                    help="memory budget, e.g. 4GB (default 40%% of available memory); larger caches are memory-mapped")
     g.add_argument("--cache-dir", help="where caches are kept and reused (default OUT/cache)")
