@@ -43,6 +43,9 @@ class Artifact:
     # ONNX Runtime options the latency was measured with and `load` opens it with:
     # {"graph_optimization_level", "intra_op_num_threads", "inter_op_num_threads", "allow_spinning"}
     session: dict | None = None
+    # Written at an older opset for the TensorRT the device runs (--tensorrt-version 8.6):
+    # {"opset", "from", "for", "parity"}, parity against the graph at the exporter's opset
+    opset: dict | None = None
 
 
 @dataclass
@@ -57,6 +60,10 @@ class Manifest:
     evaluation: dict = field(default_factory=dict)  # {"split", "images"}
     adaptation: dict = field(default_factory=dict)  # domain adaptation: method, what it did, target data
     calibration: dict = field(default_factory=dict)  # which images calibrated INT8: domain, root, images
+    # Graphs with the preprocessing folded in (--fold-preprocessing): file -> {"source", "layout",
+    # "pixels", "precision", "sha256", "size_bytes", "parity"}. Kept apart from `artifacts`: they
+    # take pixels, not the float tensors every Session, bench and evaluation feed.
+    folded: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
     created: str = ""
     format: str = FORMAT

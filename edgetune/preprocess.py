@@ -83,9 +83,14 @@ class Preprocess:
         x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return np.ascontiguousarray(x.transpose(2, 0, 1))
 
+    def pixels(self, image: Image.Image) -> np.ndarray:
+        """A PIL image of any mode -> HWC uint8 RGB at the model's input size: what a graph with
+        the normalisation folded in (export/fold.py) or DeepStream's nvinfer takes."""
+        return np.asarray(self.resize_crop(to_rgb(image)))
+
     def apply(self, image: Image.Image) -> np.ndarray:
         """A PIL image of any mode -> CHW float32 ready for the model."""
-        return self.normalize(np.asarray(self.resize_crop(to_rgb(image))))
+        return self.normalize(self.pixels(image))
 
     def batch(self, images) -> np.ndarray:
         """Many images (paths, PIL images or HWC uint8 arrays) -> NCHW float32."""

@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 
 from edgetune import __version__
-from edgetune.cli import adapt, deploy, run, tools, tune
+from edgetune.cli import adapt, device, run, tools, tune
 from edgetune.cli.flags import Parser, no_abbrev
 from edgetune.errors import EdgetuneError, EdgetuneWarning
 
@@ -26,7 +26,7 @@ def build_parser() -> Parser:
     run.add_parsers(sub)
     tune.add_parser(sub)
     adapt.add_parser(sub)
-    deploy.add_parsers(sub)
+    device.add_parsers(sub)
     tools.add_parsers(sub)
     tools.add_config_flags(parser)
     return parser

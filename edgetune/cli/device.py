@@ -1,4 +1,4 @@
-"""`edgetune predict` and `edgetune bench`: the torch-free commands of the CLI.
+"""`edgetune predict`, `bench` and `info`: the torch-free commands run on the device itself.
 
 Handlers only turn flags
 into arguments and call `edgetune.runtime` / `edgetune.bench`; flag values are checked
