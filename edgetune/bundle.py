@@ -8,11 +8,12 @@ unknown format version is refused.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
 from edgetune.atomic import sha256_file, write_json
-from edgetune.errors import BundleError
+from edgetune.errors import BundleError, ConfigError
 from edgetune.files import MANIFEST
 from edgetune.preprocess import Preprocess
 
@@ -90,6 +91,20 @@ class Manifest:
         d = asdict(self)
         # Keep the reader's landmarks first.
         return {"format": d.pop("format"), "version": d.pop("version"), **d}
+
+
+_SERVING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def serving_name(bundle: str | Path, name: str | None = None) -> str:
+    """The name a model server knows the bundle by: `name` when given (checked), else the
+    bundle folder's name made safe (a Triton model is a folder of that name in its repository)."""
+    if name is None:
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(bundle).resolve().name).lstrip("_.-") or "classifier"
+    if not _SERVING_NAME.fullmatch(name):
+        raise ConfigError(f"--name {name!r} is not allowed: a model name is letters, digits, '_', '.' and '-', "
+                          "starting with a letter or digit")
+    return name
 
 
 def artifact_record(bundle: Path, file: str, **fields) -> Artifact:

@@ -53,6 +53,11 @@ def folded_name(source: str, layout: str) -> str:
     return f"{Path(source).stem}.u8-{layout.lower()}.onnx"
 
 
+def deepstream_graph(source: str) -> str:
+    """The graph `edgetune deploy deepstream` writes from `source`: float pixels in, probabilities out."""
+    return f"{Path(source).stem}.deepstream.onnx"
+
+
 def engine_name(source: str, device: str = "gpu") -> str:
     """The TensorRT engine built from graph `source` for `device` (gpu, or dla:N on Jetson)."""
     stem = Path(source).stem

@@ -129,6 +129,32 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         ) from None
 
 
+# Bounds on an image that arrives as bytes (a server request): a file this large is not a
+# camera frame, and the pixel count is read from the header before anything is decoded, so a
+# small file that would expand to gigabytes (a decompression bomb) is refused unopened.
+MAX_IMAGE_BYTES = 32 * 1024 * 1024
+MAX_IMAGE_PIXELS = 64_000_000
+
+
+def decode_image(data: bytes, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Encoded image bytes (JPEG, PNG, …) -> RGB PIL image, or an InputError that says why.
+    Bytes only: nothing a caller sends is ever taken for a file name."""
+    import io
+
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InputError(f"an encoded image is bytes, not {type(data).__name__}")
+    if len(data) > max_bytes:
+        raise InputError(f"image of {len(data):,} bytes is over the {max_bytes:,}-byte limit")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.width * im.height > max_pixels:
+                raise InputError(f"image of {im.width}x{im.height} pixels is over the {max_pixels:,}-pixel limit")
+            im.load()
+            return to_rgb(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise InputError(f"cannot decode the image ({len(data):,} bytes): {exc}") from None
+
+
 def as_image(item) -> Image.Image:
     """A path, a PIL image, or an HWC uint8 array (H×W, H×W×1, ×3 or ×4) -> RGB PIL image."""
     if isinstance(item, (str, os.PathLike)):
