@@ -151,7 +151,10 @@ def decode_image(data: bytes, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int 
                 raise InputError(f"image of {im.width}x{im.height} pixels is over the {max_pixels:,}-pixel limit")
             im.load()
             return to_rgb(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except UnidentifiedImageError:
+        raise InputError(f"cannot decode the image ({len(data):,} bytes): not a format Pillow reads "
+                         "(JPEG, PNG, BMP, TIFF, WebP, …)") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise InputError(f"cannot decode the image ({len(data):,} bytes): {exc}") from None
 
 
