@@ -14,8 +14,9 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from edgetune import runtime
+from edgetune.serve.child import start
 from tests.support.cli import assert_user_error, edgetune
-from tests.support.serving import serve_python, start
+from tests.support.serving import serve_python
 
 NAME = "shop"
 
