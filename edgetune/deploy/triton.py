@@ -66,6 +66,8 @@ def write_repository(bundle: str | Path, out: str | Path, name: str | None = Non
     if existing and not overwrite:
         raise ConfigError(f"--out {out} already holds model {existing[0]}; pass --overwrite to replace "
                           "this bundle's models, or --name to add them beside it")
+    for model, _ in models:  # replaced whole: no file of an earlier version lingers
+        shutil.rmtree(out / model, ignore_errors=True)
     written = []
     for model, artifact in models[:len(chosen)]:
         target = artifact.target if artifact.backend != "tensorrt" else "tensorrt"

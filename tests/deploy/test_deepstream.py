@@ -14,7 +14,7 @@ from edgetune.deploy.deepstream import CONFIG, LABELS, README, write_deepstream
 from edgetune.export.opset import graph_opset
 from edgetune.preprocess import load_image
 from edgetune.runtime import softmax
-from tests.support.cli import assert_user_error, edgetune
+from tests.support.cli import assert_user_error, edgetune, edgetune_without_torch
 from tests.support.tiny_bundle import CLASSES, INT8, PREPROCESS
 
 # The [property] keys of DeepStream 7.0's Gst-nvinfer ("Gst-nvinfer Property Group Supported Keys"
@@ -88,7 +88,7 @@ def test_nvinfers_normalisation_reproduces_the_bundles_preprocessing(int8_config
 
 
 def test_deploy_deepstream_cli_and_bad_input(tiny, tmp_path):
-    proc = edgetune("deploy", "deepstream", tiny.bundle, "--out", tmp_path / "ds", "--max-batch", "4")
+    proc = edgetune_without_torch("deploy", "deepstream", tiny.bundle, "--out", tmp_path / "ds", "--max-batch", "4")
     assert proc.returncode == 0, proc.stderr
     assert read_config(tmp_path / "ds")["batch-size"] == "4"
     assert read_config(tmp_path / "ds")["network-mode"] == "0"  # no TensorRT graph here: the fp32 one
