@@ -89,3 +89,6 @@ def test_an_export_for_jetpack_6_with_folded_graphs(reexported_run):
         assert record["parity"]["max_abs_diff"] <= 1e-5 and record["parity"]["images"] > 0
         assert name not in {a.file for a in manifest.artifacts}  # never loaded as a float graph
     assert any("opset 17 for TensorRT 8.6" in line for line in reexported_run.log)
+    from edgetune.report.info import describe
+
+    assert set(describe(out)["folded"]) == set(manifest.folded)  # `edgetune info` names them
