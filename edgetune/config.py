@@ -28,6 +28,7 @@ AdaptMethod = Literal["bn", "tent", "pseudo"]
 Sampler = Literal["tpe", "random", "grid"]
 Objective = Literal["top1", "int8"]
 Pruner = Literal["median", "none"]
+TENSORRT_FAMILIES = ("8.6", "10", "11")  # the version families of calib/trt_onnx_ops.json
 
 
 DEFAULT_UNFREEZE = "2"  # with pretrained weights: the head and the top 2 blocks adapt
@@ -148,10 +149,23 @@ class ExportConfig:
     threads: int | None = None
     parity_images: int = 64
     eval_max: int | None = None  # val images artifacts are judged on; None: auto, 0: all
+    fold_preprocessing: str | None = None  # nhwc | nchw: also graphs that take uint8 pixels
+    tensorrt_version: str | None = None  # 8.6 | 10 | 11: the TensorRT the device runs (None: any)
 
     def __post_init__(self):
         _check_choices(self)
         _positive(self, "calib_samples", "bench_runs", "parity_images")
+        if self.fold_preprocessing is not None and str(self.fold_preprocessing).lower() not in ("nhwc", "nchw"):
+            raise ConfigError(f"--fold-preprocessing {self.fold_preprocessing!r} is not allowed; choose "
+                              "nhwc or nchw, the layout of the uint8 pixels the folded graphs take")
+        if self.tensorrt_version is not None:
+            # YAML reads 8.6 as a number; the families are names (calib/trt_onnx_ops.json)
+            version = str(self.tensorrt_version)
+            if version not in TENSORRT_FAMILIES:
+                raise ConfigError(f"--tensorrt-version {version!r} is not allowed"
+                                  f"{did_you_mean(version, TENSORRT_FAMILIES)}; choose one of: "
+                                  f"{', '.join(TENSORRT_FAMILIES)} (8.6 is JetPack 6.0's)")
+            object.__setattr__(self, "tensorrt_version", version)
         if self.eval_max is not None and self.eval_max < 0:
             raise ConfigError(f"--eval-max {self.eval_max} must be 0 (every val image) or a number "
                               "of images; omit it for the default (all up to 10000, else a subset)")

@@ -101,6 +101,12 @@ def export_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, help="inference threads when timing")
     g.add_argument("--eval-max", type=int, help="val images each artifact is judged on: a seeded subset "
                    "drawn evenly over the classes (default: all up to 10000, else 10000; 0: all)")
+    g.add_argument("--fold-preprocessing", metavar="nhwc|nchw",
+                   help="also write each graph with the normalisation folded in, taking uint8 RGB pixels "
+                        "at the input size in this layout (for clients that cannot normalise)")
+    g.add_argument("--tensorrt-version", metavar="8.6|10|11",
+                   help="the TensorRT the device runs: 8.6 (JetPack 6.0) writes the TensorRT and fp16 "
+                        "graphs at opset 17, the newest it documents (default: the exporter's opset 20)")
 
 
 def out_flags(p: argparse.ArgumentParser, required: bool = True, training: bool = True) -> None:
