@@ -11,6 +11,8 @@ import pytest
 
 from edgetune.data.demo import ensure_digits
 
+pytest_plugins = ["tests.support.cputime"]  # CPU seconds per test, beside --durations
+
 
 @pytest.fixture(scope="session")
 def digits_dir(tmp_path_factory) -> Path:
