@@ -71,6 +71,19 @@ def quantize_cpu(cal: Calibration, out: Path, exclude=(), op_types=None) -> Path
     return _quantize(cal, out, QuantType.QUInt8, exclude, op_types, {"WeightSymmetric": True})
 
 
+def quantize_cpu_s8s8(cal: Calibration, out: Path, exclude=(), op_types=None) -> Path:
+    """ONNX Runtime on ARM: signed 8-bit activations and weights (S8S8), the form ORT's
+    quantization guide names its first choice in QDQ: its ARM64 kernels take s8 x s8 (SDOT,
+    SMMLA), and its graph optimiser fuses signed QDQ into INT8 kernels only on ARM
+    (`QDQIsInt8Allowed`). On x86 the same graph keeps its Q/DQ around float kernels, or
+    reaches ORT's portable s8 x s8 GEMM (only AVX-VNNI-INT8 CPUs have a fast one), so
+    `quantize_cpu`'s U8S8 wins there; the device that runs the bundle decides (`edgetune
+    bench --choose`). Asymmetric activations, as ORT makes them by default; symmetric
+    per-channel weights, as in every recipe here.
+    """
+    return _quantize(cal, out, QuantType.QInt8, exclude, op_types, {"WeightSymmetric": True})
+
+
 def quantize_openvino(cal: Calibration, out: Path, exclude=(), op_types=None) -> Path:
     """OpenVINO's CPU plugin (its low-precision transformations turn Q/DQ into INT8 kernels).
 
@@ -112,4 +125,5 @@ def quantize_tensorrt(cal: Calibration, out: Path, exclude=()) -> Path:
     return _quantize(cal, out, QuantType.QInt8, exclude, ["Conv", "Gemm", "MatMul", "Add"], extra)
 
 
-RECIPES = {"cpu": quantize_cpu, "tensorrt": quantize_tensorrt, "openvino": quantize_openvino}
+RECIPES = {"cpu": quantize_cpu, "cpu-s8s8": quantize_cpu_s8s8, "tensorrt": quantize_tensorrt,
+           "openvino": quantize_openvino}

@@ -72,8 +72,8 @@ def run_predict(args: argparse.Namespace) -> int:
             for image, top in zip(args.images, results)
         ], indent=2))
         return 0
-    print(f"{model.artifact.file} ({model.artifact.precision}, {model.backend}/{model.device})",
-          file=sys.stderr)
+    print(f"{model.artifact.file} ({model.artifact.precision}, {model.backend}/{model.device}; "
+          f"{model.chosen_by})", file=sys.stderr)
     for image, top in zip(args.images, results):
         print(image)
         for label, score in top:

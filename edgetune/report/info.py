@@ -27,7 +27,7 @@ def describe(bundle: str | Path) -> dict:
         "input": m.input,
         "artifacts": [{
             "file": a.file, "target": a.target, "backend": a.backend, "precision": a.precision,
-            "size_bytes": a.size_bytes, "top1": a.top1,
+            "size_bytes": a.size_bytes, "top1": a.top1, "extra": a.extra,
             "p50_ms": (a.latency_ms or {}).get("p50"), "measured_on": (a.latency_ms or {}).get("device"),
             "recommended_for": for_file.get(a.file, []),
         } for a in m.artifacts],
@@ -42,6 +42,7 @@ def render(info: dict):
     """Rich tables for the terminal."""
     from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
     inp = info["input"]
     classes = info["classes"]
@@ -62,10 +63,10 @@ def render(info: dict):
 
     arts = Table(title="artifacts", title_justify="left")
     judged = info.get("top1_is", "top-1")
-    for col in ("artifact", "target", "precision", "size MB", judged, "p50 ms (b=1)", "recommended for"):
+    for col in ("artifact", "target", "engine", "precision", "size MB", judged, "p50 ms (b=1)", "recommended for"):
         arts.add_column(col, justify="right" if col in ("size MB", judged, "p50 ms (b=1)") else "left")
     for a in info["artifacts"]:
-        arts.add_row(a["file"], a["target"], a["precision"], f"{a['size_bytes'] / 1e6:.1f}",
+        arts.add_row(a["file"], a["target"], a["backend"], a["precision"], f"{a['size_bytes'] / 1e6:.1f}",
                      f"{a['top1']:.2%}" if a["top1"] is not None else "-",
                      f"{a['p50_ms']:.2f}" if a["p50_ms"] is not None else "on device",
                      ", ".join(a["recommended_for"]))
@@ -73,8 +74,8 @@ def render(info: dict):
     recs.add_column(style="bold")
     recs.add_column()
     for target, r in info["recommended"].items():
-        recs.add_row(f"recommended for {target}", f"{r['file']}: {r.get('why', '')}")
-    versions = "versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
+        recs.add_row(f"recommended for {target}", Text(f"{r['file']}: {r.get('why', '')}"))
+    versions = Text("versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
     return Group(head, arts, recs, versions)
 
 
