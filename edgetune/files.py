@@ -43,11 +43,17 @@ FP32_OPENVINO = "model.fp32.openvino.onnx"
 BF16_OPENVINO = "model.bf16.openvino.onnx"
 INT8_OPENVINO = "model.int8.openvino.onnx"
 ENGINE_SOURCES = (INT8_TENSORRT, FP16)  # the graphs `edgetune build-engine` builds from, preferred first
+DEVICES = "devices"  # `edgetune bench --choose`: one device's choice per file, named by its fingerprint
 
 
 def openvino_artifact(precision: str) -> str:
     """The bundle's OpenVINO artifact of `precision` (fp32, bf16 or int8)."""
     return {"fp32": FP32_OPENVINO, "bf16": BF16_OPENVINO, "int8": INT8_OPENVINO}[precision]
+
+
+def device_choice(fingerprint: str) -> str:
+    """The record of the choice made on a device whose fingerprint is `fingerprint`, in a bundle."""
+    return f"{DEVICES}/{fingerprint}.json"
 
 
 def engine_name(source: str, device: str = "gpu") -> str:
@@ -71,7 +77,7 @@ _ENGINES = [engine_name(s, device) for s in ENGINE_SOURCES for device in ("gpu",
 # Everything a run writes: the only things --overwrite removes from a run folder.
 RUN_FILES = (MANIFEST, CONFIG, CHECKPOINT, CHECKPOINTS, CALIB, FP32, INT8_CPU, INT8_S8S8_CPU, INT8_TENSORRT, FP16,
              *_ENGINES, *map(engine_record, _ENGINES), *map(timing_cache, _ENGINES),
-             REPORT_HTML, REPORT_JSON, FP32_OPENVINO, BF16_OPENVINO, INT8_OPENVINO)
+             REPORT_HTML, REPORT_JSON, FP32_OPENVINO, BF16_OPENVINO, INT8_OPENVINO, DEVICES)
 
 
 def check_out(out: str | Path, *, overwrite: bool, resume: bool = False,

@@ -7,6 +7,7 @@ from pathlib import Path
 from edgetune.bundle import read_manifest
 from edgetune.files import REPORT_HTML
 from edgetune.report import figures
+from edgetune.runtime import devices
 
 
 def describe(bundle: str | Path) -> dict:
@@ -33,6 +34,7 @@ def describe(bundle: str | Path) -> dict:
         } for a in m.artifacts],
         "top1_is": figures.name("top1", m.to_dict()),  # agreement with fp32 in an adapted run
         "recommended": recommended,
+        "devices": devices.list_choices(bundle, m),  # `edgetune bench --choose` on each device
         "versions": m.versions,
         "report": REPORT_HTML if (bundle / REPORT_HTML).is_file() else None,
     }
@@ -75,8 +77,37 @@ def render(info: dict):
     recs.add_column()
     for target, r in info["recommended"].items():
         recs.add_row(f"recommended for {target}", Text(f"{r['file']}: {r.get('why', '')}"))
+    for d in info.get("devices") or []:
+        here = " (this host)" if d["this_host"] else ""
+        recs.add_row(f"chosen on {d['file']}{here}", Text(
+            d["refused"] if "refused" in d else
+            f"{d['chosen']} on {d['cpu']}, {d['cpus']} cores, "
+            + ", ".join(f"{k} {v}" for k, v in (d["engines"] or {}).items()) + f" ({d['created']}): {d['why']}"))
     versions = Text("versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
     return Group(head, arts, recs, versions)
+
+
+def device_table(record: dict):
+    """A device's timings (`edgetune bench --choose`), as `runtime.devices` records them."""
+    from rich.table import Table
+    from rich.text import Text
+
+    host = record["host"]
+    table = Table(title=f"CPU artifacts timed on this device: {host['cpu']}, {host['cpus']} cores",
+                  title_justify="left")
+    measure = record["settings"].get("measure", "top-1")
+    for col in ("artifact", "engine", "precision", f"{measure} (export)", "p50 ms", "size MB", "verdict"):
+        table.add_column(col, justify="right" if col in ("p50 ms", "size MB") or col.endswith("(export)")
+                         else "left")
+    for t in record["timings"]:
+        table.add_row(t["file"], t["backend"], t["precision"], figures.pct(t["top1"]),
+                      f"{t['latency']['p50']:.2f}", f"{t['size_bytes'] / 1e6:.1f}", Text(t["verdict"]))
+    engines = ", ".join(f"{k} {v}" for k, v in host["engines"].items())
+    skipped = [f"skipped {s['file']}: {s['why']}" for s in record["settings"].get("skipped", [])]
+    table.caption = Text("\n".join([f"engines: {engines}; {record['settings']['rounds']} rounds of "
+                                    f"{record['settings']['runs_per_round']} runs, batch 1", *skipped]))
+    table.caption_justify = "left"
+    return table
 
 
 def _floats(xs) -> str:

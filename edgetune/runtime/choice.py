@@ -7,19 +7,21 @@ bundle recommends; failing that, any ONNX Runtime fp32 graph, which runs everywh
 An engine recorded as built for another TensorRT version or GPU is passed over with a
 warning, so a copied bundle still loads (on its ONNX artifact) instead of failing.
 
-For the CPU the export's recommendation is a ranked list: where the first's engine is not
-installed, the next one whose engine is runs, with one warning line that names the extra
-to install.
+For the CPU, a choice `edgetune bench --choose` made on this very host (runtime.devices)
+goes before the export's recommendation; either is a ranked list, and where the first's
+engine is not installed the next one whose engine is runs, with one warning line that
+names the extra to install.
 """
 
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import NamedTuple
 
 from edgetune.bundle import Artifact, Manifest
 from edgetune.errors import BundleError, ConfigError, EdgetuneWarning, MissingDependencyError, did_you_mean
-from edgetune.runtime import backends, ort_backend
+from edgetune.runtime import backends, devices, ort_backend
 from edgetune.runtime.engine_info import EngineHost, mismatch
 
 BACKEND_CHOICES = ("auto", "onnxruntime", "tensorrt", "openvino")
@@ -55,8 +57,10 @@ class Pick(NamedTuple):
 
 def choose_artifact(
     manifest: Manifest, backend: str = "auto", device: str = "auto", artifact: str | None = None,
+    bundle: Path | None = None,
 ) -> Pick:
-    """The artifact to load: the one named, else the recommendation for this hardware."""
+    """The artifact to load: the one named, else the recommendation for this hardware (for
+    the CPU, this host's own choice among the `bundle`'s artifacts first, where it made one)."""
     check_backend(backend)
     backends.check_device(device)
     if artifact is not None:
@@ -73,7 +77,7 @@ def choose_artifact(
     targets = hardware_targets(backend, device)
     host = _engine_host() if "tensorrt" in targets else None
     found = pick_recommended(manifest, targets, host, fp32_fallback=backend in ("auto", "onnxruntime"),
-                             backend=backend)
+                             backend=backend, bundle=bundle)
     if found is not None:
         return found
     held = ", ".join(f"{a.file} ({a.backend}, {a.target})" for a in manifest.artifacts) or "none"
@@ -84,16 +88,20 @@ def choose_artifact(
 
 
 def pick_recommended(manifest: Manifest, targets: list[str], host: EngineHost | None,
-                     fp32_fallback: bool = True, backend: str = "auto") -> Pick | None:
+                     fp32_fallback: bool = True, backend: str = "auto", bundle: Path | None = None
+                     ) -> Pick | None:
     """The first recommendation among `targets` (those this machine serves, best first) that
     can run here, else an ONNX Runtime fp32 graph. An engine whose record does not match
-    `host` (another TensorRT version or GPU) is passed over with a warning that says so."""
+    `host` (another TensorRT version or GPU) is passed over with a warning that says so.
+    For the cpu target, this host's choice in `bundle` goes first (runtime.devices)."""
     for target in targets:
         if target == "cpu":
-            found = cpu_artifact(manifest, backend)
+            mine = devices.for_host(bundle, manifest) if bundle is not None else None
+            found = cpu_artifact(manifest, mine, backend)
             if found is not None:
-                first, by = cpu_order(manifest)[0], "the export's recommendation"
-                return Pick(found, by if found.file == first else f"the best after {first}, by {by}")
+                ranked_first = (mine.order if mine else cpu_order(manifest))[0]
+                by = (f"this host's choice ({devices.record_name(mine)})" if mine else "the export's recommendation")
+                return Pick(found, by if found.file == ranked_first else f"the best after {ranked_first}, by {by}")
             continue
         file = recommended_file(manifest, target)
         if file is None:
@@ -112,11 +120,12 @@ def pick_recommended(manifest: Manifest, targets: list[str], host: EngineHost | 
     return Pick(fp32, "the fp32 graph, which runs everywhere") if fp32_fallback and fp32 is not None else None
 
 
-def cpu_artifact(manifest: Manifest, backend: str = "auto") -> Artifact | None:
-    """The best CPU artifact whose engine is installed (of `backend`, unless auto), in the
-    export's ranking. Under auto, passing over the first for want of its engine is one
-    warning line naming the extra that installs it."""
-    ranked = [manifest.artifact(f) for f in cpu_order(manifest)]
+def cpu_artifact(manifest: Manifest, device_choice: devices.DeviceChoice | None = None,
+                 backend: str = "auto") -> Artifact | None:
+    """The best CPU artifact whose engine is installed (of `backend`, unless auto): this
+    host's own ranking where it made one, else the export's. Under auto, passing over the
+    first for want of its engine is one warning line naming the extra that installs it."""
+    ranked = [manifest.artifact(f) for f in (device_choice.order if device_choice else cpu_order(manifest))]
     ranked = [a for a in ranked if backend in ("auto", a.backend)]
     for a in ranked:
         if backends.is_available(a.backend)[0]:

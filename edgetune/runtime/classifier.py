@@ -41,8 +41,8 @@ class Model:
         self.classes = list(classes)
         self.artifact = artifact
         self.source = source
-        # Why this artifact: named by the caller, the export's recommendation,
-        # or its best fallback whose engine is installed.
+        # Why this artifact: named by the caller, this host's choice (devices/<fingerprint>.json),
+        # or the export's recommendation (or its best fallback whose engine is installed).
         self.chosen_by = chosen_by
 
     @property
@@ -138,7 +138,7 @@ def load(
 def _load_bundle(path: Path, backend: str, device: str, artifact: str | None, threads,
                  provider: str = "auto") -> Model:
     manifest = read_manifest(path)
-    chosen, chosen_by = choice.choose_artifact(manifest, backend, device, artifact)
+    chosen, chosen_by = choice.choose_artifact(manifest, backend, device, artifact, bundle=path)
     file = verify_artifact(path, chosen)
     session = backends.open_session(
         chosen.backend, file, choice.session_device(chosen, device) if provider == "auto" else device,
