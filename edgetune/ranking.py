@@ -14,9 +14,9 @@ from __future__ import annotations
 from functools import cmp_to_key
 from typing import Protocol
 
-# Beyond this, no noise seen on the machines we measure hides a difference: a candidate this
-# far behind the fastest is slower. Closer than that, the runoff times it again and its
-# rounds decide (latency.measure_with_runoff).
+# Candidates this close to the fastest are timed again in the runoff even when they were
+# slower in every round of the first pass: a few rounds on a shared machine cannot tell 5 %
+# apart (latency.measure_with_runoff).
 RUNOFF_MARGIN = 0.10
 
 
@@ -32,17 +32,23 @@ def within(c: Timed, floor: float) -> bool:
     return c.top1 is not None and c.top1 >= floor - 1e-9
 
 
-def separated(fast: Timed, slow: Timed) -> bool:
-    """`slow` is slower than `fast` beyond the noise: more than RUNOFF_MARGIN behind, or timed
-    in the same rounds and slower in every one of them. Timed in different passes (one in
-    the runoff, one not), the one left out of the runoff was more than the margin behind."""
-    a, b = fast.latency or {}, slow.latency or {}
-    if bool(a.get("runoff")) != bool(b.get("runoff")) or b["p50"] > a["p50"] * (1 + RUNOFF_MARGIN):
-        return True
-    ra, rb = a.get("rounds_p50"), b.get("rounds_p50")
-    if not ra or not rb or len(ra) != len(rb):  # no rounds kept: the medians alone decide
-        return b["p50"] > a["p50"]
+def behind(fast: dict, slow: dict) -> bool:
+    """Latency `slow` is behind `fast` beyond the noise: timed in the same rounds, it was
+    slower in every one of them (without rounds, the medians alone decide)."""
+    ra, rb = fast.get("rounds_p50"), slow.get("rounds_p50")
+    if not ra or not rb or len(ra) != len(rb):
+        return slow["p50"] > fast["p50"]
     return all(y > x for x, y in zip(ra, rb))
+
+
+def separated(fast: Timed, slow: Timed) -> bool:
+    """`slow` is slower than `fast` beyond the noise. Timed in different passes (one in the
+    runoff, one not), the one left out was behind in every round of the first pass and by
+    more than RUNOFF_MARGIN: separated."""
+    a, b = fast.latency or {}, slow.latency or {}
+    if bool(a.get("runoff")) != bool(b.get("runoff")):
+        return True
+    return behind(a, b)
 
 
 SAME_SIZE = 0.01  # files this close in size are as small as each other (a zero-point's dtype is a few bytes)

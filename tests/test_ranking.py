@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgetune.ranking import RUNOFF_MARGIN, choose, rank, separated
+from edgetune.ranking import choose, rank, separated
 
 
 @dataclass
@@ -47,12 +47,15 @@ def test_a_difference_in_every_round_is_not_noise():
     assert fast.verdict.startswith("chosen: fastest") and slow.verdict == "slower: 1.03x the winner's p50"
 
 
-def test_beyond_the_margin_or_outside_the_runoff_is_slower_whatever_the_rounds():
-    fast = C("a", 0.90, 1.00, 44 * MB, (1.0, 2.0))
-    far = C("b", 0.95, 1.00 * (1 + RUNOFF_MARGIN) + 0.01, 11 * MB, (0.9, 1.5))
-    assert separated(fast, far)
-    not_in_runoff = C("c", 0.95, 1.02, 11 * MB, (0.9, 1.5), runoff=False)  # the runoff left it out
+def test_left_out_of_the_runoff_is_slower_and_in_it_the_rounds_decide():
+    fast = C("a", 0.90, 1.00, 44 * MB, (1.0, 1.1, 0.9))
+    not_in_runoff = C("b", 0.95, 1.02, 11 * MB, (0.9, 1.5, 1.0), runoff=False)  # behind in the first pass
     assert separated(fast, not_in_runoff)
+    # In the runoff, even a 30 % slower median is a tie when one round went the other way:
+    # the noise this machine showed is larger than the difference.
+    noisy = C("c", 0.95, 1.30, 11 * MB, (1.3, 0.95, 1.4))
+    assert not separated(fast, noisy)
+    assert choose([fast, noisy], floor=0.89, max_drop=1) is noisy and noisy.verdict.endswith("more accurate")
 
 
 def test_equal_accuracy_and_size_within_one_percent_fall_to_the_median():
