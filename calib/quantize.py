@@ -72,14 +72,15 @@ def quantize_cpu(cal: Calibration, out: Path, exclude=(), op_types=None) -> Path
 
 
 def quantize_cpu_s8s8(cal: Calibration, out: Path, exclude=(), op_types=None) -> Path:
-    """ONNX Runtime on ARM: signed 8-bit activations and weights (S8S8), the form ORT's
-    quantization guide names its first choice in QDQ: its ARM64 kernels take s8 x s8 (SDOT,
-    SMMLA), and its graph optimiser fuses signed QDQ into INT8 kernels only on ARM
-    (`QDQIsInt8Allowed`). On x86 the same graph keeps its Q/DQ around float kernels, or
-    reaches ORT's portable s8 x s8 GEMM (only AVX-VNNI-INT8 CPUs have a fast one), so
-    `quantize_cpu`'s U8S8 wins there; the device that runs the bundle decides (`edgetune
-    bench --choose`). Asymmetric activations, as ORT makes them by default; symmetric
-    per-channel weights, as in every recipe here.
+    """ONNX Runtime on ARM: signed 8-bit activations and weights (S8S8), which ORT's
+    quantization guide calls its default and first choice in QDQ. ARM is where the runtime
+    agrees: its ARM64 kernels take s8 x s8 (SDOT, SMMLA), and its graph optimiser fuses
+    signed QDQ into INT8 kernels only there (`QDQIsInt8Allowed`). On x86 most of the graph
+    keeps its Q/DQ around float kernels, or, with `session.qdqisint8allowed=1`, reaches ORT's
+    portable s8 x s8 kernels (only AVX-VNNI-INT8 CPUs have a fast GEMM); on an AVX-512 VNNI
+    EPYC ResNet-18 ran 8-16x slower than `quantize_cpu`'s U8S8 at 32 px. The device that runs
+    the bundle decides (`edgetune bench --choose`). Asymmetric activations, as ORT makes
+    them by default; symmetric per-channel weights, as in every recipe here.
     """
     return _quantize(cal, out, QuantType.QInt8, exclude, op_types, {"WeightSymmetric": True})
 
