@@ -35,6 +35,8 @@ def describe(bundle: str | Path) -> dict:
         "top1_is": figures.name("top1", m.to_dict()),  # agreement with fp32 in an adapted run
         "recommended": recommended,
         "devices": devices.list_choices(bundle, m),  # `edgetune bench --choose` on each device
+        # graphs taking pixels, not float tensors (--fold-preprocessing): not run by `load`
+        "folded": {f: {k: r.get(k) for k in ("source", "layout", "pixels")} for f, r in m.folded.items()},
         "versions": m.versions,
         "report": REPORT_HTML if (bundle / REPORT_HTML).is_file() else None,
     }
@@ -83,6 +85,9 @@ def render(info: dict):
             d["refused"] if "refused" in d else
             f"{d['chosen']} on {d['cpu']}, {d['cpus']} cores, "
             + ", ".join(f"{k} {v}" for k, v in (d["engines"] or {}).items()) + f" ({d['created']}): {d['why']}"))
+    for file, r in info.get("folded", {}).items():
+        recs.add_row("preprocessing folded in",
+                     Text(f"{file}: {r['source']} taking {r['pixels']} {r['layout']} pixels"))
     versions = Text("versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
     return Group(head, arts, recs, versions)
 
