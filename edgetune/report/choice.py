@@ -30,9 +30,10 @@ def show_choice(manifest: Manifest, log=print) -> None:
         console.print(candidate_table(raw))
     for target, choice in manifest.recommended.items():
         if choice:
-            engine = manifest.artifact(choice["file"]).backend
-            console.print(f"recommended for {target}: [bold]{escape(choice['file'])}[/bold] "
-                          f"({escape(engine)}: {escape(choice['why'])})")
+            engine, why = manifest.artifact(choice["file"]).backend, choice["why"]
+            # the cpu target's reason already ends with its engine: name it once
+            said = why if why.endswith(f"{engine})") else f"{engine}: {why}"
+            console.print(f"recommended for {target}: [bold]{escape(choice['file'])}[/bold] ({escape(said)})")
 
 
 def artifact_table(raw: dict) -> Table:
@@ -41,9 +42,9 @@ def artifact_table(raw: dict) -> Table:
                   caption_justify="left")
     keys = ["top1"] + [k for k in ("top1_source", "top1_target")
                        if any(a.get(k) is not None for a in raw["artifacts"])]
-    for col in ("artifact", "target", "engine", "precision", *(figures.name(k, raw) for k in keys), *NUMERIC, "note"):
-        table.add_column(col, justify="left" if col in ("artifact", "target", "engine", "precision", "note")
-                         else "right")
+    left = ("artifact", "target", "engine", "precision", "candidate")  # the candidate each ships
+    for col in (*left[:4], *(figures.name(k, raw) for k in keys), *NUMERIC, left[4]):
+        table.add_column(col, justify="left" if col in left else "right")
     for a in raw["artifacts"]:
         p50 = f"{a['latency_ms']['p50']:.2f}" if a["latency_ms"] else "on device"
         table.add_row(a["file"], a["target"], a["backend"], a["precision"],
