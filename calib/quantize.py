@@ -71,6 +71,20 @@ def quantize_cpu(cal: Calibration, out: Path, exclude=(), op_types=None) -> Path
     return _quantize(cal, out, QuantType.QUInt8, exclude, op_types, {"WeightSymmetric": True})
 
 
+def quantize_cpu_s8s8(cal: Calibration, out: Path, exclude=(), op_types=None) -> Path:
+    """ONNX Runtime on ARM: signed 8-bit activations and weights (S8S8), which ORT's
+    quantization guide calls its default and first choice in QDQ. ARM is where the runtime
+    agrees: its ARM64 kernels take s8 x s8 (SDOT, SMMLA), and its graph optimiser fuses
+    signed QDQ into INT8 kernels only there (`QDQIsInt8Allowed`). On x86 most of the graph
+    keeps its Q/DQ around float kernels, or, with `session.qdqisint8allowed=1`, reaches ORT's
+    portable s8 x s8 kernels (only AVX-VNNI-INT8 CPUs have a fast GEMM); on an AVX-512 VNNI
+    EPYC ResNet-18 ran 8-16x slower than `quantize_cpu`'s U8S8 at 32 px. The device that runs
+    the bundle decides (`edgetune bench --choose`). Asymmetric activations, as ORT makes
+    them by default; symmetric per-channel weights, as in every recipe here.
+    """
+    return _quantize(cal, out, QuantType.QInt8, exclude, op_types, {"WeightSymmetric": True})
+
+
 def quantize_openvino(cal: Calibration, out: Path, exclude=(), op_types=None) -> Path:
     """OpenVINO's CPU plugin (its low-precision transformations turn Q/DQ into INT8 kernels).
 
@@ -112,4 +126,5 @@ def quantize_tensorrt(cal: Calibration, out: Path, exclude=()) -> Path:
     return _quantize(cal, out, QuantType.QInt8, exclude, ["Conv", "Gemm", "MatMul", "Add"], extra)
 
 
-RECIPES = {"cpu": quantize_cpu, "tensorrt": quantize_tensorrt, "openvino": quantize_openvino}
+RECIPES = {"cpu": quantize_cpu, "cpu-s8s8": quantize_cpu_s8s8, "tensorrt": quantize_tensorrt,
+           "openvino": quantize_openvino}

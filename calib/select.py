@@ -3,9 +3,10 @@ and the fastest candidate within it.
 
 Candidates: every quantizable op in INT8 ("int8"); only the compute ops (Conv/Gemm/MatMul)
 with elementwise ops left in float ("int8-compute", fewer Q/DQ: on depthwise-heavy nets the
-extra Q/DQ around Add/Mul/pooling costs more than INT8 saves); and, when both lose more than
-the budget, "int8-mixed": the most sensitive layers kept in float, added greedily until the
-budget holds.
+extra Q/DQ around Add/Mul/pooling costs more than INT8 saves); every op with signed
+activations ("int8-s8s8": ONNX Runtime's first choice on ARM, slow on x86, calib.quantize);
+and, when all lose more than the budget, "int8-mixed": the most sensitive layers kept in
+float, added greedily until the budget holds.
 
 CPU-kernel-aware candidates (calib.cpu_graphs, calib.node_profile), built where they differ
 from the above: "int8-depthwise", only the depthwise convs ONNX Runtime's fast INT8 kernel
@@ -14,7 +15,7 @@ takes; "int8-fusable", compute ops except those touching an activation the CPU c
 profiler timed slower in INT8 than in fp32. Every INT8 candidate then gets fast bias
 correction (calib.bias_correction), kept where it brings the logits closer to fp32 on
 calibration images it was not measured on. Each is kept only if it is the fastest within
-the budget: `choose` times them all.
+the budget: `edgetune.ranking.choose` weighs them all, timed side by side.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from edgetune.calib import cpu_graphs
-from edgetune.calib.quantize import Calibration, quantize_cpu
+from edgetune.calib.quantize import Calibration, quantize_cpu, quantize_cpu_s8s8
 from edgetune.calib.sensitivity import rank_layers, snr_db
 
 COMPUTE_OPS = ["Conv", "ConvTranspose", "Gemm", "MatMul"]
+S8S8 = "int8-s8s8"  # every op, signed activations: ONNX Runtime's first choice on ARM
 
 
 @dataclass
@@ -48,10 +50,15 @@ class Candidate:
     def within(self, floor: float) -> bool:
         return self.top1 is not None and self.top1 >= floor - 1e-9
 
+    @property
+    def size_bytes(self) -> int:
+        """What shipping it costs: ties on latency and accuracy go to the smaller file."""
+        return self.path.stat().st_size if self.path.exists() else 0
+
     def row(self) -> dict:
         return {"candidate": self.name, "backend": self.backend, "precision": self.precision, "top1": self.top1,
                 "p50_ms": self.latency["p50"] if self.latency else None,
-                "size_bytes": self.path.stat().st_size if self.path.exists() else None,
+                "size_bytes": self.size_bytes or None,
                 "float_nodes": len(self.excluded), "bias_correction": self.bias_correction,
                 "verdict": self.verdict}
 
@@ -69,6 +76,7 @@ def int8_candidates(cal: Calibration, work: Path, evaluate: Callable[[Path], flo
         out.append(Candidate(name, quantize_cpu(cal, work / f"{name}.onnx", op_types=ops), "int8", op_types=ops))
     if kernel_aware:
         out += kernel_aware_candidates(cal, work, out[1].path, calib_batch, threads, log)
+    out.append(Candidate(S8S8, quantize_cpu_s8s8(cal, work / f"{S8S8}.onnx"), "int8"))
     for c in out:
         correct_candidate(c, cal.model, calib_batch, run, work)
         c.top1 = evaluate(c.path)
@@ -147,18 +155,3 @@ def fit_budget(cal: Calibration, work: Path, evaluate, floor: float, calib_batch
         if top1 >= floor - 1e-9 or k >= len(ranking):
             return best
         k = min(2 * k, len(ranking))
-
-
-def choose(candidates: list[Candidate], floor: float, max_drop: float, measure: str = "top-1") -> Candidate:
-    """The fastest candidate within the budget (fp32 is always one); verdicts on all, naming
-    `measure` (what the candidates' top1 holds: top-1, or agreement with fp32)."""
-    within = [c for c in candidates if c.within(floor) and c.latency]
-    winner = min(within, key=lambda c: c.latency["p50"])
-    for c in candidates:
-        if c is winner:
-            c.verdict = f"chosen: fastest within {max_drop:g} {measure} points of fp32"
-        elif not c.within(floor):
-            c.verdict = f"over budget: {measure} {c.top1:.2%} < {floor:.2%}"
-        elif c.latency and winner.latency:
-            c.verdict = f"slower: {c.latency['p50'] / winner.latency['p50']:.2f}x the winner's p50"
-    return winner

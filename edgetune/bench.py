@@ -212,7 +212,7 @@ def library_versions(with_torch: bool = False) -> dict:
     """Versions that change latency numbers; tensorrt only when installed."""
     versions = {"edgetune": edgetune.__version__, "python": platform.python_version(),
                 "numpy": np.__version__}
-    modules = ["onnxruntime", "tensorrt"] + (["torch"] if with_torch else [])
+    modules = ["onnxruntime", "openvino", "tensorrt"] + (["torch"] if with_torch else [])
     for name in modules:
         if importlib.util.find_spec(name) is not None:
             versions[name] = getattr(__import__(name), "__version__", "unknown")
@@ -266,6 +266,7 @@ def _check_budget(warmup, runs, seconds) -> int | None:
 def render_table(report: BenchReport):
     """A rich Table: one row per artifact × batch, speed-up against ONNX Runtime fp32."""
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=f"edgetune bench: {report.source} (latency in ms per call)",
                   title_justify="left")
@@ -297,6 +298,8 @@ def render_table(report: BenchReport):
                      "around this run: these timings are pessimistic; re-run on an idle machine")
     notes += [f"skipped {s['artifact']}" + (f" at batch {s['batch']}" if "batch" in s else "")
               + f": {s['why']}" for s in report.skipped]
-    table.caption = "\n".join(notes)
+    # As plain text: rich would read "pip install 'edgetune[openvino]'" as markup and print
+    # "pip install 'edgetune'", naming the wrong extra.
+    table.caption = Text("\n".join(notes))
     table.caption_justify = "left"
     return table

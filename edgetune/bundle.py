@@ -18,15 +18,18 @@ from edgetune.files import MANIFEST
 from edgetune.preprocess import Preprocess
 
 FORMAT = "edgetune-bundle"
-VERSION = 1
+# 2: the cpu target's artifacts may be run by any CPU engine (`backend`), each names the pip
+# extra its engine needs (`extra`) and the candidate it ships (`candidate`), and the cpu
+# recommendation lists the fallbacks (`order`). Version 1 bundles still load.
+VERSION = 2
 
 
 @dataclass
 class Artifact:
     file: str
-    backend: str  # "onnxruntime" | "openvino" | "tensorrt"
-    target: str  # "cpu" | "openvino" | "tensorrt" | "gpu"
-    precision: str  # "fp32" | "fp16" | "int8"
+    backend: str  # the engine that runs it: "onnxruntime" | "openvino" | "tensorrt"
+    target: str  # "cpu" | "tensorrt" | "gpu" ("openvino" in version 1 bundles)
+    precision: str  # "fp32" | "bf16" (OpenVINO's bf16 inference of the fp32 graph) | "fp16" | "int8"
     sha256: str
     size_bytes: int
     top1: float | None = None
@@ -44,6 +47,8 @@ class Artifact:
     # ONNX Runtime options the latency was measured with and `load` opens it with:
     # {"graph_optimization_level", "intra_op_num_threads", "inter_op_num_threads", "allow_spinning"}
     session: dict | None = None
+    extra: str | None = None  # the pip extra its engine needs: pip install 'edgetune[EXTRA]'
+    candidate: str | None = None  # the cpu candidate it ships, as `candidates["cpu"]` names it
     # Written at an older opset for the TensorRT the device runs (--tensorrt-version 8.6):
     # {"opset", "from", "for", "parity"}, parity against the graph at the exporter's opset
     opset: dict | None = None
@@ -54,7 +59,8 @@ class Manifest:
     model: dict  # {"arch", "weights", "classes", "num_classes"}
     input: dict  # Preprocess.to_dict() plus "name"
     artifacts: list[Artifact] = field(default_factory=list)
-    recommended: dict = field(default_factory=dict)  # target -> {"file", "why"}
+    # target -> {"file", "why"}; cpu also "order": the shipped CPU artifacts within budget, best first
+    recommended: dict = field(default_factory=dict)
     candidates: dict = field(default_factory=dict)  # target -> rows: candidate, top1, p50_ms, size, verdict
     checkpoint: str | None = None
     checkpoint_sha256: str | None = None

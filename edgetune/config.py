@@ -22,6 +22,7 @@ Balance = Literal["none", "loss", "sampler"]
 Device = Literal["auto", "cpu", "cuda"]
 CalibMethod = Literal["minmax", "entropy", "percentile"]
 Target = Literal["cpu", "tensorrt", "gpu", "openvino"]
+CpuEngine = Literal["auto", "onnxruntime", "openvino"]
 CacheMode = Literal["auto", "off"]
 CacheDtype = Literal["float16", "float32"]
 AdaptMethod = Literal["bn", "tent", "pseudo"]
@@ -144,6 +145,10 @@ class ExportConfig:
     calib_samples: int = 300
     calib_method: CalibMethod = "minmax"
     targets: tuple[str, ...] = ("cpu",)
+    # The engines the cpu target weighs: auto is ONNX Runtime, and OpenVINO where it imports.
+    # `--targets openvino` is the cpu target with OpenVINO required (refused when missing).
+    cpu_engines: tuple[str, ...] = ("auto",)
+    ship_candidates: int = 4  # CPU artifacts a bundle holds for the device to choose from
     max_drop: float = 1.0  # top-1 points INT8 may lose against fp32
     bench_runs: int = 50
     threads: int | None = None
@@ -178,6 +183,27 @@ class ExportConfig:
                 )
         if self.max_drop < 0:
             raise ConfigError(f"--max-drop {self.max_drop} must not be negative")
+        self._check_cpu_engines()
+        if self.ship_candidates < 2:
+            raise ConfigError(f"--ship-candidates {self.ship_candidates} must be at least 2: the recommendation "
+                              "and the fp32 graph every bundle holds")
+
+    def _check_cpu_engines(self) -> None:
+        allowed = get_args(CpuEngine)
+        engines = self.cpu_engines
+        for e in engines:
+            if e not in allowed:
+                raise ConfigError(f"--cpu-engines {e!r} is not an engine{did_you_mean(e, allowed)}; allowed: "
+                                  + ", ".join(allowed))
+        if "auto" in engines and len(engines) > 1:
+            raise ConfigError(f"--cpu-engines {','.join(engines)}: auto means every installed engine; "
+                              "give auto alone or a list of engines")
+        if "auto" not in engines and "onnxruntime" not in engines:
+            raise ConfigError(f"--cpu-engines {','.join(engines)} must include onnxruntime: it calibrates the "
+                              "INT8 graphs and runs the fp32 graph everywhere; use onnxruntime,openvino")
+        if "openvino" in self.targets and "auto" not in engines and "openvino" not in engines:
+            raise ConfigError(f"--targets openvino asks for OpenVINO but --cpu-engines {','.join(engines)} leaves "
+                              "it out; drop one of the two")
 
 
 @dataclass(frozen=True)
@@ -323,9 +349,10 @@ def build(cls, *layers: dict):
     for layer in layers:
         merged.update({k: v for k, v in layer.items() if v is not None})
     known = {k: v for k, v in merged.items() if k in field_names(cls)}
-    if "targets" in known and isinstance(known["targets"], (list, str)):
-        t = known["targets"]
-        known["targets"] = tuple(t.split(",") if isinstance(t, str) else t)
+    for name in ("targets", "cpu_engines"):  # comma lists on the command line, lists in YAML
+        if name in known and isinstance(known[name], (list, str)):
+            t = known[name]
+            known[name] = tuple(t.split(",") if isinstance(t, str) else t)
     try:
         return cls(**known)
     except TypeError as exc:

@@ -59,7 +59,7 @@ def add_engine(bundle: str | Path, source: str | None = None, max_batch: int = 8
                if timed else None)
     engine = artifact_record(
         bundle, name, backend="tensorrt", target="tensorrt", precision=src.precision, top1=src.top1,
-        latency_ms=latency, calibration=src.calibration, engine=info,
+        latency_ms=latency, calibration=src.calibration, engine=info, extra=trt_backend.EXTRA,
         notes=f"built from {source} with TensorRT {version} ({info['typing']}) on {info['gpu']} "
               f"(sm {info['compute_capability']}, {host.short()}) in {info['build_seconds']:.0f} s; "
               "engines only run on the TensorRT version and GPU architecture that built them",

@@ -34,17 +34,26 @@ IMPORTANCES = "importances.json"
 
 # The artifacts, by what made them.
 FP32 = "model.onnx"
-INT8_CPU = "model.int8.cpu.onnx"
+INT8_CPU = "model.int8.cpu.onnx"  # ONNX Runtime's best U8S8 INT8 graph
+INT8_S8S8_CPU = "model.int8.s8s8.cpu.onnx"  # signed activations: ONNX Runtime's first choice on ARM
 INT8_TENSORRT = "model.int8.tensorrt.onnx"
 FP16 = "model.fp16.onnx"
+# Run by OpenVINO: the fp32 graph in f32 or in bf16, and OpenVINO's best INT8 graph.
 FP32_OPENVINO = "model.fp32.openvino.onnx"
+BF16_OPENVINO = "model.bf16.openvino.onnx"
 INT8_OPENVINO = "model.int8.openvino.onnx"
 ENGINE_SOURCES = (INT8_TENSORRT, FP16)  # the graphs `edgetune build-engine` builds from, preferred first
+DEVICES = "devices"  # `edgetune bench --choose`: one device's choice per file, named by its fingerprint
 
 
 def openvino_artifact(precision: str) -> str:
-    """The bundle's OpenVINO artifact of `precision` (fp32 or int8)."""
-    return {"fp32": FP32_OPENVINO, "int8": INT8_OPENVINO}[precision]
+    """The bundle's OpenVINO artifact of `precision` (fp32, bf16 or int8)."""
+    return {"fp32": FP32_OPENVINO, "bf16": BF16_OPENVINO, "int8": INT8_OPENVINO}[precision]
+
+
+def device_choice(fingerprint: str) -> str:
+    """The record of the choice made on a device whose fingerprint is `fingerprint`, in a bundle."""
+    return f"{DEVICES}/{fingerprint}.json"
 
 
 def folded_name(source: str, layout: str) -> str:
@@ -77,10 +86,11 @@ def timing_cache(engine: str | Path) -> str:
 # GPU engines, and DLA engines on a Jetson's two DLA cores.
 _ENGINES = [engine_name(s, device) for s in ENGINE_SOURCES for device in ("gpu", "dla:0", "dla:1")]
 # Everything a run writes: the only things --overwrite removes from a run folder.
-RUN_FILES = (MANIFEST, CONFIG, CHECKPOINT, CHECKPOINTS, CALIB, FP32, INT8_CPU, INT8_TENSORRT, FP16,
+RUN_FILES = (MANIFEST, CONFIG, CHECKPOINT, CHECKPOINTS, CALIB, FP32, INT8_CPU, INT8_S8S8_CPU, INT8_TENSORRT, FP16,
              *_ENGINES, *map(engine_record, _ENGINES), *map(timing_cache, _ENGINES),
-             REPORT_HTML, REPORT_JSON, FP32_OPENVINO, INT8_OPENVINO,
-             *(folded_name(s, layout) for s in (FP32, INT8_CPU, INT8_TENSORRT, FP16, FP32_OPENVINO, INT8_OPENVINO)
+             REPORT_HTML, REPORT_JSON, FP32_OPENVINO, BF16_OPENVINO, INT8_OPENVINO, DEVICES,
+             *(folded_name(s, layout) for s in (FP32, INT8_CPU, INT8_S8S8_CPU, INT8_TENSORRT, FP16, FP32_OPENVINO,
+                                                BF16_OPENVINO, INT8_OPENVINO)
                for layout in ("NHWC", "NCHW")))
 
 

@@ -32,6 +32,28 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_flags() -> list[str]:
+    """The CPU's instruction-set flags (x86 `flags`, ARM `Features`), sorted; [] off Linux.
+    They decide which kernels an engine takes (VNNI, AMX, SDOT), so a device's choice of
+    artifact holds only for the flags it was made with."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return sorted(set(line.split(":", 1)[1].split()))
+    except OSError:
+        pass
+    return []
+
+
+def usable_cpus() -> int:
+    """The cores this process may run on (a container's cpuset, taskset), else all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def gpu_name() -> str | None:
     if not shutil.which("nvidia-smi"):
         return None

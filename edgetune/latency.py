@@ -10,6 +10,7 @@ import time
 import numpy as np
 
 from edgetune import host, progress
+from edgetune.ranking import RUNOFF_MARGIN, behind
 from edgetune.runtime.session import Session
 
 
@@ -71,6 +72,35 @@ def measure_interleaved(sessions: dict[str, Session], shape: tuple[int, int, int
             out[name]["rounds_p50"] = [round(float(np.median(ts[i:i + runs])) * 1e3, 3)
                                        for i in range(0, len(ts), runs)]
     return out
+
+
+def measure_with_runoff(sessions: dict[str, Session], shape: tuple[int, int, int], rounds: int,
+                        groups: list[list[str]], log=None) -> dict[str, dict]:
+    """The export's way of timing candidates, and the device's: every session in turns,
+    `rounds` rotated rounds keeping each round's p50; then a runoff: in each of `groups`
+    (the names one choice weighs), those the first pass did not separate from the group's
+    fastest (within RUNOFF_MARGIN of it, or faster in at least one round) are timed again,
+    twice as long, side by side, all in one pass. A few rounds on a shared machine cannot
+    tell 5 % apart, and the runoff's rounds are what `ranking` reads the noise from: the
+    noisier the machine, the more candidates meet again. A latency from the runoff carries
+    `"runoff": True`."""
+    out = measure_interleaved(sessions, shape, rounds=rounds, per_round=True)
+    ahead: list[str] = []
+    for group in groups:
+        timed = [n for n in group if n in out]
+        if not timed:
+            continue
+        fastest = out[min(timed, key=lambda n: out[n]["p50"])]
+        close = [n for n in timed if out[n]["p50"] <= fastest["p50"] * (1 + RUNOFF_MARGIN)
+                 or not behind(fastest, out[n])]
+        ahead += [n for n in close if n not in ahead] if len(close) > 1 else []
+    if not ahead:
+        return out
+    if log is not None:
+        log(f"time: {', '.join(ahead)} not separated from the fastest (within {RUNOFF_MARGIN:.0%}, or faster in "
+            "a round); timing them again, side by side")
+    again = measure_interleaved({n: sessions[n] for n in ahead}, shape, rounds=2 * rounds, per_round=True)
+    return out | {n: {**again[n], "runoff": True} for n in ahead}
 
 
 def _inputs(shape, batch: int, seed: int) -> np.ndarray:

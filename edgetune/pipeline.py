@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetune import __version__, files, targets
+from edgetune import __version__, cpu_target, files, targets
 from edgetune.adapt import stage as adapt_stage
 from edgetune.atomic import sha256_file, write_text
 from edgetune.bundle import Manifest, artifact_record, write_manifest
@@ -23,6 +23,7 @@ from edgetune.files import CHECKPOINT, FP32
 from edgetune.latency import measure_latency
 from edgetune.preprocess import Preprocess, load_image
 from edgetune.report import choice, figures, html
+from edgetune.runtime import backends
 from edgetune.runtime.ort_backend import OrtSession
 
 
@@ -53,7 +54,7 @@ def run(train_cfg: TrainConfig, export_cfg: ExportConfig, out: str | Path, *,
     """The whole pipeline; under torchrun every process trains and rank 0 alone exports
     (the others return None)."""
     adapt_cfg = adapt_cfg or AdaptConfig()
-    targets.require_engines(export_cfg)
+    cpu_target.require_engines(export_cfg)
     splits = check_inputs(train_cfg, out, overwrite, resume, adapt_cfg.target_labels)
     # Bad target folders fail before training too.
     target = adapt_stage.load_target(adapt_cfg, train_cfg, classes=splits.classes)
@@ -91,7 +92,7 @@ def export_bundle(ckpt_path: str | Path, out: str | Path, cfg: ExportConfig, dat
     from edgetune.train import checkpoint, load_splits
     from edgetune.train.model import build_from_checkpoint
 
-    targets.require_engines(cfg)
+    cpu_target.require_engines(cfg)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = checkpoint.load(ckpt_path)
@@ -114,17 +115,17 @@ def export_bundle(ckpt_path: str | Path, out: str | Path, cfg: ExportConfig, dat
     parity = check_parity(model, out / FP32, val.head(cfg.parity_images))
     fp32 = artifact_record(out, FP32, backend="onnxruntime", target="cpu", precision="fp32",
                            top1=top1(OrtSession(out / FP32, device="cpu"), val, desc=f"evaluate {FP32}"),
-                           parity=parity.to_dict())
+                           parity=parity.to_dict(), extra=backends.extra("onnxruntime"))
     artifacts, recommended, candidates = [fp32], {}, {}
 
     pool, calibration = adapt_stage.calibration_pool(target, splits, cfg.calib_samples)
-    cpu = "cpu" in cfg.targets or "openvino" in cfg.targets  # openvino is weighed against cpu
+    cpu = "cpu" in cfg.targets or "openvino" in cfg.targets  # openvino: the cpu target, OpenVINO required
     if cpu or "tensorrt" in cfg.targets:
         cal, calib_batch = _calibrate(out, pool, pre, cfg, log)
     if cpu:
-        artifacts, candidates["cpu"], chosen = targets.build_cpu(
+        shipped, candidates["cpu"], chosen = cpu_target.build_cpu(
             out, cal, val, calib_batch, pre, cfg, fp32, log, measure)
-        recommended.update(chosen)
+        artifacts, recommended = shipped, chosen
     else:
         fp32.latency_ms = measure_latency(OrtSession(out / FP32, device="cpu", threads=cfg.threads),
                                           (3, *pre.size), runs=cfg.bench_runs)
@@ -236,4 +237,4 @@ def _versions() -> dict:
 
     return {"edgetune": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__}
+            "onnxruntime": onnxruntime.__version__, **backends.cpu_engine_versions()}

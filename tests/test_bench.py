@@ -58,6 +58,17 @@ def test_table_lists_every_row_and_the_host(report):
     assert "1.00x" in text  # the fp32 ONNX Runtime row is the speed-up baseline
 
 
+def test_skip_reasons_keep_the_extra_they_name():
+    """rich would read "[openvino]" as markup and print "pip install 'edgetune'"."""
+    report = bench.BenchReport(source="b", host={}, versions={}, settings={"threads": None, "warmup": 1, "runs": 3,
+                                                                            "seconds": None},
+                               skipped=[{"artifact": "model.int8.openvino.onnx",
+                                         "why": "openvino is not installed: pip install 'edgetune[openvino]'"}])
+    console = Console(record=True, width=200)
+    console.print(bench.render_table(report))
+    assert "pip install 'edgetune[openvino]'" in console.export_text()
+
+
 def test_named_artifacts_time_budget_and_bare_onnx(tiny):
     by_time = bench.benchmark(tiny.bundle, artifacts=[INT8], batches=[2], warmup=0, seconds=0.05)
     assert [(r.artifact, r.batch) for r in by_time.rows] == [(INT8, 2)] and by_time.rows[0].runs >= 3

@@ -7,9 +7,11 @@
 Per model: a short training from scratch on the embedded digits (no internet here for
 pretrained weights; latency does not depend on the weights, top-1 does, so every row is
 judged on a model that learned something), edgetune's own export (candidates, budget,
-recommendation), then on the same fp32 ONNX graph: PyTorch eager, ONNX Runtime fp32, each
-edgetune INT8 candidate, OpenVINO fp32 and OpenVINO INT8 (NNCF post-training quantization
-with its defaults, on the same calibration images edgetune used). Every row is evaluated on
+recommendation, with default targets: every installed CPU engine), then on the same fp32
+ONNX graph: PyTorch eager, ONNX Runtime fp32, each edgetune INT8 candidate (the S8S8 one
+included), OpenVINO fp32, OpenVINO bf16 (where the CPU runs bf16 natively: OpenVINO's default
+there) and OpenVINO INT8 (NNCF post-training quantization with its defaults, on the same
+calibration images edgetune used). Every row names the CPU it ran on. Every row is evaluated on
 the same val images and timed the same way: batch 1, blocks of runs taken in turns
 (latency.measure_interleaved), a pause between engines, ONNX Runtime sessions with
 spinning off so an idle one does not steal the cores from the engine being timed;
@@ -48,8 +50,8 @@ def train_and_export(arch: str, args, console: Console) -> Path:
     bundle = root / "bundle"
     if args.reexport or not (bundle / "manifest.json").is_file():
         console.print(f"[bold]{arch}[/bold]: edgetune export (cpu candidates, {args.calib_samples} calibration images)")
-        targets = ("cpu", "openvino") if args.edgetune_openvino else ("cpu",)
-        export_bundle(best, bundle, ExportConfig(targets=targets, calib_samples=args.calib_samples,
+        engines = ("auto",) if args.edgetune_openvino else ("onnxruntime",)
+        export_bundle(best, bundle, ExportConfig(cpu_engines=engines, calib_samples=args.calib_samples,
                                                  max_drop=args.max_drop, threads=args.threads),
                       data=data, log=lambda *_: None)
     return bundle
@@ -113,28 +115,27 @@ def bench_model(arch: str, args, console: Console) -> dict:
     console.print(f"[bold]{arch}[/bold]: candidates, NNCF, top-1 of every row")
     candidates = rebuild_candidates(bundle, val, args)
     ov_int8 = openvino_int8(bundle / "model.onnx", calib, bundle.parent / "openvino")
-    cpu_rec = m.recommended["cpu"]["file"]
-    rec = (m.recommended.get("openvino") or m.recommended["cpu"])["file"]  # what `load` picks here
-    rec_art = m.artifact(rec)
-    rec_name = (rec_art.calibration or {}).get("candidate", "fp32") if rec_art.precision == "int8" else "fp32"
-    rec_name = f"openvino-{rec_name}" if rec_art.backend == "openvino" else rec_name
+    from edgetune.runtime.ov_backend import bf16_supported
 
+    rec = m.recommended["cpu"]["file"]  # what `load` picks here, both engines installed
+    rec_art = m.artifact(rec)
+    rec_name = rec_art.candidate or "fp32"
     ort = dict(device="cpu", threads=args.threads, spinning=args.spinning == "on")
 
     def recommended():
         if rec_art.backend == "openvino":
-            return OvSession(bundle / rec, threads=args.threads)
+            return OvSession(bundle / rec, threads=args.threads, precision=rec_art.precision)
         return OrtSession(bundle / rec, **ort)
 
     rows = {  # name -> (engine, precision, session factory)
         "pytorch eager": ("pytorch", "fp32", lambda: TorchSession(bundle)),
         "ort fp32": ("onnxruntime", "fp32", lambda: OrtSession(bundle / "model.onnx", **ort)),
         **{f"edgetune {c.name}": ("onnxruntime", "int8", (lambda p=c.path: OrtSession(p, **ort))) for c in candidates},
-        **({f"edgetune cpu recommendation ({cpu_rec})": (
-            "onnxruntime", m.artifact(cpu_rec).precision, lambda: OrtSession(bundle / cpu_rec, **ort))}
-           if cpu_rec != rec else {}),
         f"edgetune recommended ({rec_name})": (rec_art.backend, rec_art.precision, recommended),
         "openvino fp32": ("openvino", "fp32", lambda: OvSession(bundle / "model.onnx", threads=args.threads)),
+        **({"openvino bf16": ("openvino", "bf16", lambda: OvSession(bundle / "model.onnx", threads=args.threads,
+                                                                     precision="bf16"))}
+           if bf16_supported() else {}),
         "openvino int8 (nncf)": ("openvino", "int8", lambda: OvSession(ov_int8, threads=args.threads)),
     }
     import torch
@@ -155,23 +156,28 @@ def bench_model(arch: str, args, console: Console) -> dict:
     options = sessions["ort fp32"].options
     del sessions
     gc.collect()
-    # Where edgetune's choice is OpenVINO running the fp32 graph, it is the "openvino fp32"
-    # row itself (same engine, options and bytes): any difference between the two is noise.
-    same = (rec_art.backend == "openvino"
+    # Where edgetune's choice is OpenVINO running the fp32 graph (in f32 or bf16), it is the
+    # "openvino fp32"/"openvino bf16" row itself (same engine, options and bytes): any
+    # difference between the two is noise.
+    same = (rec_art.backend == "openvino" and rec_art.precision in ("fp32", "bf16")
             and sha256_file(bundle / rec) == sha256_file(bundle / "model.onnx"))
-    return {"model": arch, "recommended": rec, "recommended_candidate": rec_name,
-            "same_as": "openvino fp32" if same else None,
+    return {"model": arch, "cpu": host.cpu_model(), "recommended": rec, "recommended_candidate": rec_name,
+            "same_as": f"openvino {rec_art.precision}" if same else None,
             "why": m.recommended["cpu"]["why"], "ort_session": options,
-            "rows": [{"row": name, "engine": e, "precision": p, "top1": tops[name], "p50": lat[name]["p50"],
+            "rows": [{"row": name, "cpu": host.cpu_model(), "engine": e, "precision": p, "top1": tops[name],
+                      "p50": lat[name]["p50"],
                       "p90": lat[name]["p90"], "runs": lat[name]["runs"], "rounds_p50": lat[name]["rounds_p50"]}
                      for name, (e, p, _) in rows.items()]}
 
 
+GOAL1 = 1.05  # issue 21: the recommendation at most this much slower than the best OpenVINO artifact
+
+
 def goals(result: dict, max_drop: float) -> dict:
-    """Goal 1: the recommendation is no slower than the best OpenVINO row within the budget (or
-    is that row: the same engine running the same graph); "within noise" where the rounds
-    disagree (the recommendation faster in some rounds, slower in others: the per-round p50
-    ratios straddle 1).
+    """Goal 1: the recommendation is no more than GOAL1 times slower than the best OpenVINO
+    row within the budget (or is that row: the same engine running the same graph); "within
+    noise" where the rounds disagree (the recommendation faster in some rounds, slower in
+    others: the per-round p50 ratios straddle 1).
     Goal 2: INT8 chosen and >= 1.3x faster than ONNX Runtime fp32 within the budget."""
     rows = {r["row"]: r for r in result["rows"]}
     fp32_top1 = rows["ort fp32"]["top1"]
@@ -183,7 +189,7 @@ def goals(result: dict, max_drop: float) -> dict:
     per_round = ([a / b for a, b in zip(rec["rounds_p50"], best_ov["rounds_p50"])]
                  if best_ov and rec.get("rounds_p50") and best_ov.get("rounds_p50") else [])
     identical = bool(best_ov) and result.get("same_as") == best_ov["row"]
-    holds = bool(best_ov) and (rec["p50"] <= best_ov["p50"] or identical)
+    holds = bool(best_ov) and (rec["p50"] <= GOAL1 * best_ov["p50"] or identical)
     noise = not holds and bool(per_round) and min(per_round) <= 1.0
     return {"rec_vs_best_ov": rec["p50"] / best_ov["p50"] if best_ov else None,
             "best_ov": best_ov["row"] if best_ov else None,
@@ -200,7 +206,8 @@ def render(results: list[dict], args) -> list[Table]:
     for res in results:
         fp32 = next(r for r in res["rows"] if r["row"] == "ort fp32")
         g = goals(res, args.max_drop)
-        t = Table(title=f"{res['model']} at {args.size} px, batch 1, {args.threads} threads", title_justify="left")
+        t = Table(title=f"{res['model']} at {args.size} px, batch 1, {args.threads} threads, on "
+                        f"{res.get('cpu', '?')}", title_justify="left")
         for col in ("row", "engine", "precision", "top-1", "p50 ms", "p90 ms", "vs ORT fp32"):
             t.add_column(col, justify="left" if col in ("row", "engine", "precision") else "right")
         for r in res["rows"]:
@@ -230,7 +237,7 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--reexport", action="store_true", help="export again from the checkpoint (new recipe)")
     p.add_argument("--no-edgetune-openvino", dest="edgetune_openvino", action="store_false",
-                   help="export with --targets cpu only (no OpenVINO candidates in edgetune's own choice)")
+                   help="export with --cpu-engines onnxruntime (no OpenVINO candidates in edgetune's own choice)")
     p.add_argument("--spinning", choices=("on", "off"), default="off",
                    help="ONNX Runtime sessions' spinning while timed in turns (default off)")
     p.add_argument("--out", default="runs/peers")

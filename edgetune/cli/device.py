@@ -38,15 +38,19 @@ def add_parsers(subparsers) -> None:
     p.add_argument("bundle", metavar="BUNDLE|MODEL", help="bundle folder or a single .onnx file")
     p.add_argument("--artifact", default="all", metavar="NAME|all",
                    help="comma list of artifact files, or all (default)")
-    p.add_argument("--batch", default="1,8", metavar="1,8", help="comma list of batch sizes (default 1,8)")
+    p.add_argument("--batch", metavar="1,8", help="comma list of batch sizes (default 1,8)")
     p.add_argument("--threads", metavar="N", help="engine threads (default: the engine's own choice)")
-    p.add_argument("--warmup", default="10", metavar="N", help="untimed calls first (default 10)")
+    p.add_argument("--warmup", metavar="N", help="untimed calls first (default 10)")
     p.add_argument("--runs", metavar="N", help="timed calls per row (default 50)")
     p.add_argument("--seconds", metavar="S", help="time budget per row instead of --runs")
     p.add_argument("--device", default="auto", metavar="DEVICE", help="auto | cpu | cuda (default auto)")
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
     p.add_argument("--compare-torch", action="store_true",
                    help="add PyTorch eager fp32 rows from the bundle's checkpoint (needs torch)")
+    p.add_argument("--choose", action="store_true",
+                   help="on the device: time every CPU artifact the way the export did (batch 1, in turns, "
+                        "a runoff), choose, and write BUNDLE/devices/<fingerprint>.json, which runtime.load "
+                        "prefers on this host")
     p.set_defaults(func=run_bench)
 
     p = subparsers.add_parser(
@@ -72,8 +76,8 @@ def run_predict(args: argparse.Namespace) -> int:
             for image, top in zip(args.images, results)
         ], indent=2))
         return 0
-    print(f"{model.artifact.file} ({model.artifact.precision}, {model.backend}/{model.device})",
-          file=sys.stderr)
+    print(f"{model.artifact.file} ({model.artifact.precision}, {model.backend}/{model.device}; "
+          f"{model.chosen_by})", file=sys.stderr)
     for image, top in zip(args.images, results):
         print(image)
         for label, score in top:
@@ -86,10 +90,12 @@ def run_bench(args: argparse.Namespace) -> int:
 
     from edgetune import bench
 
+    if args.choose:
+        return run_choose(args)
     artifacts = "all" if args.artifact == "all" else list_flag(args.artifact, "--artifact")
-    batches = batch_flag(args.batch)
+    batches = batch_flag(args.batch or "1,8")
     threads = int_flag(args.threads, "--threads", minimum=1) if args.threads is not None else None
-    warmup = int_flag(args.warmup, "--warmup", minimum=0)
+    warmup = int_flag(args.warmup or "10", "--warmup", minimum=0)
     if args.runs is not None and args.seconds is not None:
         raise ConfigError("--runs and --seconds are exclusive: pass one of them")
     runs = int_flag(args.runs, "--runs", minimum=1) if args.runs is not None else None
@@ -105,6 +111,37 @@ def run_bench(args: argparse.Namespace) -> int:
     console.print(bench.render_table(report))
     if args.json:
         write_json(args.json, report.to_dict())
+        print(f"report: {args.json}")
+    return 0
+
+
+def run_choose(args: argparse.Namespace) -> int:
+    """`bench --choose`: the flags that choose nothing here are refused, not ignored."""
+    from rich.console import Console
+
+    from edgetune import choose
+    from edgetune.bundle import read_manifest
+    from edgetune.report import figures, info
+
+    for flag, given in (("--artifact", args.artifact != "all"), ("--batch", args.batch is not None),
+                        ("--seconds", args.seconds is not None), ("--compare-torch", args.compare_torch),
+                        ("--warmup", args.warmup is not None),
+                        ("--device", args.device not in ("auto", "cpu"))):
+        if given:
+            raise ConfigError(f"--choose times every CPU artifact at batch 1, as the export did; drop {flag}")
+    threads = int_flag(args.threads, "--threads", minimum=1) if args.threads is not None else None
+    runs = int_flag(args.runs, "--runs", minimum=1) if args.runs is not None else 50
+    measure = figures.name("top1", read_manifest(args.bundle).to_dict())
+    record, path = choose.choose_on_device(args.bundle, threads=threads, runs=runs, measure=measure,
+                                           log=lambda line: print(line, file=sys.stderr))
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    console.print(info.device_table(record.to_dict()))
+    print(f"chosen for this device: {record.chosen['file']} ({record.chosen['why']})")
+    print(f"written: {path}")
+    if args.json:
+        write_json(args.json, record.to_dict())
         print(f"report: {args.json}")
     return 0
 

@@ -93,7 +93,13 @@ def train_flags(p: argparse.ArgumentParser) -> None:
 
 def export_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("export and calibration")
-    g.add_argument("--targets", help="comma list of cpu, tensorrt, gpu, openvino (default cpu)")
+    g.add_argument("--targets", help="comma list of cpu, tensorrt, gpu, openvino (default cpu; openvino: the cpu "
+                   "target with OpenVINO required among its engines)")
+    g.add_argument("--cpu-engines", help="engines the cpu target weighs: auto (ONNX Runtime, and OpenVINO where it "
+                   "is installed; the default) or a comma list: onnxruntime | onnxruntime,openvino")
+    g.add_argument("--ship-candidates", type=int,
+                   help="CPU artifacts the bundle holds for `edgetune bench --choose` on the device (default 4, "
+                        "at least 2): the recommendation, fp32, the best U8S8 INT8, the S8S8 INT8, OpenVINO's INT8")
     g.add_argument("--calib-samples", type=int, help="calibration images (default 300)")
     g.add_argument("--calib-method", help="minmax | entropy | percentile")
     g.add_argument("--max-drop", type=float, help="top-1 points INT8 may lose (default 1.0)")
@@ -143,7 +149,7 @@ def settings(args, cls) -> tuple[dict, dict]:
     from edgetune.config import field_names, load_yaml
     from edgetune.files import CONFIG
 
-    allowed = field_names(cls) | {"targets"}
+    allowed = field_names(cls) | {"targets", "cpu_engines"}
     flags = {k: v for k, v in vars(args).items() if k in field_names(cls)}
     yaml = {}
     saved = Path(args.out) / CONFIG if getattr(args, "resume", False) and args.out else None

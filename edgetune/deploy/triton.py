@@ -70,7 +70,9 @@ def write_repository(bundle: str | Path, out: str | Path, name: str | None = Non
         shutil.rmtree(out / model, ignore_errors=True)
     written = []
     for model, artifact in models[:len(chosen)]:
-        target = artifact.target if artifact.backend != "tensorrt" else "tensorrt"
+        # The engine decides how Triton runs it: a cpu artifact of OpenVINO's goes through ORT's
+        # OpenVINO accelerator, as the export timed it, not plain ORT.
+        target = artifact.backend if artifact.backend in ("tensorrt", "openvino") else artifact.target
         written.append(_write_model(out / model, bundle, manifest, artifact, target, max_batch, instances))
     if raw_images:
         primary = written[0]

@@ -1,9 +1,14 @@
-"""What the export chose and why, as a table on the terminal. Torch-free."""
+"""What the export chose and why, as a table on the terminal. Torch-free.
+
+One table of every CPU candidate in every engine, one verdict each, one "chosen": the
+recommendation is the fastest within the budget whatever its engine."""
 
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from edgetune.bundle import Manifest
 from edgetune.report import figures
@@ -19,13 +24,16 @@ def show_choice(manifest: Manifest, log=print) -> None:
 
     raw = manifest.to_dict()
     # Piped to a file, rich would wrap at 80 columns; a log reads better unwrapped.
-    console = Console() if sys.stdout.isatty() else Console(width=140)
+    console = Console() if sys.stdout.isatty() else Console(width=170)
     console.print(artifact_table(raw))
     if raw["candidates"].get("cpu"):
         console.print(candidate_table(raw))
     for target, choice in manifest.recommended.items():
         if choice:
-            console.print(f"recommended for {target}: [bold]{choice['file']}[/bold] ({choice['why']})")
+            engine, why = manifest.artifact(choice["file"]).backend, choice["why"]
+            # the cpu target's reason already ends with its engine: name it once
+            said = why if why.endswith(f"{engine})") else f"{engine}: {why}"
+            console.print(f"recommended for {target}: [bold]{escape(choice['file'])}[/bold] ({escape(said)})")
 
 
 def artifact_table(raw: dict) -> Table:
@@ -34,21 +42,25 @@ def artifact_table(raw: dict) -> Table:
                   caption_justify="left")
     keys = ["top1"] + [k for k in ("top1_source", "top1_target")
                        if any(a.get(k) is not None for a in raw["artifacts"])]
-    for col in ("artifact", "target", "precision", *(figures.name(k, raw) for k in keys), *NUMERIC, "note"):
-        table.add_column(col, justify="left" if col in ("artifact", "target", "precision", "note") else "right")
+    left = ("artifact", "target", "engine", "precision", "candidate")  # the candidate each ships
+    for col in (*left[:4], *(figures.name(k, raw) for k in keys), *NUMERIC, left[4]):
+        table.add_column(col, justify="left" if col in left else "right")
     for a in raw["artifacts"]:
         p50 = f"{a['latency_ms']['p50']:.2f}" if a["latency_ms"] else "on device"
-        table.add_row(a["file"], a["target"], a["precision"], *(figures.pct(a.get(k)) or "-" for k in keys),
-                      p50, f"{a['size_bytes'] / 1e6:.1f}", (a["calibration"] or {}).get("candidate", ""))
+        table.add_row(a["file"], a["target"], a["backend"], a["precision"],
+                      *(figures.pct(a.get(k)) or "-" for k in keys), p50, f"{a['size_bytes'] / 1e6:.1f}",
+                      a.get("candidate") or (a["calibration"] or {}).get("candidate", ""))
     return table
 
 
 def candidate_table(raw: dict) -> Table:
     """The CPU candidates timed side by side, judged by the same figure as the artifacts."""
-    cand = Table(title="cpu candidates (timed side by side on this machine)", title_justify="left")
-    for col in ("candidate", figures.name("top1", raw), "p50 ms", "size MB", "float nodes", "verdict"):
+    cand = Table(title="cpu candidates, every engine (timed side by side on this machine)", title_justify="left")
+    for col in ("candidate", "engine", "precision", figures.name("top1", raw), "p50 ms", "size MB", "float nodes",
+                "ships as", "verdict"):
         cand.add_column(col)
     for r in raw["candidates"]["cpu"]:
-        cand.add_row(r["candidate"], f"{r['top1']:.2%}", f"{r['p50_ms']:.2f}",
-                     f"{(r['size_bytes'] or 0) / 1e6:.1f}", str(r["float_nodes"]), r["verdict"])
+        cand.add_row(r["candidate"], r.get("backend", "onnxruntime"), r.get("precision", ""), f"{r['top1']:.2%}",
+                     f"{r['p50_ms']:.2f}" if r["p50_ms"] is not None else "-", f"{(r['size_bytes'] or 0) / 1e6:.1f}",
+                     str(r["float_nodes"]), r.get("file") or "", Text(r["verdict"]))
     return cand

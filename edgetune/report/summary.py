@@ -36,6 +36,7 @@ def summary_lines(out: str | Path, manifest: Manifest) -> tuple[list[str], list[
     for target, rec in manifest.recommended.items():
         if rec:
             lines.append(f"{target:<9} {_artifact_text(manifest.artifact(rec['file']), fp32, raw)}")
+    lines += shipped_lines(out, manifest)
     report = out / REPORT_HTML
     if report.is_file():
         lines.append(f"report    {report}  (open it in a browser)")
@@ -47,6 +48,17 @@ def summary_lines(out: str | Path, manifest: Manifest) -> tuple[list[str], list[
              "in Python (no PyTorch needed):",
              *("    " + line for line in python_snippet(out, image))]
     return lines, steps
+
+
+def shipped_lines(out: Path, manifest: Manifest) -> list[str]:
+    """The CPU artifacts the bundle holds for the device to choose from, with what they cost."""
+    cpu = [a for a in manifest.artifacts if a.target == "cpu"]
+    if len(cpu) < 2:
+        return []
+    total = sum(a.size_bytes for a in cpu) / 1e6
+    return [f"shipped   {len(cpu)} CPU artifacts, {total:.1f} MB, for the device to choose from "
+            f"(edgetune bench {_q(out)} --choose, on it): "
+            + ", ".join(f"{a.file} ({a.backend} {a.precision}, {a.size_bytes / 1e6:.1f} MB)" for a in cpu)]
 
 
 def judged_lines(raw: dict) -> list[str]:
@@ -90,7 +102,7 @@ def _artifact_text(a, fp32, raw: dict) -> str:
     top1 = figures.describe(asdict(a), raw)
     if not a.latency_ms:
         return f"{a.file}  {a.precision}  {top1}  (time it on the device: edgetune bench)"
-    text = f"{a.file}  {a.precision}  {top1}  {a.latency_ms['p50']:.2f} ms p50"
+    text = f"{a.file}  {a.precision} on {a.backend}  {top1}  {a.latency_ms['p50']:.2f} ms p50"
     if fp32 is not None and fp32 is not a and fp32.latency_ms:
         text += (f"  ({fp32.latency_ms['p50'] / a.latency_ms['p50']:.2f}x the speed of fp32, "
                  f"{fp32.size_bytes / max(a.size_bytes, 1):.1f}x smaller)")

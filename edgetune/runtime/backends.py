@@ -21,6 +21,10 @@ _REGISTRY: dict[str, tuple[Callable[[], tuple[bool, str]], Callable[..., Session
     trt_backend.NAME: (trt_backend.is_available, trt_backend.TrtSession),
     ov_backend.NAME: (ov_backend.is_available, ov_backend.OvSession),
 }
+_EXTRAS = {m.NAME: m.EXTRA for m in (ort_backend, trt_backend, ov_backend)}
+# The engines that run a bundle's CPU artifacts, and their versions (a device's choice
+# among them holds only for the versions that timed it).
+CPU_ENGINES = {ort_backend.NAME: ort_backend.version, ov_backend.NAME: ov_backend.version}
 
 
 def names() -> list[str]:
@@ -34,12 +38,24 @@ def is_available(name: str) -> tuple[bool, str]:
     return _REGISTRY[name][0]()
 
 
+def extra(name: str) -> str:
+    """The pip extra that installs backend `name`: `pip install 'edgetune[EXTRA]'`."""
+    return _EXTRAS[name]
+
+
+def cpu_engine_versions() -> dict[str, str]:
+    """The CPU engines installed here and their versions."""
+    return {name: version() for name, version in CPU_ENGINES.items() if is_available(name)[0]}
+
+
 def open_session(
     name: str, path: str | Path, device: str = "auto", threads: int | None = None,
-    provider: str = "auto",
+    provider: str = "auto", precision: str | None = None, spinning: bool = True,
 ) -> Session:
     """A ready Session for the engine file at `path`, or a one-line error saying why not.
-    `provider` picks ONNX Runtime's execution provider (ort_backend.PROVIDERS)."""
+    `provider` picks ONNX Runtime's execution provider (ort_backend.PROVIDERS); `precision`
+    is the artifact's, which OpenVINO is told to run it in (ov_backend.compile_options);
+    `spinning` False for ONNX Runtime sessions timed in turns beside others (latency)."""
     check_device(device)
     if provider != "auto" and name != ort_backend.NAME:
         raise ConfigError(f"provider {provider!r} applies to onnxruntime artifacts, not to {name}; "
@@ -47,8 +63,10 @@ def open_session(
     ok, why = is_available(name)
     if not ok:
         raise MissingDependencyError(f"cannot open {Path(path).name}: {why}")
-    if name == ort_backend.NAME and provider != "auto":
-        return _REGISTRY[name][1](path, device=device, threads=threads, provider=provider)
+    if name == ort_backend.NAME:
+        return _REGISTRY[name][1](path, device=device, threads=threads, provider=provider, spinning=spinning)
+    if name == ov_backend.NAME and precision is not None:
+        return _REGISTRY[name][1](path, device=device, threads=threads, precision=precision)
     return _REGISTRY[name][1](path, device=device, threads=threads)
 
 

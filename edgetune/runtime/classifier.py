@@ -34,12 +34,16 @@ class Model:
         classes: list[str],
         artifact: Artifact,
         source: Path,
+        chosen_by: str = "",
     ):
         self._session = session
         self.preprocess = preprocess
         self.classes = list(classes)
         self.artifact = artifact
         self.source = source
+        # Why this artifact: named by the caller, this host's choice (devices/<fingerprint>.json),
+        # or the export's recommendation (or its best fallback whose engine is installed).
+        self.chosen_by = chosen_by
 
     @property
     def input(self) -> InputSpec:
@@ -134,15 +138,15 @@ def load(
 def _load_bundle(path: Path, backend: str, device: str, artifact: str | None, threads,
                  provider: str = "auto") -> Model:
     manifest = read_manifest(path)
-    chosen = choice.choose_artifact(manifest, backend, device, artifact)
+    chosen, chosen_by = choice.choose_artifact(manifest, backend, device, artifact, bundle=path)
     file = verify_artifact(path, chosen)
     session = backends.open_session(
         chosen.backend, file, choice.session_device(chosen, device) if provider == "auto" else device,
-        threads, provider,
+        threads, provider, precision=chosen.precision,
     )
     preprocess = manifest.preprocess
     _check_size(session.input, preprocess, chosen.file)
-    return Model(session, preprocess, manifest.classes, chosen, path)
+    return Model(session, preprocess, manifest.classes, chosen, path, chosen_by)
 
 
 def _load_onnx_file(path: Path, device: str, threads, provider: str = "auto") -> Model:

@@ -16,6 +16,7 @@ from edgetune.errors import ConfigError, MissingDependencyError, did_you_mean
 from edgetune.runtime.session import InputSpec, check_batch
 
 NAME = "onnxruntime"
+EXTRA = "runtime"  # the pip extra that installs it: edgetune[runtime]
 PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
 _EP = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 
@@ -24,8 +25,14 @@ def is_available() -> tuple[bool, str]:
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
-        return False, "onnxruntime is not installed: pip install 'edgetune[runtime]'"
+        return False, f"onnxruntime is not installed: pip install 'edgetune[{EXTRA}]'"
     return True, ""
+
+
+def version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
 
 
 def has_cuda() -> bool:

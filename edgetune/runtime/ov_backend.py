@@ -15,20 +15,41 @@ from edgetune.errors import MissingDependencyError
 from edgetune.runtime.session import InputSpec, check_batch
 
 NAME = "openvino"
+EXTRA = "openvino"  # the pip extra that installs it: edgetune[openvino]
+# An artifact's precision -> the inference precision OpenVINO is told to run it in. An INT8
+# graph's float parts stay f32, as they were evaluated; "bf16" is the fp32 graph run in bf16.
+_HINTS = {"fp32": "f32", "int8": "f32", "bf16": "bf16"}
 
 
 def is_available() -> tuple[bool, str]:
     try:
         import openvino  # noqa: F401
     except ImportError:
-        return False, "openvino is not installed: pip install 'edgetune[openvino]'"
+        return False, f"openvino is not installed: pip install 'edgetune[{EXTRA}]'"
     return True, ""
 
 
-def compile_options(threads: int | None = None, precision: str = "f32") -> dict:
-    """Latency mode, one stream. Inference precision f32 by default: on CPUs with
-    AVX-512 BF16 or AMX OpenVINO would otherwise run an fp32 graph in bf16 and call it fp32."""
-    options = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_PRECISION_HINT": precision}
+def version() -> str:
+    import openvino
+
+    return openvino.__version__
+
+
+def bf16_supported() -> bool:
+    """The CPU runs bf16 natively (AVX-512 BF16 or AMX), as OpenVINO's CPU plugin reports it;
+    elsewhere a bf16 hint would quietly run f32, so no bf16 candidate is offered."""
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def compile_options(threads: int | None = None, precision: str = "fp32") -> dict:
+    """Latency mode, one stream, and the inference precision the artifact is named by
+    (`precision`: fp32, bf16 or int8). Never OpenVINO's default: on CPUs with AVX-512 BF16
+    or AMX it runs an fp32 graph in bf16, which would be an "fp32" row that is not."""
+    if precision not in _HINTS:
+        raise ValueError(f"no OpenVINO inference precision for an artifact of precision {precision!r}")
+    options = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_PRECISION_HINT": _HINTS[precision]}
     if threads:
         options["INFERENCE_NUM_THREADS"] = str(threads)
     return options
@@ -38,7 +59,7 @@ class OvSession:
     backend = NAME
 
     def __init__(self, path: str | Path, device: str = "auto", threads: int | None = None,
-                 precision: str = "f32"):
+                 precision: str = "fp32"):
         ok, why = is_available()
         if not ok:
             raise MissingDependencyError(why)

@@ -23,6 +23,7 @@ from edgetune.runtime.engine_info import EngineHost, EngineMismatchError, mismat
 from edgetune.runtime.session import InputSpec, check_batch, shape_text
 
 NAME = "tensorrt"
+EXTRA = "tensorrt"  # the pip extra that installs it (on Jetson it comes with JetPack)
 _CUDA_HINT = "pip install cuda-python"
 
 
@@ -31,7 +32,7 @@ def is_available() -> tuple[bool, str]:
         import tensorrt  # noqa: F401
     except ImportError:
         return False, (
-            "tensorrt is not installed: pip install 'edgetune[tensorrt]' "
+            f"tensorrt is not installed: pip install 'edgetune[{EXTRA}]' "
             "(on Jetson it comes with JetPack)"
         )
     try:

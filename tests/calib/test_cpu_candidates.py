@@ -203,62 +203,57 @@ def test_openvino_session_matches_onnxruntime(tiny_mobile):
     np.testing.assert_allclose(ov.run(x), OrtSession(tiny_mobile["prep"], device="cpu").run(x), atol=1e-3, rtol=1e-3)
 
 
-def test_openvino_target_needs_openvino_before_any_work(monkeypatch):
+def test_cpu_engines_default_to_every_installed_one_and_openvino_can_be_required(monkeypatch):
     import sys
 
     from edgetune.config import ExportConfig
-    from edgetune.errors import MissingDependencyError
-    from edgetune.targets import require_engines
+    from edgetune.cpu_target import cpu_engines, require_engines
+    from edgetune.errors import ConfigError, MissingDependencyError
 
+    assert cpu_engines(ExportConfig(cpu_engines=("onnxruntime",))) == ["onnxruntime"]
+    with pytest.raises(ConfigError, match="must include onnxruntime"):
+        ExportConfig(cpu_engines=("openvino",))
+    with pytest.raises(ConfigError, match="--targets openvino asks for OpenVINO but --cpu-engines onnxruntime"):
+        ExportConfig(targets=("cpu", "openvino"), cpu_engines=("onnxruntime",))
     require_engines(ExportConfig(targets=("cpu",)))  # nothing asked, nothing needed
     monkeypatch.setitem(sys.modules, "openvino", None)  # as on a host without it
+    logged = []
+    assert cpu_engines(ExportConfig(), logged.append) == ["onnxruntime"]
+    assert "pip install 'edgetune[openvino]'" in logged[0]
     with pytest.raises(MissingDependencyError, match=r"--targets openvino: .*pip install 'edgetune\[openvino\]'"):
         require_engines(ExportConfig(targets=("cpu", "openvino")))
 
 
-def test_openvino_target_is_timed_beside_the_cpu_candidates(trained_run, digits_dir, tmp_path):
+def test_every_installed_engine_is_weighed_and_one_choice_ships(trained_run):
+    """The default export (trained_run: default cpu engines) weighs OpenVINO beside ONNX
+    Runtime where it is installed; one table, one "chosen", and the bundle ships the few
+    artifacts a device chooses from, each naming its engine and extra."""
     pytest.importorskip("openvino", reason="OpenVINO is in the optional [openvino]/[bench] extras")
     from edgetune import runtime
-    from edgetune.config import ExportConfig
-    from edgetune.pipeline import export_bundle
-    from edgetune.targets import OPENVINO_RECIPE
+    from edgetune.bundle import read_manifest
+    from edgetune.cpu_target import OPENVINO_RECIPE
+    from edgetune.runtime.ov_backend import bf16_supported
 
     out, _ = trained_run
-    m = export_bundle(out / "model.pt", tmp_path / "b", ExportConfig(targets=("cpu", "openvino"), calib_samples=64,
-                                                                     bench_runs=30),
-                      data=str(digits_dir), log=lambda *_: None)
+    m = read_manifest(out)
     rows = {r["candidate"]: r for r in m.candidates["cpu"]}
-    assert rows["openvino-fp32"]["backend"] == rows["openvino-int8"]["backend"] == "openvino"
     ort = [name for name, r in rows.items() if r["backend"] == "onnxruntime"]
     assert {f"openvino-{name}" for name in ort} <= rows.keys()  # every graph, in the other engine too
-    # its own recipe, run by OpenVINO only
     assert rows[f"openvino-{OPENVINO_RECIPE}"]["backend"] == "openvino" and OPENVINO_RECIPE not in rows
-    assert all(rows[k]["p50_ms"] > 0 and rows[k]["verdict"] for k in ("openvino-fp32", "openvino-int8"))
-    assert m.artifact(m.recommended["cpu"]["file"]).backend == "onnxruntime"
-    ov = [a for a in m.artifacts if a.backend == "openvino"]
-    if "openvino" in m.recommended:  # only where OpenVINO measured fastest within the budget
-        assert [a.file for a in ov] == [m.recommended["openvino"]["file"]]
-        if ov[0].precision == "int8":  # which graph OpenVINO runs, and by which recipe
-            assert f"openvino-{ov[0].calibration['candidate']}" in rows
-            assert ov[0].calibration["recipe"] == ("openvino" if ov[0].calibration["candidate"] == OPENVINO_RECIPE
-                                                   else "cpu")
-        assert runtime.load(tmp_path / "b").backend == "openvino"
-    else:
-        assert ov == [] and runtime.load(tmp_path / "b").backend == "onnxruntime"
-
-
-def test_runoff_leaders_are_the_candidates_close_to_the_fastest_within_budget(tmp_path):
-    from edgetune.calib.select import Candidate
-    from edgetune.targets import RUNOFF_MARGIN, runoff_leaders
-
-    def cand(name, top1, p50, backend="onnxruntime"):
-        return Candidate(name, tmp_path / f"{name}.onnx", "int8", top1=top1, latency={"p50": p50}, backend=backend)
-
-    fast_over_budget = cand("int8", 0.80, 1.0)
-    leader, close, far = cand("int8-compute", 0.95, 2.0), cand("fp32", 0.96, 2.0 * (1 + RUNOFF_MARGIN) - 1e-6), \
-        cand("int8-profiled", 0.95, 2.0 * (1 + RUNOFF_MARGIN) + 0.01)
-    assert runoff_leaders([fast_over_budget, leader, close, far], floor=0.95) == [leader, close]
-    assert runoff_leaders([fast_over_budget], floor=0.95) == []
+    # bf16 is its own row, named so, where the CPU runs it natively; never an "fp32" row in disguise
+    assert ("openvino-bf16" in rows) == bf16_supported()
+    assert rows["openvino-fp32"]["precision"] == "fp32"
+    assert [r["verdict"].startswith("chosen") for r in rows.values()].count(True) == 1
+    cpu = [a for a in m.artifacts if a.target == "cpu"]
+    assert cpu[0].file == "model.onnx" and 2 <= len(cpu) <= 4  # --ship-candidates 4
+    assert any(a.backend == "openvino" for a in cpu)
+    for a in cpu:
+        row = rows[a.candidate]
+        assert (row["file"], row["backend"], row["precision"], row["top1"]) == (a.file, a.backend, a.precision, a.top1)
+        assert a.extra == {"onnxruntime": "runtime", "openvino": "openvino"}[a.backend]
+    order = m.recommended["cpu"]["order"]
+    assert order[0] == m.recommended["cpu"]["file"] and set(order) <= {a.file for a in cpu}
+    assert runtime.load(out).artifact.file == order[0]  # both engines installed here
 
 
 def test_interleaved_timing_keeps_each_rounds_p50_when_asked(tiny_mobile):
@@ -272,6 +267,28 @@ def test_interleaved_timing_keeps_each_rounds_p50_when_asked(tiny_mobile):
         # the median of all runs lies between the rounds' medians (3-decimal rounding aside)
         assert min(s["rounds_p50"]) - 1e-3 <= s["p50"] <= max(s["rounds_p50"]) + 1e-3
     assert "rounds_p50" not in measure_interleaved(sessions, (3, 32, 32), rounds=1, runs=2, warmup=1)["a"]
+
+
+def test_the_runoff_times_again_the_leaders_of_each_group():
+    """Sessions that only sleep: a and b tie, c is 3x slower and alone in its own group."""
+    import time
+
+    from edgetune.latency import measure_with_runoff
+
+    class Sleeper:
+        backend, device = "sleep", "cpu"
+
+        def __init__(self, seconds):
+            self.seconds = seconds
+
+        def run(self, x):
+            time.sleep(self.seconds)
+            return x
+
+    sessions = {"a": Sleeper(0.001), "b": Sleeper(0.001), "c": Sleeper(0.003)}
+    lat = measure_with_runoff(sessions, (3, 4, 4), rounds=3, groups=[["a", "b", "c"], ["c"]])
+    assert lat["a"]["runoff"] and lat["b"]["runoff"] and "runoff" not in lat["c"]
+    assert len(lat["a"]["rounds_p50"]) == 6 and len(lat["c"]["rounds_p50"]) == 3
 
 
 def test_openvino_recipe_has_zero_points_of_zero_signed_where_the_range_is(tiny_mobile, tmp_path):

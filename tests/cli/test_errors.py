@@ -46,6 +46,8 @@ def test_unreadable_image_is_named(small_digits, tmp_path):
     (["--optimizer", "adam"], "adamw"),
     (["--unfreeze", "some"], "'all' or 'auto'"),
     (["--targets", "cpu,jetsn"], "allowed"),
+    (["--cpu-engines", "onnxruntime,openvno"], "did you mean 'openvino'"),
+    (["--ship-candidates", "1"], "--ship-candidates 1 must be at least 2"),
     (["--weights", "none"], "--image-size"),
 ])
 def test_bad_flags(small_digits, tmp_path, args, needle):

@@ -237,8 +237,8 @@ def test_adapted_log_heads_agreement_for_what_it_is(adapted_run):
 
     out, m = adapted_run.out, adapted_run.manifest
     raw = m.to_dict()
-    assert [c.header for c in candidate_table(raw).columns][1] == "agreement with fp32"
-    assert [c.header for c in artifact_table(raw).columns][3:6] == [
+    assert [c.header for c in candidate_table(raw).columns][3] == "agreement with fp32"
+    assert [c.header for c in artifact_table(raw).columns][4:7] == [
         "agreement with fp32", "source val top-1", "target val top-1"]
     lines, _ = summary_lines(out, m)
     assert any(ln.startswith("judged    by agreement with fp32") for ln in lines)

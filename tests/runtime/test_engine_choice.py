@@ -60,7 +60,7 @@ def _with_engine(tiny, engine: dict) -> object:
 def test_automatic_choice_takes_a_matching_engine(tiny):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        chosen = choice.pick_recommended(_with_engine(tiny, BUILT), ["tensorrt", "cpu"], ORIN)
+        chosen = choice.pick_recommended(_with_engine(tiny, BUILT), ["tensorrt", "cpu"], ORIN).artifact
     assert chosen.file == "model.int8.tensorrt.engine"
 
 
@@ -69,12 +69,12 @@ def test_automatic_choice_falls_back_to_onnx_and_says_so(tiny):
     l4 = EngineHost("10.13.3.9", "8.9", "NVIDIA L4")
     with pytest.warns(EdgetuneWarning, match=r"skipping model.int8.tensorrt.engine: built with TensorRT "
                                              r"10.3.0.30 .* falling back to an ONNX artifact"):
-        chosen = choice.pick_recommended(manifest, ["tensorrt", "cpu"], l4)
+        chosen = choice.pick_recommended(manifest, ["tensorrt", "cpu"], l4).artifact
     assert chosen.file == INT8 and chosen.backend == "onnxruntime"
     # Nothing else recommended: the fp32 graph, which runs everywhere.
     manifest.recommended.pop("cpu")
     with pytest.warns(EdgetuneWarning):
-        assert choice.pick_recommended(manifest, ["tensorrt", "cpu"], l4).file == FP32
+        assert choice.pick_recommended(manifest, ["tensorrt", "cpu"], l4).artifact.file == FP32
 
 
 def test_provider_selection_is_pure_and_checked():
@@ -117,3 +117,23 @@ def test_build_engine_flags_are_checked_first(tiny):
     assert_user_error(edgetune("build-engine", tiny.bundle, "--device", "dla"), "'gpu' or 'dla:N'")
     assert_user_error(edgetune("build-engine", tiny.bundle, "--opt-batch", "9", "--max-batch", "8"),
                       "--opt-batch 9", "1 <= opt-batch <= max-batch")
+
+
+def test_without_the_recommended_engine_the_next_best_runs_with_one_warning(tiny, monkeypatch):
+    """A bundle whose cpu recommendation is an OpenVINO artifact, on a host without OpenVINO."""
+    from edgetune.runtime import backends
+
+    manifest = read_manifest(tiny.bundle)
+    ov = "model.int8.openvino.onnx"
+    manifest.artifacts.append(Artifact(ov, "openvino", "cpu", "int8", "0" * 64, 1, extra="openvino"))
+    manifest.recommended["cpu"] = {"file": ov, "why": "fastest", "order": [ov, INT8, FP32]}
+    present = backends.is_available
+    monkeypatch.setattr(backends, "is_available",
+                        lambda name: (False, "openvino is not installed") if name == "openvino" else present(name))
+    with pytest.warns(EdgetuneWarning, match=rf"{ov} is recommended for this CPU but needs openvino: "
+                                             rf"pip install 'edgetune\[openvino\]'; running {INT8} \(onnxruntime\)"):
+        pick = choice.pick_recommended(manifest, ["cpu"], None)
+    assert pick.artifact.file == INT8 and pick.by == f"the best after {ov}, by the export's recommendation"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # asked for ONNX Runtime: its best, nothing to warn about
+        assert choice.pick_recommended(manifest, ["cpu"], None, backend="onnxruntime").artifact.file == INT8

@@ -105,11 +105,15 @@ def evaluate(out: Path, manifest: dict, val) -> dict:
     """Confusion matrix and worst-classified images of the artifact recommended for the CPU,
     on `val`: labelled source val images, never fp32's own predictions."""
     from edgetune.evaluate import logits_of
+    from edgetune.runtime import backends
     from edgetune.runtime.classifier import softmax
-    from edgetune.runtime.ort_backend import OrtSession
 
     file = (manifest.get("recommended", {}).get("cpu") or {}).get("file") or FP32
-    probs = softmax(logits_of(OrtSession(out / file, device="cpu"), val, desc=f"report: evaluate {file}"))
+    art = next((a for a in manifest["artifacts"] if a["file"] == file), {})
+    # In the engine and precision it runs in (an OpenVINO artifact in OpenVINO, bf16 in bf16).
+    session = backends.open_session(art.get("backend", "onnxruntime"), out / file, "cpu",
+                                    precision=art.get("precision"))
+    probs = softmax(logits_of(session, val, desc=f"report: evaluate {file}"))
     y, pred = np.asarray(val.y), probs.argmax(1)
     n = len(manifest["model"]["classes"])
     confusion = np.zeros((n, n), dtype=int)

@@ -184,13 +184,14 @@ def _quantization(manifest: dict) -> str:
                          f'&mdash; {esc(rec.get("why", ""))}</div>')
     if cands:
         chosen = {k for k, r in enumerate(cands) if str(r.get("verdict", "")).startswith("chosen")}
-        rows = [[r.get("candidate"), r.get("precision", ""), sections.pct(r.get("top1")),
-                 sections.fmt(r.get("p50_ms"), 2), sections.fmt((r.get("size_bytes") or 0) / 1e6, 1),
-                 r.get("float_nodes", ""), r.get("verdict", "")] for r in cands]
-        parts += ["<h3>CPU candidates, timed side by side</h3>",
-                  table(["candidate", "precision", figures.name("top1", manifest), "p50 ms", "MB",
-                         "layers in float", "verdict"],
-                        rows, numeric={2, 3, 4, 5}, chosen=chosen)]
+        rows = [[r.get("candidate"), r.get("backend", "onnxruntime"), r.get("precision", ""),
+                 sections.pct(r.get("top1")), sections.fmt(r.get("p50_ms"), 2),
+                 sections.fmt((r.get("size_bytes") or 0) / 1e6, 1), r.get("float_nodes", ""),
+                 r.get("file") or "", r.get("verdict", "")] for r in cands]
+        parts += ["<h3>CPU candidates in every engine, timed side by side</h3>",
+                  table(["candidate", "engine", "precision", figures.name("top1", manifest), "p50 ms", "MB",
+                         "layers in float", "ships as", "verdict"],
+                        rows, numeric={3, 4, 5, 6}, chosen=chosen)]
     for a in int8:
         how, floats = sections.calibration(a)
         parts.append(f"<h3><code>{esc(a['file'])}</code></h3><p>{esc(how)}.</p>")

@@ -43,9 +43,13 @@ def recommended_targets(manifest: dict) -> dict[str, list[str]]:
 
 
 def _candidate_files(manifest: dict) -> dict[str, str]:
-    """CPU candidate name -> the artifact file that holds it (fp32, and the INT8 one kept)."""
+    """CPU candidate name -> the artifact file that ships it (a version 1 bundle: fp32, and
+    the INT8 one kept, named by its calibration)."""
     files = {}
     for a in manifest.get("artifacts", []):
+        if a.get("candidate"):
+            files[a["candidate"]] = a["file"]
+            continue
         if a.get("target") != "cpu":
             continue
         if a.get("precision") == "fp32":
