@@ -5,6 +5,11 @@ fastest within the accuracy budget is recommended. openvino: the same graphs (an
 own INT8 recipe) run by OpenVINO and timed beside them; one joins the bundle only where it is
 the fastest within the budget. tensorrt: the symmetric QDQ graph, linted here and evaluated
 in ONNX Runtime; timed only on the device. gpu: an fp16 graph.
+
+Quantization-aware fine-tuning (`--qat`, edgetune.train.qat) adds one more INT8 candidate
+per target, "int8-qat", where no PTQ candidate met the budget (or always): made with the
+target's recipe, judged on the same val images and, on the CPU, timed beside the rest; it
+ships under the target's usual file name only where the usual rule picks it.
 """
 
 from __future__ import annotations
@@ -24,13 +29,33 @@ from edgetune.preprocess import Preprocess
 from edgetune.runtime.ort_backend import OrtSession
 
 OPENVINO_RECIPE = "int8-zp0"  # the candidate quantized by OpenVINO's own recipe
+QAT = "int8-qat"  # the candidate quantization-aware fine-tuning made
+
+
+def wants_qat(cfg: ExportConfig, ptq_within: bool) -> bool:
+    """--qat auto runs where no PTQ candidate met the budget; always and off say it all."""
+    return cfg.qat == "always" or (cfg.qat == "auto" and not ptq_within)
+
+
+def qat_candidate(qat, recipe: str, work: Path, evaluate, ptq_top1: float, log):
+    """The "int8-qat" candidate for `recipe`, evaluated; `qat` is an edgetune.train.qat.QatJob."""
+    from edgetune.calib.select import Candidate
+    from edgetune.export.onnx import export_qdq
+
+    result = qat.run(recipe, log)
+    path = export_qdq(result.model, qat.size, work / f"{QAT}.{recipe}.onnx")
+    c = Candidate(QAT, path, "int8", qat={**result.record, "ptq_top1": ptq_top1})
+    c.top1 = evaluate(c.path)
+    log(f"qat: {recipe} top-1 {c.top1:.2%} against the best PTQ {ptq_top1:.2%} ({result.record['seconds']:.0f} s)")
+    return c
 
 
 def build_cpu(out: Path, cal, val: EvalSet, calib_batch: np.ndarray, pre: Preprocess,
-              cfg: ExportConfig, fp32: Artifact, log, measure: str = "top-1"
+              cfg: ExportConfig, fp32: Artifact, log, measure: str = "top-1", qat=None
               ) -> tuple[list[Artifact], list[dict], dict]:
     """fp32 re-timed beside the INT8 candidates; returns (artifacts, candidate rows, recommendation).
-    `measure`: what `val` measures (top-1, or agreement with fp32 on unlabelled target images)."""
+    `measure`: what `val` measures (top-1, or agreement with fp32 on unlabelled target images).
+    `qat`: an edgetune.train.qat.QatJob, for the "int8-qat" candidate (None: none)."""
     from edgetune.calib.select import Candidate, choose, int8_candidates
 
     def evaluate(path: Path) -> float:
@@ -45,6 +70,9 @@ def build_cpu(out: Path, cal, val: EvalSet, calib_batch: np.ndarray, pre: Prepro
     candidates = [Candidate("fp32", out / FP32, "fp32", top1=fp32.top1)]
     candidates += int8_candidates(cal, work, evaluate, floor, calib_batch, run, log, threads=cfg.threads,
                                   measure=measure)
+    ptq = [c for c in candidates if c.precision == "int8"]
+    if qat is not None and wants_qat(cfg, any(c.within(floor) for c in ptq)):
+        candidates.append(qat_candidate(qat, "cpu", work, evaluate, max(c.top1 for c in ptq), log))
     peers, ov_sessions = [], {}
     if "openvino" in cfg.targets:
         zp0 = openvino_recipe_candidate(cal, work, calib_batch, run)
@@ -129,9 +157,11 @@ def runoff_leaders(candidates: list, floor: float) -> list:
 
 
 def _calibration_record(cal, c, recipe: str) -> dict:
-    """How an INT8 artifact's graph was made: ranges, recipe, candidate, what stayed in float."""
+    """How an INT8 artifact's graph was made: ranges, recipe, candidate, what stayed in float,
+    and for the QAT candidate what was fine-tuned and the PTQ top-1 it replaced."""
     return {**cal.to_dict(), "recipe": recipe, "candidate": c.name.removeprefix("openvino-"),
-            "op_types": c.op_types or "all", "float_nodes": c.excluded, "bias_correction": c.bias_correction}
+            "op_types": c.op_types or "all", "float_nodes": c.excluded, "bias_correction": c.bias_correction,
+            **({"qat": c.qat} if c.qat else {})}
 
 
 def require_engines(cfg: ExportConfig) -> None:
@@ -173,7 +203,7 @@ def openvino_candidates(candidates: list, val: EvalSet, cfg: ExportConfig, log) 
         name = f"openvino-{c.name}"
         sessions[name] = OvSession(c.path, device="cpu", threads=cfg.threads)
         out.append(Candidate(name, c.path, c.precision, backend="openvino", op_types=c.op_types,
-                             excluded=c.excluded, bias_correction=c.bias_correction,
+                             excluded=c.excluded, bias_correction=c.bias_correction, qat=c.qat,
                              top1=top1(sessions[name], val, desc=f"evaluate {name}")))
     return out, sessions
 
@@ -192,26 +222,57 @@ def _openvino_artifact(out: Path, c, options: dict, cal, log) -> tuple[list[Arti
     return [art], {"file": name, "why": f"{c.name}, {c.verdict} ({c.latency['p50']:.2f} ms p50 at batch 1, OpenVINO)"}
 
 
-def build_tensorrt(out: Path, cal, val: EvalSet, cfg: ExportConfig, log) -> Artifact:
-    from edgetune.calib.lint import lint_tensorrt_qdq
+def build_tensorrt(out: Path, cal, val: EvalSet, cfg: ExportConfig, log, floor: float, qat=None
+                   ) -> tuple[Artifact, list[dict]]:
+    """The symmetric QDQ graph, linted and evaluated in ONNX Runtime; with `qat` (a QatJob) and
+    --qat's say, the "int8-qat" candidate beside it. Returns the artifact and the candidate rows."""
     from edgetune.calib.quantize import quantize_tensorrt
+    from edgetune.calib.select import Candidate
 
     name = INT8_TENSORRT
     log(f"quantize: INT8 QDQ for tensorrt (symmetric) → {out / name}")
     quantize_tensorrt(cal, out / name)
-    issues = lint_tensorrt_qdq(out / name)
-    if issues:  # our recipe produced a graph TensorRT would reject: a bug, not a user error
-        raise RuntimeError(f"{name} fails the TensorRT QDQ lint: " + "; ".join(map(str, issues[:5])))
+    _lint(out / name)
+
+    def evaluate(path: Path) -> float:
+        return top1(OrtSession(path, device="cpu", threads=cfg.threads), val, desc=f"evaluate {path.name}")
+
+    ptq = Candidate("int8", out / name, "int8", top1=evaluate(out / name))
+    rows, chosen = [ptq], ptq
+    if qat is not None and wants_qat(cfg, ptq.within(floor)):
+        c = qat_candidate(qat, "tensorrt", out / CALIB, evaluate, ptq.top1, log)
+        _lint(c.path)
+        rows.append(c)
+        # Both are INT8 TensorRT graphs (not timed here): QAT ships only where it brings back
+        # the budget PTQ missed, or comes closer to it.
+        if not ptq.within(floor) and c.top1 > ptq.top1:
+            c.path.replace(out / name)
+            chosen = c
+        else:
+            c.path.unlink()
+    for c in rows:
+        c.verdict = ("chosen" if c is chosen else "not chosen") + (
+            f": {c.top1:.2%} within the budget" if c.within(floor) else f": {c.top1:.2%} < {floor:.2%}")
     opset = plan_opset(out / name, cfg.tensorrt_version, val.head(cfg.parity_images), log)
     checked = preflight_tensorrt(out / name, log)
-    session = OrtSession(out / name, device="cpu", threads=cfg.threads)
-    return artifact_record(
+    calibration = {**cal.to_dict(), "recipe": "tensorrt", "lint": "passed", "candidate": chosen.name}
+    if chosen.qat:
+        calibration["qat"] = chosen.qat
+    art = artifact_record(
         out, name, backend="onnxruntime", target="tensorrt", precision="int8", preflight=checked, opset=opset,
-        top1=top1(session, val, desc=f"evaluate {name}"),
-        calibration={**cal.to_dict(), "recipe": "tensorrt", "lint": "passed"},
+        top1=chosen.top1, calibration=calibration,
         notes="QDQ graph for a strongly typed TensorRT build; top-1 measured in ONNX Runtime; "
               "time it on the device with edgetune bench",
     )
+    return art, [{k: v for k, v in c.row().items() if k != "p50_ms"} | {"p50_ms": None} for c in rows]
+
+
+def _lint(graph: Path) -> None:
+    from edgetune.calib.lint import lint_tensorrt_qdq
+
+    issues = lint_tensorrt_qdq(graph)
+    if issues:  # our recipe produced a graph TensorRT would reject: a bug, not a user error
+        raise RuntimeError(f"{graph.name} fails the TensorRT QDQ lint: " + "; ".join(map(str, issues[:5])))
 
 
 def build_gpu_fp16(out: Path, val: EvalSet, cfg: ExportConfig, log) -> Artifact:

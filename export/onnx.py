@@ -13,7 +13,7 @@ import torch
 from edgetune.atomic import atomic_path
 from edgetune.export.graph_parity import Parity, ParityError, compare
 
-__all__ = ["Parity", "ParityError", "check_parity", "export_onnx"]
+__all__ = ["Parity", "ParityError", "check_parity", "export_onnx", "export_qdq"]
 
 INPUT, OUTPUT = "input", "logits"
 
@@ -31,6 +31,31 @@ def export_onnx(model: torch.nn.Module, size: tuple[int, int], path: str | Path,
             optimize=True, verbose=False,
         )
         program.save(str(tmp), external_data=False)
+    return path
+
+
+QDQ_OPSET = 17  # per-channel Q/DQ needs 13; 17 is the newest TensorRT 8.6 (JetPack 6.0) documents
+
+
+def export_qdq(model: torch.nn.Module, size: tuple[int, int], path: str | Path) -> Path:
+    """A fake-quantized model (edgetune.train.qat) as a QDQ graph with a dynamic batch.
+
+    The TorchScript exporter: it turns FakeQuantize into QuantizeLinear/DequantizeLinear,
+    while torch.export (the dynamo exporter) refuses FakeQuantize's data-dependent branches
+    (torch 2.14). onnxscript's optimizer then folds the exporter's Identity and Constant
+    nodes, so zero-points are initializers, as the TensorRT lint and the runtimes read them."""
+    import onnx
+    import onnxscript
+    from torch.ao.quantization import disable_observer
+
+    model = model.eval().cpu()
+    model.apply(disable_observer)
+    path = Path(path)
+    with atomic_path(path) as tmp, _quiet():
+        torch.onnx.export(model, (torch.zeros(2, 3, *size),), str(tmp), input_names=[INPUT],
+                          output_names=[OUTPUT], dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+                          dynamo=False, opset_version=QDQ_OPSET)
+        onnx.save(onnxscript.optimizer.optimize(onnx.load(str(tmp))), str(tmp))
     return path
 
 

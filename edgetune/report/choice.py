@@ -21,8 +21,8 @@ def show_choice(manifest: Manifest, log=print) -> None:
     # Piped to a file, rich would wrap at 80 columns; a log reads better unwrapped.
     console = Console() if sys.stdout.isatty() else Console(width=140)
     console.print(artifact_table(raw))
-    if raw["candidates"].get("cpu"):
-        console.print(candidate_table(raw))
+    for target in raw["candidates"]:
+        console.print(candidate_table(raw, target))
     for target, choice in manifest.recommended.items():
         if choice:
             console.print(f"recommended for {target}: [bold]{choice['file']}[/bold] ({choice['why']})")
@@ -43,12 +43,19 @@ def artifact_table(raw: dict) -> Table:
     return table
 
 
-def candidate_table(raw: dict) -> Table:
-    """The CPU candidates timed side by side, judged by the same figure as the artifacts."""
-    cand = Table(title="cpu candidates (timed side by side on this machine)", title_justify="left")
+def candidate_table(raw: dict, target: str = "cpu") -> Table:
+    """A target's candidates, judged by the same figure as the artifacts: the CPU's timed side
+    by side on this machine; TensorRT's PTQ against QAT, timed only on the device. A QAT row
+    says what it trained."""
+    title = ("cpu candidates (timed side by side on this machine)" if target == "cpu"
+             else f"{target} candidates (PTQ against QAT; timed on the device)")
+    cand = Table(title=title, title_justify="left")
     for col in ("candidate", figures.name("top1", raw), "p50 ms", "size MB", "float nodes", "verdict"):
         cand.add_column(col)
-    for r in raw["candidates"]["cpu"]:
-        cand.add_row(r["candidate"], f"{r['top1']:.2%}", f"{r['p50_ms']:.2f}",
-                     f"{(r['size_bytes'] or 0) / 1e6:.1f}", str(r["float_nodes"]), r["verdict"])
+    for r in raw["candidates"][target]:
+        qat = r.get("qat")
+        verdict = r["verdict"] + (f" (QAT: {qat['epochs']} epoch(s) at lr {qat['lr']:g}, {qat['trained']}; "
+                                  f"PTQ {qat['ptq_top1']:.2%})" if qat else "")
+        cand.add_row(r["candidate"], f"{r['top1']:.2%}", "-" if r["p50_ms"] is None else f"{r['p50_ms']:.2f}",
+                     f"{(r['size_bytes'] or 0) / 1e6:.1f}", str(r["float_nodes"]), verdict)
     return cand

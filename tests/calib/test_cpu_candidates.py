@@ -225,7 +225,7 @@ def test_openvino_target_is_timed_beside_the_cpu_candidates(trained_run, digits_
 
     out, _ = trained_run
     m = export_bundle(out / "model.pt", tmp_path / "b", ExportConfig(targets=("cpu", "openvino"), calib_samples=64,
-                                                                     bench_runs=30),
+                                                                     bench_runs=30, qat="off"),
                       data=str(digits_dir), log=lambda *_: None)
     rows = {r["candidate"]: r for r in m.candidates["cpu"]}
     assert rows["openvino-fp32"]["backend"] == rows["openvino-int8"]["backend"] == "openvino"
