@@ -246,13 +246,13 @@ def build_tensorrt(out: Path, cal, val: EvalSet, cfg: ExportConfig, log, floor: 
         # Both are INT8 TensorRT graphs (not timed here): QAT ships only where it brings back
         # the budget PTQ missed, or comes closer to it.
         if not ptq.within(floor) and c.top1 > ptq.top1:
-            c.path.replace(out / name)
             chosen = c
-        else:
-            c.path.unlink()
     for c in rows:
         c.verdict = ("chosen" if c is chosen else "not chosen") + (
             f": {c.top1:.2%} within the budget" if c.within(floor) else f": {c.top1:.2%} < {floor:.2%}")
+    table = [{k: v for k, v in c.row().items() if k != "p50_ms"} | {"p50_ms": None} for c in rows]
+    if len(rows) > 1:
+        rows[1].path.replace(out / name) if chosen is rows[1] else rows[1].path.unlink()
     opset = plan_opset(out / name, cfg.tensorrt_version, val.head(cfg.parity_images), log)
     checked = preflight_tensorrt(out / name, log)
     calibration = {**cal.to_dict(), "recipe": "tensorrt", "lint": "passed", "candidate": chosen.name}
@@ -264,7 +264,7 @@ def build_tensorrt(out: Path, cal, val: EvalSet, cfg: ExportConfig, log, floor: 
         notes="QDQ graph for a strongly typed TensorRT build; top-1 measured in ONNX Runtime; "
               "time it on the device with edgetune bench",
     )
-    return art, [{k: v for k, v in c.row().items() if k != "p50_ms"} | {"p50_ms": None} for c in rows]
+    return art, table
 
 
 def _lint(graph: Path) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -77,7 +78,11 @@ def fake_quantize(model: nn.Module, recipe: str, example: torch.Tensor) -> torch
     folded = fold_batchnorm(model.eval())
     folded.train()
     config = get_tensorrt_backend_config() if recipe == "tensorrt" else get_native_backend_config()
-    return prepare_qat_fx(folded, _qconfig_mapping(recipe), (example,), backend_config=config)
+    # torch warns, once per op, that fixed-range ops (Hardsigmoid, Sigmoid) stay in float, and
+    # that torch.ao is deprecated: both known (the module docstring), neither the user's to act on.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return prepare_qat_fx(folded, _qconfig_mapping(recipe), (example,), backend_config=config)
 
 
 def _module_of(name: str) -> str:
