@@ -46,6 +46,7 @@ class Candidate:
     verdict: str = ""
     bias_correction: dict | None = None  # {"layers", "snr_db_before", "snr_db_after", "kept"}
     backend: str = "onnxruntime"  # the engine that runs it ("openvino" for --targets openvino)
+    qat: dict | None = None  # quantization-aware fine-tuning's record, for the "int8-qat" candidate
 
     def within(self, floor: float) -> bool:
         return self.top1 is not None and self.top1 >= floor - 1e-9
@@ -60,7 +61,7 @@ class Candidate:
                 "p50_ms": self.latency["p50"] if self.latency else None,
                 "size_bytes": self.size_bytes or None,
                 "float_nodes": len(self.excluded), "bias_correction": self.bias_correction,
-                "verdict": self.verdict}
+                **({"qat": self.qat} if self.qat else {}), "verdict": self.verdict}
 
 
 def int8_candidates(cal: Calibration, work: Path, evaluate: Callable[[Path], float], floor: float,

@@ -29,6 +29,8 @@ AdaptMethod = Literal["bn", "tent", "pseudo"]
 Sampler = Literal["tpe", "random", "grid"]
 Objective = Literal["top1", "int8"]
 Pruner = Literal["median", "none"]
+Qat = Literal["auto", "off", "always"]
+QAT_TARGETS = ("cpu", "openvino", "tensorrt")  # the targets with an INT8 recipe QAT can follow
 TENSORRT_FAMILIES = ("8.6", "10", "11")  # the version families of calib/trt_onnx_ops.json
 
 
@@ -156,10 +158,18 @@ class ExportConfig:
     eval_max: int | None = None  # val images artifacts are judged on; None: auto, 0: all
     fold_preprocessing: str | None = None  # nhwc | nchw: also graphs that take uint8 pixels
     tensorrt_version: str | None = None  # 8.6 | 10 | 11: the TensorRT the device runs (None: any)
+    qat: Qat = "auto"  # quantization-aware fine-tuning: auto (where no INT8 candidate is within budget)
+    qat_epochs: int | None = None  # None: 10% of the training's epochs, at least 1
+    qat_lr: float | None = None  # None: 1% of the training's lr
 
     def __post_init__(self):
         _check_choices(self)
         _positive(self, "calib_samples", "bench_runs", "parity_images")
+        if self.qat_epochs is not None and self.qat_epochs < 1:
+            raise ConfigError(f"--qat-epochs {self.qat_epochs} must be at least 1; use --qat off to skip "
+                              "quantization-aware fine-tuning")
+        if self.qat_lr is not None and self.qat_lr <= 0:
+            raise ConfigError(f"--qat-lr {self.qat_lr:g} must be positive (default: 1% of the training lr)")
         if self.fold_preprocessing is not None and str(self.fold_preprocessing).lower() not in ("nhwc", "nchw"):
             raise ConfigError(f"--fold-preprocessing {self.fold_preprocessing!r} is not allowed; choose "
                               "nhwc or nchw, the layout of the uint8 pixels the folded graphs take")
@@ -187,6 +197,9 @@ class ExportConfig:
         if self.ship_candidates < 2:
             raise ConfigError(f"--ship-candidates {self.ship_candidates} must be at least 2: the recommendation "
                               "and the fp32 graph every bundle holds")
+        if self.qat == "always" and not set(self.targets) & set(QAT_TARGETS):
+            raise ConfigError(f"--qat always: --targets {','.join(self.targets)} has no INT8 recipe to "
+                              f"fine-tune for; add one of {', '.join(QAT_TARGETS)} to --targets, or drop --qat")
 
     def _check_cpu_engines(self) -> None:
         allowed = get_args(CpuEngine)
@@ -284,6 +297,7 @@ _CHOICES = {
     "sampler": Sampler,
     "objective": Objective,
     "pruner": Pruner,
+    "qat": Qat,
 }
 
 

@@ -65,12 +65,14 @@ def require_engines(cfg: ExportConfig) -> None:
 
 
 def build_cpu(out: Path, cal, val: EvalSet, calib_batch: np.ndarray, pre: Preprocess,
-              cfg: ExportConfig, fp32: Artifact, log, measure: str = "top-1"
+              cfg: ExportConfig, fp32: Artifact, log, measure: str = "top-1", qat=None
               ) -> tuple[list[Artifact], list[dict], dict]:
     """Every candidate in every engine, timed side by side; returns (the CPU artifacts the
     bundle ships, the candidate rows, the recommendation). `measure`: what `val` measures
-    (top-1, or agreement with fp32 on unlabelled target images)."""
+    (top-1, or agreement with fp32 on unlabelled target images). `qat`: an
+    edgetune.train.qat.QatJob, for the "int8-qat" candidate (None: none)."""
     from edgetune.calib.select import Candidate, int8_candidates
+    from edgetune.qat_candidate import qat_candidate, wants_qat
 
     def evaluate(path: Path) -> float:
         return top1(OrtSession(path, device="cpu", threads=cfg.threads), val, desc=f"evaluate {path.stem}")
@@ -84,6 +86,9 @@ def build_cpu(out: Path, cal, val: EvalSet, calib_batch: np.ndarray, pre: Prepro
     log(f"quantize: INT8 candidates for cpu ({cal.method}, {cal.samples} images)")
     ort = [Candidate("fp32", out / FP32, "fp32", top1=fp32.top1)]
     ort += int8_candidates(cal, work, evaluate, floor, calib_batch, run, log, threads=cfg.threads, measure=measure)
+    ptq = [c for c in ort if c.precision == "int8"]
+    if qat is not None and wants_qat(cfg, any(c.within(floor) for c in ptq)):
+        ort.append(qat_candidate(qat, "cpu", work, evaluate, max(c.top1 for c in ptq), log))
     peers, sessions = [], {}
     if "openvino" in engines:
         zp0 = openvino_recipe_candidate(cal, work, calib_batch, run)
@@ -191,9 +196,11 @@ def _why(winner, ort: list, floor: float) -> str:
 
 
 def _calibration_record(cal, c, recipe: str) -> dict:
-    """How an INT8 artifact's graph was made: ranges, recipe, candidate, what stayed in float."""
+    """How an INT8 artifact's graph was made: ranges, recipe, candidate, what stayed in float,
+    and for the QAT candidate what was fine-tuned and the PTQ top-1 it replaced."""
     return {**cal.to_dict(), "recipe": recipe, "candidate": c.name.removeprefix(OV),
-            "op_types": c.op_types or "all", "float_nodes": c.excluded, "bias_correction": c.bias_correction}
+            "op_types": c.op_types or "all", "float_nodes": c.excluded, "bias_correction": c.bias_correction,
+            **({"qat": c.qat} if c.qat else {})}
 
 
 def openvino_recipe_candidate(cal, work: Path, calib_batch: np.ndarray, run):
@@ -228,6 +235,6 @@ def openvino_candidates(candidates: list, val: EvalSet, cfg: ExportConfig, log) 
         name = f"{OV}{'bf16' if precision == 'bf16' else c.name}"
         sessions[name] = OvSession(c.path, device="cpu", threads=cfg.threads, precision=precision)
         out.append(Candidate(name, c.path, precision, backend="openvino", op_types=c.op_types,
-                             excluded=c.excluded, bias_correction=c.bias_correction,
+                             excluded=c.excluded, bias_correction=c.bias_correction, qat=c.qat,
                              top1=top1(sessions[name], val, desc=f"evaluate {name}")))
     return out, sessions

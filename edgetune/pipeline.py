@@ -122,19 +122,23 @@ def export_bundle(ckpt_path: str | Path, out: str | Path, cfg: ExportConfig, dat
     cpu = "cpu" in cfg.targets or "openvino" in cfg.targets  # openvino: the cpu target, OpenVINO required
     if cpu or "tensorrt" in cfg.targets:
         cal, calib_batch = _calibrate(out, pool, pre, cfg, log)
+    qat = _qat_job(ckpt, splits, pool, cfg, log) if cpu or "tensorrt" in cfg.targets else None
+    floor = fp32.top1 - cfg.max_drop / 100.0
     if cpu:
         shipped, candidates["cpu"], chosen = cpu_target.build_cpu(
-            out, cal, val, calib_batch, pre, cfg, fp32, log, measure)
+            out, cal, val, calib_batch, pre, cfg, fp32, log, measure, qat=qat)
         artifacts, recommended = shipped, chosen
     else:
         fp32.latency_ms = measure_latency(OrtSession(out / FP32, device="cpu", threads=cfg.threads),
                                           (3, *pre.size), runs=cfg.bench_runs)
         recommended["cpu"] = {"file": FP32, "why": "the only CPU artifact (--targets has no cpu)"}
     if "tensorrt" in cfg.targets:
-        artifacts.append(targets.build_tensorrt(out, cal, val, cfg, log))
+        trt, rows = targets.build_tensorrt(out, cal, val, cfg, log, floor, qat=qat)
+        artifacts.append(trt)
+        if len(rows) > 1:  # PTQ against QAT
+            candidates["tensorrt"] = rows
     if "gpu" in cfg.targets:
         artifacts.append(targets.build_gpu_fp16(out, val, cfg, log))
-    floor = fp32.top1 - cfg.max_drop / 100.0
     for name in cfg.targets:
         if name not in ("cpu", "openvino"):
             recommended[name] = targets.recommend_untimed(artifacts, name, floor, measure)
@@ -200,6 +204,27 @@ def adapt_bundle(bundle: str | Path, out: str | Path, cfg: AdaptConfig, export_c
     return export_bundle(Path(out) / adapt_stage.ADAPTED, out, export_cfg,
                          data=data if data is not None else False, log=log, target=target,
                          adaptation=record)
+
+
+def _qat_job(ckpt: dict, splits, pool: list, cfg: ExportConfig, log):
+    """What quantization-aware fine-tuning needs, or None with --qat off. It trains on the
+    train split only (val judges every artifact), so it needs the checkpoint's training config
+    and its source data."""
+    if cfg.qat == "off":
+        return None
+    from edgetune.train.qat import QatJob, default_epochs, default_lr
+
+    trained = ckpt.get("config") or {}
+    if splits is None or not trained.get("epochs"):
+        why = ("the checkpoint holds no training config" if not trained.get("epochs")
+               else "there is no labelled source data to train on")
+        if cfg.qat == "always":
+            raise ConfigError(f"--qat always: {why}; export a checkpoint written by edgetune train or run "
+                              "with its --data, or use --qat off")
+        log(f"qat: skipped ({why})")
+        return None
+    return QatJob(ckpt, splits.train, pool, cfg.qat_epochs or default_epochs(trained["epochs"]),
+                  cfg.qat_lr or default_lr(trained["lr"]))
 
 
 def _calibrate(out: Path, sample, pre: Preprocess, cfg: ExportConfig, log):

@@ -1,7 +1,8 @@
 """The GPU targets' artifacts after the fp32 graph: build, check, evaluate, and explain.
 
 tensorrt: the symmetric QDQ graph, linted and pre-flighted here and evaluated in ONNX
-Runtime; timed only on the device. gpu: an fp16 graph. The cpu target, which is timed
+Runtime; timed only on the device, so where QAT (`--qat`, edgetune.qat_candidate) made a
+second graph the more accurate ships. gpu: an fp16 graph. The cpu target, which is timed
 here, is `edgetune.cpu_target`.
 """
 
@@ -14,33 +15,64 @@ import numpy as np
 from edgetune.bundle import Artifact, artifact_record
 from edgetune.config import ExportConfig
 from edgetune.evaluate import EvalSet, top1
-from edgetune.files import FP16, FP32, INT8_TENSORRT, folded_name
+from edgetune.files import CALIB, FP16, FP32, INT8_TENSORRT, folded_name
 from edgetune.preprocess import Preprocess
 from edgetune.runtime import backends
 from edgetune.runtime.ort_backend import OrtSession
 
 
-def build_tensorrt(out: Path, cal, val: EvalSet, cfg: ExportConfig, log) -> Artifact:
-    from edgetune.calib.lint import lint_tensorrt_qdq
+def build_tensorrt(out: Path, cal, val: EvalSet, cfg: ExportConfig, log, floor: float, qat=None
+                   ) -> tuple[Artifact, list[dict]]:
+    """The symmetric QDQ graph, linted and evaluated in ONNX Runtime; with `qat` (a QatJob) and
+    --qat's say, the "int8-qat" candidate beside it. Returns the artifact and the candidate rows."""
     from edgetune.calib.quantize import quantize_tensorrt
+    from edgetune.calib.select import Candidate
+    from edgetune.qat_candidate import qat_candidate, wants_qat
 
     name = INT8_TENSORRT
     log(f"quantize: INT8 QDQ for tensorrt (symmetric) → {out / name}")
     quantize_tensorrt(cal, out / name)
-    issues = lint_tensorrt_qdq(out / name)
-    if issues:  # our recipe produced a graph TensorRT would reject: a bug, not a user error
-        raise RuntimeError(f"{name} fails the TensorRT QDQ lint: " + "; ".join(map(str, issues[:5])))
+    _lint(out / name)
+
+    def evaluate(path: Path) -> float:
+        return top1(OrtSession(path, device="cpu", threads=cfg.threads), val, desc=f"evaluate {path.name}")
+
+    ptq = Candidate("int8", out / name, "int8", top1=evaluate(out / name))
+    rows, chosen = [ptq], ptq
+    if qat is not None and wants_qat(cfg, ptq.within(floor)):
+        c = qat_candidate(qat, "tensorrt", out / CALIB, evaluate, ptq.top1, log)
+        _lint(c.path)
+        rows.append(c)
+        # Both are INT8 TensorRT graphs (not timed here): QAT ships only where it brings back
+        # the budget PTQ missed, or comes closer to it.
+        if not ptq.within(floor) and c.top1 > ptq.top1:
+            chosen = c
+    for c in rows:
+        c.verdict = ("chosen" if c is chosen else "not chosen") + (
+            f": {c.top1:.2%} within the budget" if c.within(floor) else f": {c.top1:.2%} < {floor:.2%}")
+    table = [{k: v for k, v in c.row().items() if k != "p50_ms"} | {"p50_ms": None} for c in rows]
+    if len(rows) > 1:
+        rows[1].path.replace(out / name) if chosen is rows[1] else rows[1].path.unlink()
     opset = plan_opset(out / name, cfg.tensorrt_version, val.head(cfg.parity_images), log)
     checked = preflight_tensorrt(out / name, log)
-    session = OrtSession(out / name, device="cpu", threads=cfg.threads)
-    return artifact_record(
+    calibration = {**cal.to_dict(), "recipe": "tensorrt", "lint": "passed", "candidate": chosen.name}
+    if chosen.qat:
+        calibration["qat"] = chosen.qat
+    art = artifact_record(
         out, name, backend="onnxruntime", target="tensorrt", precision="int8", preflight=checked, opset=opset,
-        extra=backends.extra("onnxruntime"),
-        top1=top1(session, val, desc=f"evaluate {name}"),
-        calibration={**cal.to_dict(), "recipe": "tensorrt", "lint": "passed"},
+        extra=backends.extra("onnxruntime"), top1=chosen.top1, calibration=calibration,
         notes="QDQ graph for a strongly typed TensorRT build; top-1 measured in ONNX Runtime; "
               "time it on the device with edgetune bench",
     )
+    return art, table
+
+
+def _lint(graph: Path) -> None:
+    from edgetune.calib.lint import lint_tensorrt_qdq
+
+    issues = lint_tensorrt_qdq(graph)
+    if issues:  # our recipe produced a graph TensorRT would reject: a bug, not a user error
+        raise RuntimeError(f"{graph.name} fails the TensorRT QDQ lint: " + "; ".join(map(str, issues[:5])))
 
 
 def build_gpu_fp16(out: Path, val: EvalSet, cfg: ExportConfig, log) -> Artifact:

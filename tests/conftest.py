@@ -40,7 +40,8 @@ def trained_run(digits_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "bundle"
     train_cfg = TrainConfig(data=str(digits_dir), model="resnet18", weights="none", image_size=32,
                             unfreeze="all", epochs=2, lr=3e-3, batch_size=64, augment="light")
-    export_cfg = ExportConfig(targets=("cpu", "tensorrt", "gpu"), calib_samples=100, bench_runs=30)
+    # --qat off in the shared fixtures: tests/train/test_qat.py covers QAT; here it would only add time.
+    export_cfg = ExportConfig(targets=("cpu", "tensorrt", "gpu"), calib_samples=100, bench_runs=30, qat="off")
     manifest = run(train_cfg, export_cfg, out, log=lambda *_: None)
     return out, manifest
 
@@ -65,7 +66,7 @@ def reexported_run(trained_run, digits_dir, tmp_path_factory) -> Export:
     shutil.copytree(trained_run[0], copy)
     log: list[str] = []
     manifest = export_bundle(copy / "checkpoints" / "best.pt", copy,
-                             ExportConfig(targets=("tensorrt",), calib_samples=100, eval_max=40,
+                             ExportConfig(targets=("tensorrt",), calib_samples=100, eval_max=40, qat="off",
                                           fold_preprocessing="nhwc", tensorrt_version="8.6"),
                              data=str(digits_dir), log=log.append)
     return Export(copy, manifest, log)
@@ -93,7 +94,7 @@ def adapted_run(small_digits, tmp_path_factory) -> AdaptedRun:
     shifted = ensure_shifted(small_digits, root / "shifted", CameraShift())
     cfg = TrainConfig(data=str(small_digits), weights="none", image_size=32, unfreeze="all", epochs=1,
                       batch_size=16, workers=0)
-    export = ExportConfig(targets=("cpu",), calib_samples=20, bench_runs=3)
+    export = ExportConfig(targets=("cpu",), calib_samples=20, bench_runs=3, qat="off")
     run(cfg, export, root / "run", log=lambda *_: None)
     log: list[str] = []
     manifest = run(cfg, export, root / "run", resume=True, log=log.append,

@@ -113,6 +113,11 @@ def export_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tensorrt-version", metavar="8.6|10|11",
                    help="the TensorRT the device runs: 8.6 (JetPack 6.0) writes the TensorRT and fp16 "
                         "graphs at opset 17, the newest it documents (default: the exporter's opset 20)")
+    g.add_argument("--qat", metavar="auto|off|always",
+                   help="quantization-aware fine-tuning of the trained layers, exported as the target's QDQ graph: "
+                        "auto (default) where no INT8 candidate is within --max-drop, always, or off")
+    g.add_argument("--qat-epochs", type=int, help="QAT epochs (default: 10%% of the training's, at least 1)")
+    g.add_argument("--qat-lr", type=float, help="QAT learning rate (default: 1%% of the training's --lr)")
 
 
 def out_flags(p: argparse.ArgumentParser, required: bool = True, training: bool = True) -> None:

@@ -26,8 +26,8 @@ def show_choice(manifest: Manifest, log=print) -> None:
     # Piped to a file, rich would wrap at 80 columns; a log reads better unwrapped.
     console = Console() if sys.stdout.isatty() else Console(width=170)
     console.print(artifact_table(raw))
-    if raw["candidates"].get("cpu"):
-        console.print(candidate_table(raw))
+    for target in raw["candidates"]:
+        console.print(candidate_table(raw, target))
     for target, choice in manifest.recommended.items():
         if choice:
             engine, why = manifest.artifact(choice["file"]).backend, choice["why"]
@@ -53,14 +53,21 @@ def artifact_table(raw: dict) -> Table:
     return table
 
 
-def candidate_table(raw: dict) -> Table:
-    """The CPU candidates timed side by side, judged by the same figure as the artifacts."""
-    cand = Table(title="cpu candidates, every engine (timed side by side on this machine)", title_justify="left")
+def candidate_table(raw: dict, target: str = "cpu") -> Table:
+    """A target's candidates, judged by the same figure as the artifacts: the CPU's in every
+    engine, timed side by side on this machine; TensorRT's PTQ against QAT, timed only on the
+    device. A QAT row says what it trained."""
+    title = ("cpu candidates, every engine (timed side by side on this machine)" if target == "cpu"
+             else f"{target} candidates (PTQ against QAT; timed on the device)")
+    cand = Table(title=title, title_justify="left")
     for col in ("candidate", "engine", "precision", figures.name("top1", raw), "p50 ms", "size MB", "float nodes",
                 "ships as", "verdict"):
         cand.add_column(col)
-    for r in raw["candidates"]["cpu"]:
+    for r in raw["candidates"][target]:
+        qat = r.get("qat")
+        verdict = r["verdict"] + (f" (QAT: {qat['epochs']} epoch(s) at lr {qat['lr']:g}, {qat['trained']}; "
+                                  f"PTQ {qat['ptq_top1']:.2%})" if qat else "")
         cand.add_row(r["candidate"], r.get("backend", "onnxruntime"), r.get("precision", ""), f"{r['top1']:.2%}",
                      f"{r['p50_ms']:.2f}" if r["p50_ms"] is not None else "-", f"{(r['size_bytes'] or 0) / 1e6:.1f}",
-                     str(r["float_nodes"]), r.get("file") or "", Text(r["verdict"]))
+                     str(r["float_nodes"]), r.get("file") or "", Text(verdict))
     return cand

@@ -49,6 +49,9 @@ def test_unreadable_image_is_named(small_digits, tmp_path):
     (["--cpu-engines", "onnxruntime,openvno"], "did you mean 'openvino'"),
     (["--ship-candidates", "1"], "--ship-candidates 1 must be at least 2"),
     (["--weights", "none"], "--image-size"),
+    (["--qat", "sometimes"], "auto, off, always"),
+    (["--qat-epochs", "0"], "--qat off"),
+    (["--qat", "always", "--targets", "gpu"], "no INT8 recipe"),
 ])
 def test_bad_flags(small_digits, tmp_path, args, needle):
     assert_user_error(edgetune("run", "--data", small_digits, "--out", tmp_path / "o", *args), needle)

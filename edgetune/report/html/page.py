@@ -172,9 +172,16 @@ def _artifacts(manifest: dict) -> str:
                    f'<ul class="muted">{notes}</ul>' if notes else "")
 
 
+def _qat_words(qat: dict | None) -> str:
+    if not qat:
+        return "post-training quantization: nothing trained"
+    return f"{qat['epochs']} epoch(s) at lr {qat['lr']:g}: {qat['trained']} ({qat['seconds']:.0f} s)"
+
+
 def _quantization(manifest: dict) -> str:
     int8 = [a for a in manifest.get("artifacts", []) if a.get("precision") == "int8" and a.get("calibration")]
     cands = (manifest.get("candidates") or {}).get("cpu") or []
+    trt = (manifest.get("candidates") or {}).get("tensorrt") or []  # PTQ against QAT
     if not int8 and not cands:
         return ""
     parts = []
@@ -187,11 +194,19 @@ def _quantization(manifest: dict) -> str:
         rows = [[r.get("candidate"), r.get("backend", "onnxruntime"), r.get("precision", ""),
                  sections.pct(r.get("top1")), sections.fmt(r.get("p50_ms"), 2),
                  sections.fmt((r.get("size_bytes") or 0) / 1e6, 1), r.get("float_nodes", ""),
-                 r.get("file") or "", r.get("verdict", "")] for r in cands]
+                 r.get("file") or "", r.get("verdict", "") + (f" ({_qat_words(r['qat'])})" if r.get("qat") else "")]
+                for r in cands]
         parts += ["<h3>CPU candidates in every engine, timed side by side</h3>",
                   table(["candidate", "engine", "precision", figures.name("top1", manifest), "p50 ms", "MB",
                          "layers in float", "ships as", "verdict"],
                         rows, numeric={3, 4, 5, 6}, chosen=chosen)]
+    if trt:
+        rows = [[r.get("candidate"), sections.pct(r.get("top1")), _qat_words(r.get("qat")), r.get("verdict", "")]
+                for r in trt]
+        chosen = {k for k, r in enumerate(trt) if r.get("verdict", "").startswith("chosen")}
+        parts += ["<h3>TensorRT: post-training quantization against quantization-aware fine-tuning</h3>",
+                  table(["candidate", figures.name("top1", manifest), "what was trained", "verdict"], rows,
+                        numeric={1}, chosen=chosen)]
     for a in int8:
         how, floats = sections.calibration(a)
         parts.append(f"<h3><code>{esc(a['file'])}</code></h3><p>{esc(how)}.</p>")

@@ -1,0 +1,190 @@
+"""Quantization-aware fine-tuning: the trained network fake-quantized as one target's recipe
+quantizes it, a few epochs of the layers training left trainable, and its QDQ graph.
+
+The fake-quantization is PyTorch's own (torch.ao.quantization: FakeQuantize and its
+observers, placed by FX's `prepare_qat_fx` under a backend config), chosen by measurement
+on this machine against NVIDIA ModelOpt 0.47.0, NNCF 3.4.0 and torchao 0.18.0 (BENCHMARKS.md,
+"Quantization-aware fine-tuning"): it needs nothing beyond torch, it can make both recipes
+(u8 asymmetric activations for ONNX Runtime's CPU kernels, s8 symmetric for TensorRT), and
+its exported graphs load in ONNX Runtime and OpenVINO and pass our TensorRT lint. ModelOpt
+makes only the symmetric recipe and imported requests and huggingface_hub it does not
+declare; NNCF compiled a C++ extension at first use (300 s here) and exported OpenVINO's
+own FakeQuantize op, which ONNX Runtime cannot load; torchao's QAT swaps Linear layers
+only, and its PT2E QAT failed to annotate a ResNet-18.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from edgetune.config import TrainConfig
+from edgetune.preprocess import Preprocess
+
+RECIPES = ("cpu", "tensorrt")  # the targets with a fake-quant recipe here; openvino runs the cpu graph
+EPOCH_SHARE = 0.1  # ModelOpt's rule of thumb: about 10% of the original schedule...
+LR_SHARE = 0.01  # ...starting at 1% of the initial learning rate
+LIBRARY = f"torch.ao.quantization (FX QAT), torch {torch.__version__.split('+')[0]}"
+
+
+def default_epochs(train_epochs: int) -> int:
+    return max(1, round(EPOCH_SHARE * train_epochs))
+
+
+def default_lr(train_lr: float) -> float:
+    return LR_SHARE * train_lr
+
+
+def _qconfig_mapping(recipe: str):
+    """Fake-quantization as `calib.quantize`'s recipe for `recipe` quantizes: per-channel
+    symmetric int8 weights everywhere; activations u8 asymmetric for ONNX Runtime's CPU
+    kernels (`quantize_cpu`), s8 symmetric with zero-point 0 for TensorRT (`quantize_tensorrt`).
+    Activation ranges are min/max (the default --calib-method) over the calibration sample,
+    then frozen; weight ranges follow the weights as they train."""
+    from torch.ao.quantization import (
+        FakeQuantize,
+        MinMaxObserver,
+        MovingAveragePerChannelMinMaxObserver,
+        QConfig,
+        QConfigMapping,
+    )
+
+    # -128..127: the ONNX exporter accepts no narrower int8 range.
+    weight = FakeQuantize.with_args(observer=MovingAveragePerChannelMinMaxObserver, quant_min=-128,
+                                    quant_max=127, dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
+    if recipe == "tensorrt":
+        act = FakeQuantize.with_args(observer=MinMaxObserver, quant_min=-128, quant_max=127,
+                                     dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
+    else:
+        act = FakeQuantize.with_args(observer=MinMaxObserver, quant_min=0, quant_max=255,
+                                     dtype=torch.quint8, qscheme=torch.per_tensor_affine)
+    return QConfigMapping().set_global(QConfig(activation=act, weight=weight))
+
+
+def fake_quantize(model: nn.Module, recipe: str, example: torch.Tensor) -> torch.fx.GraphModule:
+    """`model` with BatchNorm folded into its convs (its statistics frozen where training left
+    them, as the exported graph will hold them) and FakeQuantize where `recipe` puts Q/DQ.
+    TensorRT's backend config quantizes the inputs of its compute ops with s8; the native one
+    is ONNX Runtime's u8."""
+    from torch.ao.quantization.backend_config import get_native_backend_config, get_tensorrt_backend_config
+    from torch.ao.quantization.quantize_fx import prepare_qat_fx
+    from torch.fx.experimental.optimization import fuse as fold_batchnorm
+
+    folded = fold_batchnorm(model.eval())
+    folded.train()
+    config = get_tensorrt_backend_config() if recipe == "tensorrt" else get_native_backend_config()
+    # torch warns, once per op, that fixed-range ops (Hardsigmoid, Sigmoid) stay in float, and
+    # that torch.ao is deprecated: both known (the module docstring), neither the user's to act on.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return prepare_qat_fx(folded, _qconfig_mapping(recipe), (example,), backend_config=config)
+
+
+def _module_of(name: str) -> str:
+    return name.rsplit(".", 1)[0]
+
+
+def trainable_modules(model: nn.Module, ckpt: dict) -> tuple[set[str], str]:
+    """The modules whose weights training left trainable (the depth it ended at), and in words."""
+    from edgetune.train.freeze import FreezePlan
+
+    tcfg = TrainConfig(**ckpt["config"])
+    unfreeze = (ckpt.get("schedule") or [[tcfg.resolved_unfreeze]])[-1][0]
+    plan = FreezePlan.build(tcfg.model, [n for n, _ in model.named_parameters()], unfreeze)
+    return {_module_of(n) for n in plan.trainable}, plan.describe()
+
+
+@dataclass(frozen=True)
+class QatResult:
+    model: torch.fx.GraphModule  # fake-quantized, fine-tuned, in eval mode: export it with export.onnx.export_qdq
+    record: dict  # the manifest's: epochs, lr, what trained, images, seconds, library
+
+
+@dataclass(frozen=True)
+class QatJob:
+    """What QAT needs from a finished training: the checkpoint, its train split (never val:
+    val judges the artifacts), the calibration sample that set the PTQ ranges, and the schedule."""
+
+    ckpt: dict
+    train: list  # edgetune.data.scan.Sample
+    calibration: list  # the same images that calibrated PTQ
+    epochs: int
+    lr: float
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return Preprocess.from_dict(self.ckpt["preprocess"]).size
+
+    def run(self, recipe: str, log=print) -> QatResult:
+        from edgetune.train.model import build_from_checkpoint
+
+        torch.manual_seed(TrainConfig(**self.ckpt["config"]).seed)
+        t0 = time.perf_counter()
+        pre = Preprocess.from_dict(self.ckpt["preprocess"])
+        model = build_from_checkpoint(self.ckpt)
+        modules, described = trainable_modules(model, self.ckpt)
+        qat = fake_quantize(model, recipe, torch.zeros(2, 3, *pre.size))
+        _observe(qat, self.calibration, pre)
+        params = [p for n, p in qat.named_parameters() if _module_of(n) in modules]
+        for p in qat.parameters():
+            p.requires_grad_(False)
+        for p in params:
+            p.requires_grad_(True)
+        log(f"qat: {recipe} recipe, {self.epochs} epoch(s) at lr {self.lr:g} on {len(self.train)} train "
+            f"images; {described} ({sum(p.numel() for p in params):,} parameters)")
+        losses = _finetune(qat, params, self.train, pre, self.epochs, self.lr, self.ckpt["config"], log)
+        seconds = time.perf_counter() - t0
+        return QatResult(qat, {"epochs": self.epochs, "lr": self.lr, "trained": described,
+                                "parameters": sum(p.numel() for p in params), "images": len(self.train),
+                                "loss": [round(x, 4) for x in losses], "seconds": round(seconds, 1),
+                                "library": LIBRARY, "batchnorm": "folded into the convs, frozen"})
+
+
+def _observe(qat: torch.fx.GraphModule, calibration: list, pre: Preprocess) -> None:
+    """Activation ranges from the calibration sample (min/max, as PTQ's default), then frozen."""
+    from torch.ao.quantization import FakeQuantize
+
+    from edgetune.train.data import image_loader
+
+    qat.eval()
+    with torch.no_grad():
+        for x, _ in image_loader(calibration, pre):
+            qat(x)
+    for name, m in qat.named_modules():
+        if isinstance(m, FakeQuantize) and not name.endswith("weight_fake_quant"):
+            m.disable_observer()
+
+
+def _finetune(qat, params, train: list, pre: Preprocess, epochs: int, lr: float, config: dict, log) -> list[float]:
+    from edgetune.host import loader_processes
+    from edgetune.train.data import ImageDataset, make_loader, train_transform
+
+    tcfg = TrainConfig(**config)
+    ds = ImageDataset(train, train_transform(pre, tcfg.augment), tcfg.skip_bad_images)
+    loader = make_loader(ds, tcfg.batch_size, loader_processes(), drop_last=len(ds) > tcfg.batch_size,
+                         sampler=torch.utils.data.RandomSampler(ds, generator=torch.Generator().manual_seed(tcfg.seed)))
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    total = max(1, epochs * len(loader))
+    # Cosine from the small starting rate: the network is already trained, QAT only adjusts it.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
+    criterion = nn.CrossEntropyLoss(label_smoothing=tcfg.label_smoothing)
+    losses = []
+    for epoch in range(epochs):
+        qat.train()
+        running, n = 0.0, 0
+        for x, y in loader:
+            loss = criterion(qat(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            running, n = running + loss.item() * len(y), n + len(y)
+        losses.append(running / max(n, 1))
+        log(f"qat: epoch {epoch + 1}/{epochs} loss {losses[-1]:.4f}")
+    qat.eval()
+    return losses
