@@ -28,6 +28,7 @@ AdaptMethod = Literal["bn", "tent", "pseudo"]
 Sampler = Literal["tpe", "random", "grid"]
 Objective = Literal["top1", "int8"]
 Pruner = Literal["median", "none"]
+RankBy = Literal["logme", "probe"]
 TENSORRT_FAMILIES = ("8.6", "10", "11")  # the version families of calib/trt_onnx_ops.json
 
 
@@ -241,6 +242,34 @@ class TuneConfig:
             raise ConfigError(f"--timeout {self.timeout:g} must be positive (seconds)")
 
 
+@dataclass(frozen=True)
+class ChooseConfig:
+    """`edgetune choose`: which backbones to weigh, at which sizes, against which latency."""
+
+    data: str
+    models: str | None = None  # A,B@none,C@PATH; None: the edge families whose weights are at hand
+    weights: str = "DEFAULT"  # the weights of every model named without its own
+    image_sizes: str | None = None  # 160,192,224; None: each model's own
+    latency_budget: float | None = None  # ms at batch 1
+    latency_from: str | None = None  # bench --json files from the device, comma-separated
+    rank_by: RankBy = "logme"
+    batch_size: int = 32
+    val_fraction: float = 0.2
+    seed: int = 0
+    cache_dir: str | None = None
+
+    def __post_init__(self):
+        _check_choices(self)
+        _positive(self, "batch_size")
+        check_budget(self.latency_budget)
+
+
+def check_budget(budget: float | None) -> None:
+    if budget is not None and budget <= 0:
+        raise ConfigError(f"--latency-budget {budget:g} must be positive: milliseconds per image at batch 1 "
+                          "on the target (e.g. --latency-budget 15)")
+
+
 def _flag(name: str) -> str:
     return name.replace("_", "-")
 
@@ -258,6 +287,7 @@ _CHOICES = {
     "sampler": Sampler,
     "objective": Objective,
     "pruner": Pruner,
+    "rank_by": RankBy,
 }
 
 

@@ -32,6 +32,10 @@ TRIALS_CSV = "trials.csv"
 BEST_YAML = "best.yaml"
 IMPORTANCES = "importances.json"
 
+# What `edgetune choose` writes into its folder (beside graphs/ and the feature cache).
+CHOICE_JSON = "ranking.json"
+CHOICE_CSV = "ranking.csv"
+
 # The artifacts, by what made them.
 FP32 = "model.onnx"
 INT8_CPU = "model.int8.cpu.onnx"
