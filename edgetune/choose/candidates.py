@@ -67,7 +67,7 @@ def default_models(weights: str, log=print) -> list[tuple[str, str]]:
     at_hand, missing = [], []
     for arch in EDGE:
         (at_hand if weights_at_hand(arch, weights) else missing).append(arch)
-    if missing:
+    if missing and at_hand:
         log(f"choose: leaving out {', '.join(missing)}: their {weights} weights are not downloaded "
             "(torch's cache) and this machine may be offline; --models names them to try anyway")
     if not at_hand:

@@ -98,6 +98,10 @@ def test_choose_ranks_the_trained_backbone_first_with_the_devices_times(
         saved = list(csv.DictReader(f))
     assert [r["candidate"] for r in saved] == [trained.candidate, scratch.candidate]
     assert json.loads((tmp_path / "ranking.json").read_text())["settings"]["latency_budget"] == 1000
+    # `tune --models top:K:DIR` seeds its search from this ranking: each model once.
+    from edgetune.tune.space import top_models
+
+    assert top_models(f"top:2:{tmp_path}") == ["resnet18"]
     # A budget nothing meets: one line naming the fastest, after the ranking is written (the
     # features come from the cache this time).
     tight = ChooseConfig(**{**cfg.__dict__, "latency_budget": 0.0001})

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from tests.support.cli import FAST, assert_user_error, edgetune, edgetune_command
 
@@ -175,6 +176,8 @@ def _space(tmp_path: Path, text: str) -> Path:
     ("lr: [0.1]\n", ["--lr", "0.01"], ["also given as --lr"]),
     (None, ["--storage", "sqlite:////nonexistent-edgetune/x/study.db"], ["cannot open the study storage"]),
     (None, ["--cache-max", "lots"], ["--cache-max 'lots' is not a size", "4GB"]),
+    (None, ["--objectives", "top1,size"], ["--objectives 'top1,size' is not allowed", "top1,latency"]),
+    (None, ["--latency-budget", "5"], ["add --objectives top1,latency"]),
 ])
 def test_bad_input_is_one_line(space, extra, needles, three_digits, tmp_path):
     args = ["tune", "--data", three_digits, "--out", tmp_path / "s", *extra]
@@ -226,3 +229,35 @@ def test_a_trial_killed_before_its_heartbeat_began_is_failed_and_retried(tmp_pat
     assert states[orphan.number] == TrialState.FAIL and states[started.number] == TrialState.RUNNING
     retried = [t for t in study.get_trials() if t.state == TrialState.WAITING]
     assert len(retried) == 1 and retried[0].params == orphan.params  # retried once, same values
+
+
+def test_two_objectives_write_the_pareto_front_and_the_best_within_budget(base_args, tmp_path):
+    """A 2-trial study of top-1 and latency, timed here on the exported fp32 graph: pareto.csv
+    holds only non-dominated trials, best.yaml the most accurate within the budget."""
+    out = tmp_path / "mo"
+    proc = edgetune(*base_args, "--epochs", "1", "--trials", "2", "--objectives", "top1,latency",
+                    "--latency-budget", "10000", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "two objectives, top-1 up and latency down (p50 of the fp32 graph here)" in proc.stdout
+    rows = [r for r in read_trials(out) if r["state"] == "COMPLETE"]
+    assert len(rows) == 2 and all(float(r["latency_ms"]) > 0 for r in rows)
+    assert (out / "graphs" / "resnet18-32.onnx").is_file()  # one graph: both trials share model and size
+    with open(out / "pareto.csv", newline="") as f:
+        front = list(csv.DictReader(f))
+    points = {r["number"]: (float(r["value"]), float(r["latency_ms"])) for r in rows}
+    assert front
+    for r in front:
+        top1, lat = points[r["number"]]
+        assert not any(t >= top1 and lt <= lat and (t > top1 or lt < lat) for t, lt in points.values())
+        assert r["within_budget"] == "True"
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    best_number = max(points, key=lambda n: (points[n][0], -int(n)))
+    assert best["lr"] == pytest.approx(float(rows[[r["number"] for r in rows].index(best_number)]["params_lr"]))
+    assert (out / "pareto.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_default_space_follows_the_weights():
+    from edgetune.tune.space import default_space
+
+    assert "unfreeze" in {p.name for p in default_space(set())}
+    assert "unfreeze" not in {p.name for p in default_space(set(), from_scratch=True)}
