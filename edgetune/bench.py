@@ -345,4 +345,4 @@ def _model_of(model: dict | None, artifact: str) -> tuple[str, int] | None:
     if model:
         return str(model["arch"]), int(model["size"])
     stem, _, size = Path(artifact).name.removesuffix(".onnx").rpartition("-")
-    return (stem, int(size)) if stem and size.isdigit() else None
+    return (stem.replace("+", "/"), int(size)) if stem and size.isdigit() else None

@@ -31,8 +31,13 @@ class Candidate:
 
     @property
     def graph(self) -> str:
-        """Its fp32 graph's file name: <arch>-<size>.onnx, the key `bench --json` rows are read by."""
-        return f"{self.arch}-{self.size}.onnx"
+        """Its fp32 graph's file name: <arch>-<size>.onnx, the key `bench --json` rows are read by
+        (a source prefix's slash, as in timm/NAME, written as +)."""
+        return graph_name(self.arch, self.size)
+
+
+def graph_name(arch: str, size: int) -> str:
+    return f"{arch.replace('/', '+')}-{size}.onnx"
 
 
 def _short(weights: str) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from edgetune.atomic import write_text
 from edgetune.choose import timing
+from edgetune.choose.candidates import graph_name
 
 GRAPHS = "graphs"  # <arch>-<size>.onnx: the graphs timed here, the same names `choose` writes
 MEMO = "latency.json"
@@ -42,7 +43,7 @@ class LatencyBook:
         from edgetune.export.onnx import export_onnx
         from edgetune.train.model import create_model
 
-        graph = self.out / GRAPHS / f"{arch}-{size}.onnx"
+        graph = self.out / GRAPHS / graph_name(arch, size)
         if not graph.is_file():
             graph.parent.mkdir(parents=True, exist_ok=True)
             export_onnx(create_model(arch, "none", self.num_classes), (size, size), graph)
