@@ -51,10 +51,15 @@ def main() -> None:
     ap.add_argument("--work", help="working folder (default: a temporary one)")
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-choose-"))
-    source, target = source_and_target(work, args.pretrain_per_class, args.train_per_class, args.val_per_class)
+    if (work / "target").is_dir():  # a rerun in --work: the same images
+        source, target = work / "source", work / "target"
+    else:
+        source, target = source_and_target(work, args.pretrain_per_class, args.train_per_class,
+                                           args.val_per_class)
     weights = {}
     for arch, epochs in CANDIDATES:
-        weights[(arch, epochs)] = ("none" if epochs == 0 else
+        done = work / f"pre-{arch}-{epochs}" / "checkpoints" / "best.pt"  # a rerun in --work reuses it
+        weights[(arch, epochs)] = ("none" if epochs == 0 else str(done) if done.is_file() else
                                    str(pretrain(arch, source, work / f"pre-{arch}-{epochs}", args.size, epochs)))
     models = ",".join(f"{arch}@{weights[(arch, e)]}" for arch, e in CANDIDATES)
     t0 = time.perf_counter()

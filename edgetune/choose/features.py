@@ -1,6 +1,7 @@
 """A candidate's frozen, pooled features (the head's input) on the user's images, through the
-feature cache: filled once under the key the `--unfreeze auto` probe uses, so `choose` again,
-or `edgetune run` on the chosen model, reuses them. Also writes the candidate's fp32 graph."""
+feature cache: filled once, so `choose` again reuses them (and so does `edgetune run --unfreeze
+auto --cache-dtype float32` on the chosen model: the same key as its probe). Also writes the
+candidate's fp32 graph."""
 
 from __future__ import annotations
 
@@ -34,9 +35,13 @@ def extract(cand: Candidate, splits: Splits, data: str, cache_dir: Path, graphs:
     """Features of every train and val image; with `graphs`, the fp32 graph
     `graphs/<arch>-<size>.onnx` is written when missing. A model whose weights cannot load
     raises ConfigError (the caller skips it and says why)."""
+    # float32: a randomly initialised MobileNetV3's pooled features are ~1e-7, below float16's
+    # smallest normal number: cached as float16 they were all zero, and LogME had nothing to score.
     cfg = TrainConfig(data=data, model=cand.arch, weights=cand.weights, image_size=cand.size,
-                      batch_size=batch_size)
+                      batch_size=batch_size, cache_dtype="float32")
     pre = preprocess_for(cand.arch, cand.weights, cand.size)
+    # Seeded, so a random initialisation is the same network on every run and its cache is reused.
+    torch.manual_seed(cfg.seed)
     model = create_model(cand.arch, cand.weights, len(splits.classes))
     model.eval()
     head = segments_of(model, cand.arch)[-1].module

@@ -15,6 +15,7 @@ import numpy as np
 
 MAX_ITERATIONS = 11  # the paper's fixed-point loop converges in a handful; its code stops at 11
 TOLERANCE = 0.01  # relative change of alpha/beta that counts as converged (the paper's)
+_TINY = 1e-12
 
 
 def logme(features: np.ndarray, labels: np.ndarray) -> float:
@@ -40,7 +41,10 @@ def _evidence(x: np.ndarray, sv: np.ndarray, s: np.ndarray, yy: float, n: int, d
         m = beta * sv * y / (alpha + beta * s)  # the posterior mean, in V's coordinates
         mm = float(m @ m)
         residual = outside + float(np.sum((y * alpha / (alpha + beta * s)) ** 2))
-        new_alpha, new_beta = gamma / (mm + 1e-5), (n - gamma) / (residual + 1e-5)
+        # Kept above zero: features that are all zero give gamma = 0, and the evidence is then
+        # finite (log alpha cancels between the prior and log|A|), not a division by zero.
+        new_alpha = max(gamma / (mm + 1e-5), _TINY)
+        new_beta = max((n - gamma) / (residual + 1e-5), _TINY)
         done = abs(new_alpha / new_beta - alpha / beta) / (alpha / beta) < TOLERANCE
         alpha, beta = new_alpha, new_beta
         if done:

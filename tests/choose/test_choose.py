@@ -59,6 +59,8 @@ def test_logme_matches_the_reference_and_orders_signal_above_noise(n, d):
     assert logme(signal, y) > logme(noise, y) + 0.5
     if n > d:
         assert linear_probe(signal, y) > 0.9 > 0.5 > linear_probe(noise, y)
+    # Features that are all zero (a random MobileNetV3's, stored as float16) score, not crash.
+    assert np.isfinite(logme(np.zeros((n, d)), y)) and logme(np.zeros((n, d)), y) < logme(signal, y)
 
 
 @pytest.fixture(scope="module")
