@@ -86,6 +86,10 @@ def _score_all(pairs, sizes, splits, cfg: ChooseConfig, cache_dir: Path, graphs:
             probe_text = "" if probe is None else f", probe top-1 {probe:.1%}"
             log(f"choose: {cand.name} {got.size} px: LogME {score:.3f}{probe_text} "
                 f"({got.features.shape[1]} features, {rows[-1].seconds:.1f} s)")
+    # Two weights files of one name (run-a/best.pt, run-b/best.pt) are told apart by their paths.
+    shared = [r for r in rows if sum(o.candidate == r.candidate and o.size == r.size for o in rows) > 1]
+    for r in shared:
+        r.candidate = f"{r.arch}@{r.weights}"
     if not rows:
         raise ConfigError(f"no candidate could be scored ({', '.join(skipped)} skipped, reasons above); pass "
                           "--models with weights at hand: NAME@PATH, or --weights none")
