@@ -66,7 +66,7 @@ def main() -> None:
     rows = choose(ChooseConfig(data=str(target), models=models, image_sizes=str(args.size), batch_size=32),
                   work / "choose", log=lambda *_: None)
     choose_s = time.perf_counter() - t0
-    by_weights = {r.weights: r for r in rows}
+    by_candidate = {(r.arch, r.weights): r for r in rows}
     table, tune_s = [], 0.0
     for arch, e in CANDIDATES:
         w = weights[(arch, e)]
@@ -75,7 +75,7 @@ def main() -> None:
         t1 = time.perf_counter()
         result = train(cfg, work / f"ft-{arch}-{e}", log=lambda *_: None)
         tune_s += time.perf_counter() - t1
-        r = by_weights[w]
+        r = by_candidate[(arch, w)]
         table.append((f"{arch} pretrained {e} ep" if e else f"{arch} random init", r.logme, r.probe,
                       result.best_top1, r.p50_ms))
     print(f"edgetune choose on {args.train_per_class + args.val_per_class} digits per class (target), "
