@@ -28,6 +28,9 @@ from edgetune.latency import measure_latency
 from edgetune.runtime import backends, choice
 from edgetune.runtime.classifier import Model, check_threads, load
 
+# `bench --json` files are read back by `choose` and `tune --latency-from`: a change to the
+# fields they read is a new version.
+FORMAT, VERSION = "edgetune-bench", 1
 TORCH_BACKEND = "pytorch eager"  # edgetune.train.torch_baseline.BACKEND, without importing torch
 BUSY = 0.25  # above this share of the CPU used by others, the report carries a warning
 
@@ -58,6 +61,11 @@ class BenchReport:
     skipped: list[dict] = field(default_factory=list)  # {"artifact", "batch"?, "why"}
     # Share of the CPU other work used just before and just after timing (None off Linux).
     cpu_busy: dict | None = None  # {"before": 0.03, "after": 0.02}
+    # What was timed, for `choose` and `tune --latency-from`: {"arch", "size"} from a bundle's
+    # manifest; None for a single .onnx file (its name, <arch>-<size>.onnx, says it instead).
+    model: dict | None = None
+    format: str = FORMAT
+    version: int = VERSION
 
     def busy(self) -> bool:
         """Other work was running: timings on a busy host are pessimistic, and OpenMP
@@ -99,6 +107,9 @@ def benchmark(
     )
     # Everything that can fail (names, torch, checkpoint) fails before any timing.
     plan = _plan(path, artifacts, device, report.skipped)
+    if path.is_dir():
+        manifest = read_manifest(path)
+        report.model = {"arch": manifest.model["arch"], "size": int(manifest.input["size"][0])}
     baseline = torch_baseline(path) if compare_torch else None
     before = cpu_busy()
     # One engine alive at a time: an idle ONNX Runtime session beside PyTorch slowed
@@ -303,3 +314,38 @@ def render_table(report: BenchReport):
     table.caption = Text("\n".join(notes))
     table.caption_justify = "left"
     return table
+
+
+def read_latencies(path: str | os.PathLike) -> dict[tuple[str, int, str], float]:
+    """A `bench --json` file as {(arch, input size, precision): p50 ms at batch 1}: the
+    device's times for `choose` and `tune --latency-from`. Rows of a single .onnx file are
+    keyed by its name, <arch>-<size>.onnx (the graphs `choose` writes)."""
+    import json
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--latency-from {path}: cannot read it as JSON ({type(exc).__name__}); pass "
+                          "the file `edgetune bench BUNDLE --json FILE` wrote on the device") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
+        found = (f"format {data.get('format')!r} version {data.get('version')!r}" if isinstance(data, dict)
+                 else type(data).__name__)
+        raise ConfigError(f"--latency-from {path}: {found}, not {FORMAT!r} version {VERSION}; rerun "
+                          "`edgetune bench BUNDLE --json FILE` on the device with this edgetune "
+                          f"({edgetune.__version__})")
+    out = {}
+    for row in data.get("rows", []):
+        if row.get("batch") != 1 or row.get("backend") == TORCH_BACKEND:
+            continue
+        key = _model_of(data.get("model"), row.get("artifact", ""))
+        if key is not None:
+            out[(*key, row["precision"])] = float(row["p50"])
+    return out
+
+
+def _model_of(model: dict | None, artifact: str) -> tuple[str, int] | None:
+    if model:
+        return str(model["arch"]), int(model["size"])
+    stem, _, size = Path(artifact).name.removesuffix(".onnx").rpartition("-")
+    return (stem.replace("+", "/"), int(size)) if stem and size.isdigit() else None

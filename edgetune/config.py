@@ -31,6 +31,7 @@ Objective = Literal["top1", "int8"]
 Pruner = Literal["median", "none"]
 Qat = Literal["auto", "off", "always"]
 QAT_TARGETS = ("cpu", "openvino", "tensorrt")  # the targets with an INT8 recipe QAT can follow
+RankBy = Literal["logme", "probe"]
 TENSORRT_FAMILIES = ("8.6", "10", "11")  # the version families of calib/trt_onnx_ops.json
 
 
@@ -261,7 +262,13 @@ class TuneConfig:
     sampler: Sampler = "tpe"
     space: str | None = None
     objective: Objective = "top1"
-    pruner: Pruner = "median"
+    # "top1,latency" or "int8,latency": a 2-objective study, val top-1 up and p50 latency down.
+    objectives: str | None = None
+    pruner: Pruner | None = None  # None: median for one objective, none for two (Optuna cannot prune those)
+    latency_budget: float | None = None  # ms at batch 1: a hard constraint (Optuna's constraints_func)
+    latency_from: str | None = None  # bench --json files from the device, comma-separated
+    models: str | None = None  # A,B: `model` searched over these
+    image_sizes: str | None = None  # 32,64: `image_size` searched over these
     timeout: float | None = None
     storage: str | None = None
     study_name: str | None = None
@@ -278,6 +285,48 @@ class TuneConfig:
                               "the study should hold)")
         if self.timeout is not None and self.timeout <= 0:
             raise ConfigError(f"--timeout {self.timeout:g} must be positive (seconds)")
+        check_budget(self.latency_budget)
+        if self.objectives is not None:
+            parts = tuple(str(self.objectives).split(","))
+            if len(parts) != 2 or parts[0] not in get_args(Objective) or parts[1] != "latency":
+                raise ConfigError(f"--objectives {self.objectives!r} is not allowed; use top1,latency (val top-1 "
+                                  "and the p50 latency) or int8,latency (the CPU INT8 artifact's top-1)")
+            object.__setattr__(self, "objective", parts[0])
+        if (self.latency_budget is not None or self.latency_from) and self.objectives is None:
+            raise ConfigError("--latency-budget and --latency-from weigh latency: add --objectives top1,latency")
+
+    @property
+    def multi(self) -> bool:
+        """Two objectives: top-1 and latency (one, under the budget, when pruning is asked for)."""
+        return self.objectives is not None
+
+
+@dataclass(frozen=True)
+class ChooseConfig:
+    """`edgetune choose`: which backbones to weigh, at which sizes, against which latency."""
+
+    data: str
+    models: str | None = None  # A,B@none,C@PATH; None: the edge families whose weights are at hand
+    weights: str = "DEFAULT"  # the weights of every model named without its own
+    image_sizes: str | None = None  # 160,192,224; None: each model's own
+    latency_budget: float | None = None  # ms at batch 1
+    latency_from: str | None = None  # bench --json files from the device, comma-separated
+    rank_by: RankBy = "logme"
+    batch_size: int = 32
+    val_fraction: float = 0.2
+    seed: int = 0
+    cache_dir: str | None = None
+
+    def __post_init__(self):
+        _check_choices(self)
+        _positive(self, "batch_size")
+        check_budget(self.latency_budget)
+
+
+def check_budget(budget: float | None) -> None:
+    if budget is not None and budget <= 0:
+        raise ConfigError(f"--latency-budget {budget:g} must be positive: milliseconds per image at batch 1 "
+                          "on the target (e.g. --latency-budget 15)")
 
 
 def _flag(name: str) -> str:
@@ -298,6 +347,7 @@ _CHOICES = {
     "objective": Objective,
     "pruner": Pruner,
     "qat": Qat,
+    "rank_by": RankBy,
 }
 
 
@@ -306,7 +356,7 @@ def _check_choices(cfg) -> None:
         if not hasattr(cfg, name):
             continue
         value, allowed = getattr(cfg, name), get_args(alias)
-        if value not in allowed and not (value is None and name == "adapt"):
+        if value not in allowed and not (value is None and name in ("adapt", "pruner")):
             raise ConfigError(
                 f"--{_flag(name)} {value!r} is not allowed{did_you_mean(str(value), allowed)}; "
                 f"choose one of: {', '.join(allowed)}"

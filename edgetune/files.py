@@ -31,6 +31,12 @@ CACHE = "cache"  # the feature cache, when --cache-dir does not put it elsewhere
 TRIALS_CSV = "trials.csv"
 BEST_YAML = "best.yaml"
 IMPORTANCES = "importances.json"
+PARETO_CSV = "pareto.csv"  # a multi-objective search's non-dominated trials
+PARETO_PNG = "pareto.png"  # and its plot: top-1 against latency, the budget as a line
+
+# What `edgetune choose` writes into its folder (beside graphs/ and the feature cache).
+CHOICE_JSON = "ranking.json"
+CHOICE_CSV = "ranking.csv"
 
 # The artifacts, by what made them.
 FP32 = "model.onnx"

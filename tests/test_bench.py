@@ -34,6 +34,11 @@ def test_json_has_percentiles_for_every_artifact_and_batch(report, tmp_path):
     assert set(data["cpu_busy"]) == {"before", "after"}  # a busy host is flagged, never hidden
     assert data["settings"] == {"batches": [1, 3], "threads": None, "warmup": 1, "runs": 4,
                                 "seconds": None, "device": "auto"}
+    # What `choose` and `tune --latency-from` read back: the format, and the model and size timed.
+    assert (data["format"], data["version"]) == ("edgetune-bench", 1)
+    assert set(data["model"]) == {"arch", "size"}
+    times = bench.read_latencies(tmp_path / "bench.json")
+    assert times[(data["model"]["arch"], data["model"]["size"], "int8")] == rows[(INT8, 1)]["p50"]
 
 
 def test_torch_rows_time_the_same_model_as_the_onnx_graph(tiny, report):

@@ -119,7 +119,7 @@ def run_choose(args: argparse.Namespace) -> int:
     """`bench --choose`: the flags that choose nothing here are refused, not ignored."""
     from rich.console import Console
 
-    from edgetune import choose
+    from edgetune import device_choice
     from edgetune.bundle import read_manifest
     from edgetune.report import figures, info
 
@@ -132,7 +132,7 @@ def run_choose(args: argparse.Namespace) -> int:
     threads = int_flag(args.threads, "--threads", minimum=1) if args.threads is not None else None
     runs = int_flag(args.runs, "--runs", minimum=1) if args.runs is not None else 50
     measure = figures.name("top1", read_manifest(args.bundle).to_dict())
-    record, path = choose.choose_on_device(args.bundle, threads=threads, runs=runs, measure=measure,
+    record, path = device_choice.choose_on_device(args.bundle, threads=threads, runs=runs, measure=measure,
                                            log=lambda line: print(line, file=sys.stderr))
     console = Console()
     if not console.is_terminal:

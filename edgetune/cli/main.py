@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 
 from edgetune import __version__
-from edgetune.cli import adapt, deploy, device, run, serve, tools, tune
+from edgetune.cli import adapt, choose, deploy, device, run, serve, tools, tune
 from edgetune.cli.flags import Parser, no_abbrev
 from edgetune.errors import EdgetuneError, EdgetuneWarning
 
@@ -24,6 +24,7 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser = no_abbrev(sub.add_parser)
     run.add_parsers(sub)
+    choose.add_parser(sub)
     tune.add_parser(sub)
     adapt.add_parser(sub)
     device.add_parsers(sub)

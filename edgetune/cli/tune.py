@@ -21,7 +21,19 @@ def add_parser(sub) -> None:
     g.add_argument("--sampler", help="tpe (default) | random | grid (needs --space with lists)")
     g.add_argument("--space", help="YAML: flag: {low: A, high: B, log: true} or flag: [a, b, c]")
     g.add_argument("--objective", help="top1 (default): best val top-1 | int8: val top-1 of the CPU INT8 artifact")
-    g.add_argument("--pruner", help="median (default): stop trials below the median from epoch 2 | none")
+    g.add_argument("--pruner", help="median (default with one objective): stop trials below the median from "
+                                    "epoch 2 | none (default with --objectives, which Optuna cannot prune)")
+    g.add_argument("--objectives", help="top1,latency | int8,latency: a 2-objective study, top-1 up and p50 "
+                                        "latency down; OUT/pareto.csv holds the front")
+    g.add_argument("--latency-budget", type=float, metavar="MS",
+                   help="with --objectives: trials slower than MS at batch 1 are infeasible; best.yaml is "
+                        "the most accurate within it")
+    g.add_argument("--latency-from", metavar="FILE[,FILE]",
+                   help="with --objectives: the device's `edgetune bench --json` files, read per model and "
+                        "input size (the fastest precision); pairs they miss are timed here")
+    g.add_argument("--models", help="search --model over these, e.g. mobilenet_v3_large,resnet18, or top:K:DIR: "
+                                    "the K best of `edgetune choose --out DIR`")
+    g.add_argument("--image-sizes", help="search --image-size over these, e.g. 160,192,224")
     g.add_argument("--timeout", type=float, help="start no new trial after S seconds (a rerun continues)")
     g.add_argument("--storage", help="RDB URL shared by workers, e.g. postgresql://user@host/db "
                                      "(default: sqlite in OUT)")

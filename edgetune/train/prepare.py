@@ -105,11 +105,18 @@ def make_cache(setup: RunSetup, s: Split) -> FeatureCache:
     # Trials of a search train with their own seeds but draw the cached views with one seed,
     # so they share the cache.
     seed = cfg.seed if cfg.cache_seed is None else cfg.cache_seed
-    parts = {"arch": cfg.model, "weights": cfg.weights, "split": s.where, "split_index": s.index,
-             "preprocess": setup.pre.to_dict(), "seed": seed, "dtype": cfg.cache_dtype}
+    parts = cache_parts(cfg, setup.pre, s)
     settings = CacheSettings(folder, memory_budget(cfg.cache_memory), cfg.cache_dtype, cfg.batch_size,
                              setup.workers, setup.device, seed, cfg.skip_bad_images)
     return FeatureCache(s.prefix, parts, settings, setup.log)
+
+
+def cache_parts(cfg: TrainConfig, pre, s: Split) -> dict:
+    """What, besides the prefix's weights and the request, keys split `s`'s cached features:
+    `edgetune choose` fills its features under the same key as the `--unfreeze auto` probe."""
+    seed = cfg.seed if cfg.cache_seed is None else cfg.cache_seed
+    return {"arch": cfg.model, "weights": cfg.weights, "split": s.where, "split_index": s.index,
+            "preprocess": pre.to_dict(), "seed": seed, "dtype": cfg.cache_dtype}
 
 
 def build_stage(setup: RunSetup, index: int, unfreeze: str, plan: FreezePlan, epochs: int) -> PreparedStage:

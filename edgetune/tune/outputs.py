@@ -13,7 +13,12 @@ import json
 from pathlib import Path
 
 from edgetune.atomic import write_text
-from edgetune.files import BEST_YAML, IMPORTANCES, TRIALS_CSV
+from edgetune.files import BEST_YAML, IMPORTANCES, PARETO_CSV, PARETO_PNG, TRIALS_CSV
+
+LATENCY = "latency_ms"  # the user attr holding a trial's p50 (edgetune.tune.study.LATENCY)
+# fANOVA's importances from a handful of trials are noise: a 5-trial study printed "unfreeze
+# 0.00" for the flag that decided every result. Below this many finished trials, none.
+MIN_IMPORTANCE_TRIALS = 10
 
 
 def trial_rows(study) -> list[dict]:
@@ -28,9 +33,12 @@ def trial_rows(study) -> list[dict]:
         note = t.user_attrs.get("note", "")
         if t.state.name == "FAIL" and not note and t.number in retries:
             note = f"its process stopped (no heartbeat); retried as trial {retries[t.number]}"
+        value = value_of(t)
         rows.append({
             "number": t.number, "state": t.state.name,
-            "value": "" if t.value is None else round(t.value, 4),
+            "value": "" if value is None else round(value, 4),
+            **({"latency_ms": t.user_attrs.get(LATENCY, "")} if any(LATENCY in x.user_attrs for x in trials)
+               else {}),
             "epochs": t.user_attrs.get("epochs", ""),
             "seconds": "" if seconds is None else round(seconds, 1),
             **{f"params_{p}": t.params.get(p, "") for p in params},
@@ -38,6 +46,11 @@ def trial_rows(study) -> list[dict]:
             "note": note,
         })
     return rows
+
+
+def value_of(trial) -> float | None:
+    """A trial's top-1: its value, or its first value in a study of two objectives."""
+    return None if trial.values is None else trial.values[0]
 
 
 def _retry_of(trial) -> int | None:
@@ -57,27 +70,93 @@ def write_trials_csv(out: Path, study) -> Path:
     return out / TRIALS_CSV
 
 
-def write_best(out: Path, study, settings: dict, export_settings: dict, objective: str) -> Path | None:
-    """best.yaml: every flag of the best trial, for `edgetune run --config OUT/best.yaml`."""
+def write_best(out: Path, study, settings: dict, export_settings: dict, objective: str,
+               budget: float | None = None) -> Path | None:
+    """best.yaml: every flag of the best trial (the most accurate within `budget` ms), for
+    `edgetune run --config OUT/best.yaml`."""
     import yaml
 
-    best = best_trial(study)
+    best = best_trial(study, budget)
     if best is None:
         return None
     what = "val top-1" if objective == "top1" else "val top-1 of its CPU INT8 artifact"
+    latency = best.user_attrs.get(LATENCY)
+    within = "" if latency is None else f", p50 {latency:g} ms" + (
+        "" if budget is None else f" (budget {budget:g} ms)")
     header = (f"# edgetune tune: the best of {len(study.trials)} trials, trial {best.number}, {what} "
-              f"{best.value:.2%}.\n# Retrain and ship it: edgetune run --config {out / BEST_YAML} --out DIR\n")
+              f"{value_of(best):.2%}{within}.\n# Retrain and ship it: edgetune run --config {out / BEST_YAML} "
+              "--out DIR\n")
     body = yaml.safe_dump({**settings, **best.user_attrs["config"], **export_settings}, sort_keys=False)
     write_text(out / BEST_YAML, header + body)
     return out / BEST_YAML
 
 
-def best_trial(study):
-    """The complete trial with the highest value (the earliest of equals), or None."""
+def best_trial(study, budget: float | None = None):
+    """The complete trial with the highest top-1 (the earliest of equals) whose latency is
+    within `budget` ms, or None."""
     from optuna.trial import TrialState
 
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return max(complete, key=lambda t: t.value) if complete else None
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if budget is None or t.user_attrs.get(LATENCY, float("inf")) <= budget]
+    return max(complete, key=value_of) if complete else None
+
+
+def fastest_trial(study):
+    """The complete trial with the lowest latency, or None."""
+    from optuna.trial import TrialState
+
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if LATENCY in t.user_attrs]
+    return min(done, key=lambda t: t.user_attrs[LATENCY]) if done else None
+
+
+def pareto_front(study) -> list:
+    """The complete trials no other complete trial beats on both top-1 and latency (at least
+    as good on both, better on one), fastest first."""
+    from optuna.trial import TrialState
+
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if LATENCY in t.user_attrs]
+
+    def beats(a, b) -> bool:
+        ta, tb, la, lb = value_of(a), value_of(b), a.user_attrs[LATENCY], b.user_attrs[LATENCY]
+        return ta >= tb and la <= lb and (ta > tb or la < lb)
+
+    front = [t for t in done if not any(beats(o, t) for o in done if o is not t)]
+    return sorted(front, key=lambda t: (t.user_attrs[LATENCY], -value_of(t)))
+
+
+def write_pareto(out: Path, study, budget: float | None) -> list:
+    """pareto.csv: the front, one row per trial with its top-1, latency, budget and values."""
+    front = pareto_front(study)
+    params = sorted({p for t in front for p in t.params})
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["number", "top1", LATENCY, "latency_from", "budget_ms", "within_budget",
+                     *(f"params_{p}" for p in params)])
+    for t in front:
+        latency = t.user_attrs[LATENCY]
+        writer.writerow([t.number, round(value_of(t), 4), latency, t.user_attrs.get("latency_from", ""),
+                         "" if budget is None else budget, "" if budget is None else latency <= budget,
+                         *(t.params.get(p, "") for p in params)])
+    write_text(out / PARETO_CSV, buf.getvalue())
+    return front
+
+
+def write_pareto_plot(out: Path, study, budget: float | None) -> Path | None:
+    """pareto.png: every complete trial's top-1 against its latency, the front joined, the
+    budget a vertical line; the HTML report shows it beside the trials."""
+    from optuna.trial import TrialState
+
+    from edgetune.atomic import atomic_path
+    from edgetune.report.html.plots import pareto, png
+
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if LATENCY in t.user_attrs]
+    if not done:
+        return None
+    points = [(t.user_attrs[LATENCY], value_of(t)) for t in done]
+    front = [(t.user_attrs[LATENCY], value_of(t)) for t in pareto_front(study)]
+    with atomic_path(out / PARETO_PNG) as tmp:
+        tmp.write_bytes(png(pareto(points, front, budget)))
+    return out / PARETO_PNG
 
 
 def write_importances(out: Path, study) -> dict | None:
@@ -86,10 +165,10 @@ def write_importances(out: Path, study) -> dict | None:
     from optuna.trial import TrialState
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if len(complete) < 4:
+    if len(complete) < MIN_IMPORTANCE_TRIALS:
         return None
     try:
-        values = optuna.importance.get_param_importances(study)
+        values = optuna.importance.get_param_importances(study, target=value_of)
     except (RuntimeError, ValueError, ZeroDivisionError):
         return None  # e.g. a parameter that never varied
     values = {k: round(float(v), 4) for k, v in values.items()}
@@ -114,8 +193,13 @@ def summary(study, importances: dict | None, top: int = 5) -> list[str]:
                           + [_short(r[p]) for p in params] for r in done]
         widths = [max(len(row[i]) for row in table) for i in range(len(head))]
         lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in table]
+    complete = sum(r["state"] == "COMPLETE" for r in rows)
     if importances:
-        lines.append("importances: " + ", ".join(f"{k} {v:.2f}" for k, v in importances.items()))
+        lines.append(f"importances (fANOVA, from {complete} complete trials): "
+                     + ", ".join(f"{k} {v:.2f}" for k, v in importances.items()))
+    elif complete:
+        lines.append(f"importances: not computed from {complete} complete trial(s); fANOVA needs at least "
+                     f"{MIN_IMPORTANCE_TRIALS} to tell a deciding flag from noise")
     return lines
 
 

@@ -38,7 +38,11 @@ def tune(base: TrainConfig, export_cfg: ExportConfig, cfg: TuneConfig, out: str 
     """Run (or continue) the study in `out` until it holds `cfg.trials` finished trials.
     `fixed`: the train flags the user set, left out of the default space. Returns best.yaml."""
     params = (spacemod.load_space(cfg.space, base, fixed) if cfg.space
-              else spacemod.default_space(fixed))
+              else spacemod.default_space(fixed, base.from_scratch))
+    params += tuple(spacemod.choices_of(name, text, base, fixed)
+                    for name, text in (("model", cfg.models), ("image_size", cfg.image_sizes)) if text)
+    if len({p.name for p in params}) != len(params):
+        raise ConfigError("--space and --models/--image-sizes both search the same flag; search it in one place")
     if not params:
         raise ConfigError("nothing to search: the command line fixes every flag of the default space; "
                           "drop some flags or pass --space FILE")
@@ -46,20 +50,30 @@ def tune(base: TrainConfig, export_cfg: ExportConfig, cfg: TuneConfig, out: str 
     out = _prepare_out(Path(out), overwrite)
     # Trials share one cache folder, so each frozen prefix is computed once for the search.
     base = dataclasses.replace(base, cache_dir=base.cache_dir or str(out / files.CACHE))
+    # Optuna cannot prune a study of two objectives: with pruning asked for, top-1 alone is
+    # maximised, latency a constraint on it.
+    pruner = cfg.pruner or ("none" if cfg.multi else "median")
+    directions = ("maximize", "minimize") if cfg.multi and pruner == "none" else ("maximize",)
     settings = {"train": {k: v for k, v in to_dict(base).items() if k not in LOCAL},
                 "space": {p.name: p.describe() for p in params},
                 "objective": cfg.objective, "sampler": cfg.sampler}
+    if cfg.multi:
+        settings.update(objectives=list(directions), latency_budget=cfg.latency_budget)
     plan = studymod.Plan(cfg.study_name or out.resolve().name, cfg.trials, cfg.sampler, grid, base.seed,
-                         settings, cfg.pruner)
+                         settings, pruner, directions, cfg.latency_budget)
+    book = _latency_book(base, cfg, out, log) if cfg.multi else None
     with studymod.FileLock(out / studymod.LOCK):  # workers starting together create the tables once
         storage = studymod.open_storage(cfg.storage, out)
         studymod.load(plan, storage)
-    objective = TrialObjective(base, params, out, cfg.objective, trial_export_config(export_cfg))
-    pruning = (f"median pruning after {studymod.STARTUP_TRIALS} trials" if cfg.pruner == "median"
+    objective = TrialObjective(base, params, out, cfg.objective, trial_export_config(export_cfg), book,
+                               len(directions) > 1, cfg.latency_budget)
+    pruning = (f"median pruning after {studymod.STARTUP_TRIALS} trials" if pruner == "median"
                else "no pruning")
     where = "--storage" if cfg.storage else str(out / studymod.STUDY_DB)
     log(f"tune: {cfg.trials} trials, {cfg.sampler} sampler, {pruning}, scored on "
         f"{_objective_text(cfg.objective)}; study {plan.name!r} in {where}")
+    if cfg.multi:
+        log(_objectives_text(cfg, directions))
     log("tune: searching " + ", ".join(f"{p.name} {p.describe()}" for p in params))
     if grid is not None and studymod.grid_size(plan) < cfg.trials:
         log(f"tune: the grid has {studymod.grid_size(plan)} points: the search ends after them")
@@ -77,10 +91,20 @@ def tune(base: TrainConfig, export_cfg: ExportConfig, cfg: TuneConfig, out: str 
     study = studymod.load(plan, storage)
     outputs.write_trials_csv(out, study)
     importances = outputs.write_importances(out, study)
-    best = outputs.write_best(out, study, to_dict(base), to_dict(export_cfg), cfg.objective)
+    if cfg.multi:
+        front = outputs.write_pareto(out, study, cfg.latency_budget)
+        outputs.write_pareto_plot(out, study, cfg.latency_budget)
+    best = outputs.write_best(out, study, to_dict(base), to_dict(export_cfg), cfg.objective, cfg.latency_budget)
     for line in outputs.summary(study, importances):
         log(line)
-    if best is None:
+    if cfg.multi:
+        log(f"tune: Pareto front of top-1 and latency: {len(front)} trial(s) in {out / files.PARETO_CSV}")
+    if best is None and cfg.latency_budget is not None and outputs.best_trial(study) is not None:
+        fastest = outputs.fastest_trial(study)
+        log(f"tune: no complete trial is within --latency-budget {cfg.latency_budget:g} ms, so there is no "
+            f"best.yaml; the fastest, trial {fastest.number}, runs {fastest.user_attrs[studymod.LATENCY]:g} ms "
+            f"({fastest.params.get('model', base.model)}): raise the budget or search smaller models or sizes")
+    elif best is None:
         log("tune: no trial completed, so there is no best.yaml; see the note column of "
             f"{out / files.TRIALS_CSV}")
     else:
@@ -91,11 +115,14 @@ def tune(base: TrainConfig, export_cfg: ExportConfig, cfg: TuneConfig, out: str 
 class TrialObjective:
     """Optuna's objective: one trial's values → its own config, trained, scored."""
 
-    def __init__(self, base: TrainConfig, params, out: Path, objective: str, export_cfg: ExportConfig):
+    def __init__(self, base: TrainConfig, params, out: Path, objective: str, export_cfg: ExportConfig,
+                 book=None, two_objectives: bool = False, budget: float | None = None):
         from edgetune.train.loop import DivergedError
 
         self.base, self.params, self.out = base, params, out
         self.objective, self.export_cfg = objective, export_cfg
+        self.book, self.two = book, two_objectives  # book: a LatencyBook when latency counts
+        self.budget = budget
         self.last = None
         # A diverged trial or an impossible combination of values fails alone; the search goes on.
         self.catch = (DivergedError, ConfigError)
@@ -111,6 +138,8 @@ class TrialObjective:
 
         def report(record: dict) -> None:
             trial.set_user_attr("epochs", record["epoch"])
+            if self.two:  # Optuna neither records nor prunes per-epoch values of two objectives
+                return
             trial.report(record["top1"], record["epoch"])
             if trial.should_prune():
                 trial.set_user_attr("note", f"pruned at epoch {record['epoch']}: val top-1 "
@@ -121,8 +150,18 @@ class TrialObjective:
             values = {p.name: p.suggest(trial) for p in self.params}
             cfg = trial_config(self.base, values, trial.number)
             trial.set_user_attr("config", {**values, "seed": cfg.seed, "cache_seed": cfg.cache_seed})
+            # The artifact a trial ships is known after its export (--objective int8, timed here);
+            # otherwise the latency is its model's and size's, known before training, so a
+            # pruned trial has its latency too. Optuna takes a trial's constraint once.
+            after = self.book is not None and self.objective == "int8" and not self.book.from_files
+            if self.book is not None:
+                self._set_latency(trial, *self.book.of(cfg.model, _input_size(cfg)), None if after else self.budget)
             outcome = run_trial(cfg, folder, self.objective, self.export_cfg, report,
                                 log=_file_log(folder / "train.log"))
+            if after:
+                shipped = (outcome.shipped_p50, "here (the shipped CPU artifact)") if outcome.shipped_p50 else (
+                    trial.user_attrs[studymod.LATENCY], trial.user_attrs["latency_from"])
+                self._set_latency(trial, *shipped, self.budget)
         except self.catch as exc:
             trial.set_user_attr("note", str(exc)[:300])
             raise
@@ -132,7 +171,47 @@ class TrialObjective:
             raise TuneInterrupted(f"interrupted: trial {trial.number} stopped and will be retried; the study "
                                   f"is kept in {self.out}: rerun the same command to continue it") from None
         trial.set_user_attr("epochs", outcome.epochs)
+        if self.two:
+            return outcome.value, trial.user_attrs[studymod.LATENCY]
         return outcome.value
+
+    @staticmethod
+    def _set_latency(trial, p50: float, where: str, budget: float | None) -> None:
+        trial.set_user_attr(studymod.LATENCY, round(float(p50), 3))
+        trial.set_user_attr("latency_from", where)
+        if budget is not None and hasattr(trial, "set_constraint"):  # Optuna 5; 4.x: constraints_func
+            trial.set_constraint("latency", studymod.over_budget(budget, trial)[0])
+
+
+def _input_size(cfg: TrainConfig) -> int:
+    from edgetune.train.model import preprocess_for
+
+    return cfg.image_size or preprocess_for(cfg.model, cfg.weights, None).size[0]
+
+
+def _latency_book(base: TrainConfig, cfg: TuneConfig, out: Path, log):
+    """Where trials' latencies come from; the classes are counted once for the graphs' heads."""
+    from edgetune.data.scan import scan
+    from edgetune.tune.latency import LatencyBook
+
+    data = base.data if isinstance(base.data, str) or base.data is None else base.data[0]
+    if data is None:
+        from edgetune.data.demo import ensure_digits
+
+        data = ensure_digits()
+    classes = scan(data, base.val_fraction, base.seed).classes
+    return LatencyBook(out, cfg.latency_from, len(classes), log)
+
+
+def _objectives_text(cfg: TuneConfig, directions) -> str:
+    budget = "" if cfg.latency_budget is None else f", trials over {cfg.latency_budget:g} ms infeasible"
+    source = f"the device's times in {cfg.latency_from}" if cfg.latency_from else "p50 of the fp32 graph here"
+    if cfg.objective == "int8" and not cfg.latency_from:
+        source = "p50 of the CPU artifact each trial would ship, here"
+    if len(directions) == 1:
+        return (f"tune: --pruner {cfg.pruner}: Optuna cannot prune a study of two objectives, so this search "
+                f"maximises top-1 alone, latency ({source}) a constraint{budget}")
+    return f"tune: two objectives, top-1 up and latency down ({source}){budget}"
 
 
 def _cache_cap(base: TrainConfig, cfg: TuneConfig, log) -> int | None:
@@ -189,7 +268,10 @@ def _objective_text(objective: str) -> str:
 def _trial_line(study, number: int) -> str:
     t = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
     values = "  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
-    value = "" if t.value is None else f"{t.value:.2%}"
+    top1 = outputs.value_of(t)
+    value = "" if top1 is None else f"{top1:.2%}"
+    if studymod.LATENCY in t.user_attrs:
+        value += f", p50 {t.user_attrs[studymod.LATENCY]:g} ms"
     epochs = t.user_attrs.get("epochs", 0)
     note = t.user_attrs.get("note", "")
     state = t.state.name

@@ -27,6 +27,7 @@ class Outcome:
     value: float
     epochs: int
     history: list[dict]
+    shipped_p50: float | None = None  # ms: the recommended CPU artifact's, when the trial exported one
 
 
 def trial_seed(base: int, number: int) -> int:
@@ -57,24 +58,26 @@ def run_trial(cfg: TrainConfig, folder: Path, objective: str, export_cfg: Export
 
     try:
         result = train(cfg, folder, log=log, command="tune", on_epoch=on_epoch)
-        value = (result.best_top1 if objective == "top1"
-                 else _int8_top1(result.best, folder, cfg, export_cfg, log))
+        value, shipped = ((result.best_top1, None) if objective == "top1"
+                          else _int8_top1(result.best, folder, cfg, export_cfg, log))
     finally:  # pruned, failed or done: the weights are not needed again
         shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)
-    return Outcome(value, result.epochs, history)
+    return Outcome(value, result.epochs, history, shipped)
 
 
-def _int8_top1(best: Path, folder: Path, cfg: TrainConfig, export_cfg: ExportConfig, log) -> float:
-    """Export the best epoch for the CPU and score its INT8 artifact on the val split."""
+def _int8_top1(best: Path, folder: Path, cfg: TrainConfig, export_cfg: ExportConfig, log):
+    """Export the best epoch for the CPU and score its INT8 artifact on the val split; also
+    the p50 of the artifact recommended for the CPU (INT8 where it won, else fp32)."""
     from edgetune import pipeline
 
     bundle = folder / BUNDLE
     manifest = pipeline.export_bundle(best, bundle, export_cfg, data=cfg.data, log=log)
     int8 = next(a for a in manifest.artifacts if a.file == INT8_CPU)
+    shipped = manifest.artifact(manifest.recommended["cpu"]["file"]).latency_ms or {}
     for p in bundle.iterdir():
         if p.name not in KEEP:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
-    return int8.top1
+    return int8.top1, shipped.get("p50")
 
 
 def trial_export_config(export_cfg: ExportConfig) -> ExportConfig:

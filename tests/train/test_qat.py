@@ -3,9 +3,8 @@ smallest trained run (three digit classes, 32 px), one QAT epoch for the TensorR
 
 import json
 
-import onnx
-
 import numpy as np
+import onnx
 
 from edgetune.calib.lint import lint_tensorrt_qdq
 from edgetune.config import ExportConfig

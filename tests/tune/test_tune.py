@@ -8,6 +8,7 @@ on three digit classes at 32 px: head-level trials use the feature cache and cos
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import shutil
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from tests.support.cli import FAST, assert_user_error, edgetune, edgetune_command
 
@@ -175,6 +177,8 @@ def _space(tmp_path: Path, text: str) -> Path:
     ("lr: [0.1]\n", ["--lr", "0.01"], ["also given as --lr"]),
     (None, ["--storage", "sqlite:////nonexistent-edgetune/x/study.db"], ["cannot open the study storage"]),
     (None, ["--cache-max", "lots"], ["--cache-max 'lots' is not a size", "4GB"]),
+    (None, ["--objectives", "top1,size"], ["--objectives 'top1,size' is not allowed", "top1,latency"]),
+    (None, ["--latency-budget", "5"], ["add --objectives top1,latency"]),
 ])
 def test_bad_input_is_one_line(space, extra, needles, three_digits, tmp_path):
     args = ["tune", "--data", three_digits, "--out", tmp_path / "s", *extra]
@@ -245,3 +249,45 @@ def test_a_grid_search_visits_every_point_once(tmp_path):
         if number < 7:  # the last tell would stop the study, which only optimize() may
             study.tell(trial, 0.5)
     assert sorted(points) == sorted((lr, bs) for lr in grid["lr"] for bs in grid["batch_size"])
+
+
+def test_two_objectives_write_the_pareto_front_and_the_best_within_budget(base_args, trained_run, tmp_path):
+    """A 2-trial study of top-1 and latency, the latency a device's `bench --json` (here: a real
+    bench of the session's resnet18 bundle at 32 px, the trials' model and size): pareto.csv
+    holds only non-dominated trials, best.yaml the most accurate within the budget. (Timing here
+    exports a graph, 7-17 s a model; `edgetune choose` and this search share that code,
+    edgetune/choose/timing.py.)"""
+    from edgetune.bench import benchmark
+
+    device = tmp_path / "device.json"
+    report = benchmark(trained_run[0], artifacts=["model.onnx", "model.int8.cpu.onnx"], batches=(1,), warmup=1,
+                       runs=3)
+    device.write_text(json.dumps(report.to_dict()))
+    out = tmp_path / "mo"
+    proc = edgetune(*base_args, "--epochs", "1", "--trials", "2", "--objectives", "top1,latency",
+                    "--latency-budget", "10000", "--latency-from", device, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert f"two objectives, top-1 up and latency down (the device's times in {device})" in proc.stdout
+    rows = [r for r in read_trials(out) if r["state"] == "COMPLETE"]
+    fastest = min(r.p50 for r in report.rows)
+    assert len(rows) == 2 and all(float(r["latency_ms"]) == pytest.approx(fastest, abs=1e-3) for r in rows)
+    assert not (out / "graphs").exists()  # nothing timed here
+    with open(out / "pareto.csv", newline="") as f:
+        front = list(csv.DictReader(f))
+    points = {r["number"]: (float(r["value"]), float(r["latency_ms"])) for r in rows}
+    assert front
+    for r in front:
+        top1, lat = points[r["number"]]
+        assert not any(t >= top1 and lt <= lat and (t > top1 or lt < lat) for t, lt in points.values())
+        assert r["within_budget"] == "True"
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    best_number = max(points, key=lambda n: (points[n][0], -int(n)))
+    assert best["lr"] == pytest.approx(float(rows[[r["number"] for r in rows].index(best_number)]["params_lr"]))
+    assert (out / "pareto.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_default_space_follows_the_weights():
+    from edgetune.tune.space import default_space
+
+    assert "unfreeze" in {p.name for p in default_space(set())}
+    assert "unfreeze" not in {p.name for p in default_space(set(), from_scratch=True)}

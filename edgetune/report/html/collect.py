@@ -21,7 +21,7 @@ import numpy as np
 from edgetune import __version__, host
 from edgetune.atomic import write_json
 from edgetune.bundle import MANIFEST
-from edgetune.files import CONFIG, FP32, IMPORTANCES, REPORT_JSON, TRIALS_CSV
+from edgetune.files import CONFIG, FP32, IMPORTANCES, PARETO_CSV, REPORT_JSON, TRIALS_CSV
 from edgetune.report import figures
 
 CACHE = REPORT_JSON
@@ -196,7 +196,12 @@ def trials(out: Path) -> dict | None:
             importances = {str(k): float(v) for k, v in json.loads(imp.read_text()).items()}
         except (ValueError, AttributeError, TypeError):
             importances = None
-    return {"file": str(found[0].relative_to(out)), "rows": rows, "importances": importances}
+    front = found[0].parent / PARETO_CSV  # a search of top-1 and latency
+    pareto = None
+    if front.is_file():
+        with open(front, newline="") as f:
+            pareto = list(csv.DictReader(f))
+    return {"file": str(found[0].relative_to(out)), "rows": rows, "importances": importances, "pareto": pareto}
 
 
 def _now() -> str:

@@ -239,6 +239,15 @@ def _domain_plot(manifest: dict, rows: list[dict], domains: list[str]):
     return plots.domain_accuracy(relabelled, names)
 
 
+def _pareto_plot(trials: dict):
+    """Every complete trial and the front of `pareto.csv`, with its budget line."""
+    points = [(float(r["latency_ms"]), float(r["value"])) for r in trials["rows"]
+              if r.get("state") == "COMPLETE" and r.get("latency_ms") and r.get("value")]
+    front = [(float(r["latency_ms"]), float(r["top1"])) for r in trials["pareto"]]
+    budget = trials["pareto"][0].get("budget_ms")
+    return plots.pareto(points, front, float(budget) if budget else None)
+
+
 def _search(trials: dict | None) -> str:
     if not trials or not trials.get("rows"):
         return ""
@@ -250,6 +259,8 @@ def _search(trials: dict | None) -> str:
                         if trials.get("importances") else "") + "</div>")
         if params:
             parts.append(img(plots.param_slices(trials["rows"], params, values), "objective per parameter"))
+    if trials.get("pareto"):
+        parts.append(img(_pareto_plot(trials), "accuracy against latency"))
     if rows:
         parts += ["<h3>Best trials</h3>", table(rows[0], rows[1:], numeric={0, 1})]
     return section("search", "Search", *parts)

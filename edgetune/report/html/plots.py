@@ -265,6 +265,21 @@ def trial_history(values: list[float | None], direction: str = "maximize"):
     return fig
 
 
+def pareto(points: list[tuple[float, float]], front: list[tuple[float, float]], budget: float | None):
+    """Top-1 against p50 latency, one dot per trial, the Pareto front joined (fastest first),
+    the latency budget a vertical line: what `tune --objectives top1,latency` traded."""
+    fig = _figure(4.6, 3.2)
+    ax = fig.subplots()
+    ax.scatter([x for x, _ in points], [y for _, y in points], s=18, color=GREY, label="trial", zorder=2)
+    front = sorted(front)
+    ax.plot([x for x, _ in front], [y for _, y in front], "o-", color=BLUE, ms=5, label="Pareto front", zorder=3)
+    if budget is not None:
+        ax.axvline(budget, color=RED, ls="--", lw=1.2, label=f"budget {budget:g} ms")
+    ax.set(xlabel="p50 latency (ms, batch 1)", ylabel="val top-1", title="accuracy against latency")
+    ax.legend(fontsize=8, frameon=False)
+    return fig
+
+
 def importances(values: dict[str, float]):
     items = sorted(values.items(), key=lambda kv: kv[1])
     fig = _figure(4.2, max(1.8, 0.35 * len(items) + 0.9))

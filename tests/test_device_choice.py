@@ -11,7 +11,7 @@ import pytest
 from edgetune import runtime
 from edgetune.atomic import sha256_file
 from edgetune.bundle import read_manifest, write_manifest
-from edgetune.choose import choose_on_device
+from edgetune.device_choice import choose_on_device
 from edgetune.errors import BundleError, EdgetuneWarning
 from edgetune.files import MANIFEST
 from edgetune.runtime import devices

@@ -1,0 +1,1 @@
+"""`edgetune choose`: rank pretrained backbones by transferability and latency before training."""
