@@ -107,19 +107,19 @@ def build_stage(setup: RunSetup, index: int, unfreeze: str, plan: FreezePlan, ep
     return PreparedStage(index, unfreeze, plan, inputs, f"cache off: {off}")
 
 
-def resolve_unfreeze(setup: RunSetup, names: list[str], splits) -> AutoChoice:
+def resolve_unfreeze(setup: RunSetup, splits) -> AutoChoice:
     """`--unfreeze auto`: the rule of thumb, from images per class and a head-only probe."""
     cfg = setup.cfg
-    groups = len(FreezePlan.build(cfg.model, names, "head").groups)
+    groups = len(FreezePlan.build(cfg.model, setup.model, "head").groups)
     per_class = len(splits.train) / max(len(splits.classes), 1)
-    probe = None if cfg.from_scratch else _probe(setup, names, splits)
+    probe = None if cfg.from_scratch else _probe(setup, splits)
     return choose_unfreeze(per_class, probe, cfg.from_scratch, groups)
 
 
-def _probe(setup: RunSetup, names: list[str], splits) -> float:
+def _probe(setup: RunSetup, splits) -> float:
     """Val top-1 of a logistic-regression head on the frozen pooled features (cached)."""
     cfg, pre = setup.cfg, setup.pre
-    FreezePlan.build(cfg.model, names, "head").apply(setup.model)
+    FreezePlan.build(cfg.model, setup.model, "head").apply(setup.model)
     s = split(setup.model, cfg.model)
     cache = make_cache(setup, s)
     shape = feature_shape(s.prefix, pre.size, setup.device)
