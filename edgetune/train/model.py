@@ -1,5 +1,6 @@
-"""A classifier for the user's classes, from the source the `--model` name picks (today
-torchvision): pretrained weights, a new head, and the preprocessing they expect.
+"""A classifier for the user's classes, from the source the `--model` name picks:
+`timm/NAME` (timm) or a torchvision name. Pretrained weights, a new head, and the
+preprocessing they expect.
 """
 
 from __future__ import annotations
@@ -8,10 +9,13 @@ from torch import nn
 
 from edgetune.preprocess import Preprocess
 from edgetune.train.source import ModelSource, ParamGroups, Segment
+from edgetune.train.timm_source import PREFIX, TimmSource
 from edgetune.train.tv_source import TorchvisionSource
 
 
 def source_of(arch: str) -> ModelSource:
+    if arch.startswith(PREFIX):
+        return TimmSource()
     return TorchvisionSource()
 
 

@@ -59,7 +59,7 @@ class TorchvisionSource:
     def check(self, arch: str) -> None:
         models = supported_models()
         if arch not in models:
-            hint = did_you_mean(arch, [*models, *self.others]) or _timm_hint(arch)
+            hint = _timm_hint(arch) or did_you_mean(arch, [*models, *self.others])
             raise ConfigError(
                 f"unknown model {arch!r}{hint}; torchvision families: "
                 + ", ".join(f.name for f in FAMILIES)
