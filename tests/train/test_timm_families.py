@@ -15,7 +15,7 @@ from edgetune.pipeline import run  # noqa: E402
 # Lite model alone (they are graph-level code, tested on resnet18 elsewhere), every family
 # gets the TensorRT QDQ graph, its lint and pre-flight, and is run through the runtime.
 FAMILIES = [
-    ("timm/tf_efficientnet_lite0", ("cpu", "tensorrt")),
+    ("efficientnet_lite0", ("cpu", "tensorrt")),  # the Lite weights' name: timm's tf_efficientnet_lite0
     ("timm/mobilenetv3_small_050", ("tensorrt",)),
     ("timm/mobilenetv4_conv_small", ("tensorrt",)),
     ("timm/resnet10t", ("tensorrt",)),
