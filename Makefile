@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-gpu lint install clean bench
+.PHONY: demo test test-gpu lint install serve-env clean bench
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,13 +15,37 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The serving environment (`edgetune serve`, its tests, tools/bench_serve.py) is a deployment
+# host: edgetune[runtime,serve], no PyTorch. A venv of its own because PyTriton pins numpy<2
+# while the training side runs numpy 2. Triton's Python backend embeds libpython, so the venv
+# is made from a Python built with a shared one (edgetune/serve/libpython.py says why): $(PYTHON)
+# when it is one, else the first candidate that is; `make SERVE_PYTHON=/path/to/python3.X`
+# chooses. CI on a fresh clone gets it from `make test`.
+SERVE_VENV := .venv-serve
+SERVE_BIN := $(SERVE_VENV)/bin
+SERVE_STAMP := $(SERVE_VENV)/.installed
+SERVE_CANDIDATES := $(PYTHON) python3.11 python3.12 python3.13 python3.10 /usr/bin/python3
+SERVE_PYTHON ?= $(firstword $(foreach p,$(SERVE_CANDIDATES),$(shell $(p) edgetune/serve/libpython.py 2>/dev/null)))
+
+$(SERVE_STAMP): pyproject.toml constraints.txt edgetune/serve/libpython.py
+	@test -n "$(SERVE_PYTHON)" || { $(PYTHON) edgetune/serve/libpython.py; \
+		echo "make: no Python here can serve; pass SERVE_PYTHON=/path/to/python3.X" >&2; exit 1; }
+	rm -rf $(SERVE_VENV)
+	$(SERVE_PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_BIN)/pip install --quiet --upgrade pip
+	$(SERVE_BIN)/pip install --quiet -c constraints.txt -e '.[runtime,serve]'
+	touch $@
+
+serve-env: $(SERVE_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/edgetune run --out runs/demo --overwrite
 
 # Lint first: a broken architecture rule fails in seconds, not after the suite.
 # --durations: the slowest tests are named in every CI log, so the suite's budget stays visible.
-test: lint
-	$(BIN)/python -m pytest -q --durations=10
+# The serving tests start `edgetune serve` from the serving environment (EDGETUNE_SERVE_PYTHON).
+test: lint $(SERVE_STAMP)
+	EDGETUNE_SERVE_PYTHON=$(CURDIR)/$(SERVE_BIN)/python $(BIN)/python -m pytest -q --durations=10
 
 # ruff: lint and import order. lint-imports: the contracts in pyproject.toml, read from a
 # regular build of the package (the editable install maps export/ and calib/ into
@@ -37,4 +61,4 @@ test-gpu: $(STAMP)
 	$(BIN)/python -m pytest -q -m "gpu or tensorrt"
 
 clean:
-	rm -rf $(VENV) runs build
+	rm -rf $(VENV) $(SERVE_VENV) runs build

@@ -21,8 +21,9 @@ from pathlib import Path
 import onnx
 
 from edgetune.calib.lint import LintIssue, lint_tensorrt_qdq
+from edgetune.config import TENSORRT_FAMILIES
 
-FAMILIES = ("8.6", "10", "11")
+FAMILIES = TENSORRT_FAMILIES  # one list, which the export config checks --tensorrt-version against
 _DATA = Path(__file__).with_name("trt_onnx_ops.json")
 
 

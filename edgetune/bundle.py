@@ -8,11 +8,12 @@ unknown format version is refused.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
 from edgetune.atomic import sha256_file, write_json
-from edgetune.errors import BundleError
+from edgetune.errors import BundleError, ConfigError
 from edgetune.files import MANIFEST
 from edgetune.preprocess import Preprocess
 
@@ -43,6 +44,9 @@ class Artifact:
     # ONNX Runtime options the latency was measured with and `load` opens it with:
     # {"graph_optimization_level", "intra_op_num_threads", "inter_op_num_threads", "allow_spinning"}
     session: dict | None = None
+    # Written at an older opset for the TensorRT the device runs (--tensorrt-version 8.6):
+    # {"opset", "from", "for", "parity"}, parity against the graph at the exporter's opset
+    opset: dict | None = None
 
 
 @dataclass
@@ -57,6 +61,10 @@ class Manifest:
     evaluation: dict = field(default_factory=dict)  # {"split", "images"}
     adaptation: dict = field(default_factory=dict)  # domain adaptation: method, what it did, target data
     calibration: dict = field(default_factory=dict)  # which images calibrated INT8: domain, root, images
+    # Graphs with the preprocessing folded in (--fold-preprocessing): file -> {"source", "layout",
+    # "pixels", "precision", "sha256", "size_bytes", "parity"}. Kept apart from `artifacts`: they
+    # take pixels, not the float tensors every Session, bench and evaluation feed.
+    folded: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
     created: str = ""
     format: str = FORMAT
@@ -83,6 +91,20 @@ class Manifest:
         d = asdict(self)
         # Keep the reader's landmarks first.
         return {"format": d.pop("format"), "version": d.pop("version"), **d}
+
+
+_SERVING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def serving_name(bundle: str | Path, name: str | None = None) -> str:
+    """The name a model server knows the bundle by: `name` when given (checked), else the
+    bundle folder's name made safe (a Triton model is a folder of that name in its repository)."""
+    if name is None:
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(bundle).resolve().name).lstrip("_.-") or "classifier"
+    if not _SERVING_NAME.fullmatch(name):
+        raise ConfigError(f"--name {name!r} is not allowed: a model name is letters, digits, '_', '.' and '-', "
+                          "starting with a letter or digit")
+    return name
 
 
 def artifact_record(bundle: Path, file: str, **fields) -> Artifact:

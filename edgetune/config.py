@@ -28,6 +28,10 @@ AdaptMethod = Literal["bn", "tent", "pseudo"]
 Sampler = Literal["tpe", "random", "grid"]
 Objective = Literal["top1", "int8"]
 Pruner = Literal["median", "none"]
+TENSORRT_FAMILIES = ("8.6", "10", "11")  # the version families of calib/trt_onnx_ops.json
+
+
+DEFAULT_UNFREEZE = "2"  # with pretrained weights: the head and the top 2 blocks adapt
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,7 @@ class TrainConfig:
     model: str = "resnet18"
     weights: str = "DEFAULT"  # DEFAULT | none | a torchvision weights name | PATH
     image_size: int | None = None  # required with --weights none
-    unfreeze: str = "2"  # K (top K blocks + head) | head | all | auto
+    unfreeze: str | None = None  # K (top K blocks + head) | head | all | auto; None: `resolved_unfreeze`
     unfreeze_schedule: str | None = None  # gradual unfreezing, e.g. "head:2,1:2,2"
     epochs: int = 10
     batch_size: int = 32
@@ -76,7 +80,7 @@ class TrainConfig:
         for name in ("verify_images", "skip_bad_images", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{_flag(name)}: {getattr(self, name)!r} is not allowed; use true or false")
-        if not re.fullmatch(r"\d+|head|all|auto", self.unfreeze):
+        if self.unfreeze is not None and not re.fullmatch(r"\d+|head|all|auto", self.unfreeze):
             raise ConfigError(
                 f"--unfreeze {self.unfreeze!r} is not allowed; use a number of top blocks "
                 "(e.g. 2), 'head', 'all' or 'auto'"
@@ -121,6 +125,13 @@ class TrainConfig:
         return self.weights.lower() == "none"
 
     @property
+    def resolved_unfreeze(self) -> str:
+        if self.unfreeze is not None:
+            return self.unfreeze
+        # A random block is not a feature extractor: from scratch, every block must learn.
+        return "all" if self.from_scratch else DEFAULT_UNFREEZE
+
+    @property
     def resolved_backbone_lr_scale(self) -> float:
         if self.backbone_lr_scale is not None:
             return self.backbone_lr_scale
@@ -138,10 +149,23 @@ class ExportConfig:
     threads: int | None = None
     parity_images: int = 64
     eval_max: int | None = None  # val images artifacts are judged on; None: auto, 0: all
+    fold_preprocessing: str | None = None  # nhwc | nchw: also graphs that take uint8 pixels
+    tensorrt_version: str | None = None  # 8.6 | 10 | 11: the TensorRT the device runs (None: any)
 
     def __post_init__(self):
         _check_choices(self)
         _positive(self, "calib_samples", "bench_runs", "parity_images")
+        if self.fold_preprocessing is not None and str(self.fold_preprocessing).lower() not in ("nhwc", "nchw"):
+            raise ConfigError(f"--fold-preprocessing {self.fold_preprocessing!r} is not allowed; choose "
+                              "nhwc or nchw, the layout of the uint8 pixels the folded graphs take")
+        if self.tensorrt_version is not None:
+            # YAML reads 8.6 as a number; the families are names (calib/trt_onnx_ops.json)
+            version = str(self.tensorrt_version)
+            if version not in TENSORRT_FAMILIES:
+                raise ConfigError(f"--tensorrt-version {version!r} is not allowed"
+                                  f"{did_you_mean(version, TENSORRT_FAMILIES)}; choose one of: "
+                                  f"{', '.join(TENSORRT_FAMILIES)} (8.6 is JetPack 6.0's)")
+            object.__setattr__(self, "tensorrt_version", version)
         if self.eval_max is not None and self.eval_max < 0:
             raise ConfigError(f"--eval-max {self.eval_max} must be 0 (every val image) or a number "
                               "of images; omit it for the default (all up to 10000, else a subset)")

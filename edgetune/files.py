@@ -47,6 +47,17 @@ def openvino_artifact(precision: str) -> str:
     return {"fp32": FP32_OPENVINO, "int8": INT8_OPENVINO}[precision]
 
 
+def folded_name(source: str, layout: str) -> str:
+    """The graph `source` with the preprocessing folded in, taking uint8 pixels in `layout`
+    (NHWC or NCHW): model.int8.cpu.onnx -> model.int8.cpu.u8-nhwc.onnx."""
+    return f"{Path(source).stem}.u8-{layout.lower()}.onnx"
+
+
+def deepstream_graph(source: str) -> str:
+    """The graph `edgetune deploy deepstream` writes from `source`: float pixels in, probabilities out."""
+    return f"{Path(source).stem}.deepstream.onnx"
+
+
 def engine_name(source: str, device: str = "gpu") -> str:
     """The TensorRT engine built from graph `source` for `device` (gpu, or dla:N on Jetson)."""
     stem = Path(source).stem
@@ -68,7 +79,9 @@ _ENGINES = [engine_name(s, device) for s in ENGINE_SOURCES for device in ("gpu",
 # Everything a run writes: the only things --overwrite removes from a run folder.
 RUN_FILES = (MANIFEST, CONFIG, CHECKPOINT, CHECKPOINTS, CALIB, FP32, INT8_CPU, INT8_TENSORRT, FP16,
              *_ENGINES, *map(engine_record, _ENGINES), *map(timing_cache, _ENGINES),
-             REPORT_HTML, REPORT_JSON, FP32_OPENVINO, INT8_OPENVINO)
+             REPORT_HTML, REPORT_JSON, FP32_OPENVINO, INT8_OPENVINO,
+             *(folded_name(s, layout) for s in (FP32, INT8_CPU, INT8_TENSORRT, FP16, FP32_OPENVINO, INT8_OPENVINO)
+               for layout in ("NHWC", "NCHW")))
 
 
 def check_out(out: str | Path, *, overwrite: bool, resume: bool = False,

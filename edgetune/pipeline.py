@@ -10,6 +10,8 @@ import os
 import platform
 from pathlib import Path
 
+import numpy as np
+
 from edgetune import __version__, files, targets
 from edgetune.adapt import stage as adapt_stage
 from edgetune.atomic import sha256_file, write_text
@@ -19,7 +21,7 @@ from edgetune.errors import ConfigError
 from edgetune.evaluate import EvalSet, describe_subset, eval_subset, top1
 from edgetune.files import CHECKPOINT, FP32
 from edgetune.latency import measure_latency
-from edgetune.preprocess import Preprocess
+from edgetune.preprocess import Preprocess, load_image
 from edgetune.report import choice, figures, html
 from edgetune.runtime.ort_backend import OrtSession
 
@@ -135,6 +137,10 @@ def export_bundle(ckpt_path: str | Path, out: str | Path, cfg: ExportConfig, dat
     for name in cfg.targets:
         if name not in ("cpu", "openvino"):
             recommended[name] = targets.recommend_untimed(artifacts, name, floor, measure)
+    folded = {}
+    if cfg.fold_preprocessing:
+        pixels = np.stack([pre.pixels(load_image(p)) for p in val.paths[:cfg.parity_images]])
+        folded = targets.fold_artifacts(out, artifacts, recommended, pre, cfg.fold_preprocessing, pixels, log)
     history = checkpoint.training_history(ckpt_path, out)
     evaluation = {"split": "val" if val is source_val else adapt_stage.AGREEMENT, "images": len(val),
                   "max_drop": cfg.max_drop, **({k: v for k, v in subset.items() if k != "images"}
@@ -156,6 +162,7 @@ def export_bundle(ckpt_path: str | Path, out: str | Path, cfg: ExportConfig, dat
         evaluation=evaluation,
         adaptation=adaptation or {},
         calibration=calibration,
+        folded=folded,
         versions=_versions(),
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )

@@ -83,9 +83,14 @@ class Preprocess:
         x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return np.ascontiguousarray(x.transpose(2, 0, 1))
 
+    def pixels(self, image: Image.Image) -> np.ndarray:
+        """A PIL image of any mode -> HWC uint8 RGB at the model's input size: what a graph with
+        the normalisation folded in (export/fold.py) or DeepStream's nvinfer takes."""
+        return np.asarray(self.resize_crop(to_rgb(image)))
+
     def apply(self, image: Image.Image) -> np.ndarray:
         """A PIL image of any mode -> CHW float32 ready for the model."""
-        return self.normalize(np.asarray(self.resize_crop(to_rgb(image))))
+        return self.normalize(self.pixels(image))
 
     def batch(self, images) -> np.ndarray:
         """Many images (paths, PIL images or HWC uint8 arrays) -> NCHW float32."""
@@ -122,6 +127,35 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         raise InputError(
             f"cannot read image {path}: {exc}; expected a JPEG, PNG, BMP, TIFF or WebP file"
         ) from None
+
+
+# Bounds on an image that arrives as bytes (a server request): a file this large is not a
+# camera frame, and the pixel count is read from the header before anything is decoded, so a
+# small file that would expand to gigabytes (a decompression bomb) is refused unopened.
+MAX_IMAGE_BYTES = 32 * 1024 * 1024
+MAX_IMAGE_PIXELS = 64_000_000
+
+
+def decode_image(data: bytes, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Encoded image bytes (JPEG, PNG, …) -> RGB PIL image, or an InputError that says why.
+    Bytes only: nothing a caller sends is ever taken for a file name."""
+    import io
+
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InputError(f"an encoded image is bytes, not {type(data).__name__}")
+    if len(data) > max_bytes:
+        raise InputError(f"image of {len(data):,} bytes is over the {max_bytes:,}-byte limit")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.width * im.height > max_pixels:
+                raise InputError(f"image of {im.width}x{im.height} pixels is over the {max_pixels:,}-pixel limit")
+            im.load()
+            return to_rgb(im)
+    except UnidentifiedImageError:
+        raise InputError(f"cannot decode the image ({len(data):,} bytes): not a format Pillow reads "
+                         "(JPEG, PNG, BMP, TIFF, WebP, …)") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise InputError(f"cannot decode the image ({len(data):,} bytes): {exc}") from None
 
 
 def as_image(item) -> Image.Image:

@@ -18,7 +18,7 @@ from edgetune.atomic import atomic_path
 from edgetune.bundle import Artifact, artifact_record
 from edgetune.config import ExportConfig
 from edgetune.evaluate import EvalSet, top1
-from edgetune.files import CALIB, FP16, FP32, INT8_CPU, INT8_TENSORRT, openvino_artifact
+from edgetune.files import CALIB, FP16, FP32, INT8_CPU, INT8_TENSORRT, folded_name, openvino_artifact
 from edgetune.latency import measure_interleaved
 from edgetune.preprocess import Preprocess
 from edgetune.runtime.ort_backend import OrtSession
@@ -202,10 +202,11 @@ def build_tensorrt(out: Path, cal, val: EvalSet, cfg: ExportConfig, log) -> Arti
     issues = lint_tensorrt_qdq(out / name)
     if issues:  # our recipe produced a graph TensorRT would reject: a bug, not a user error
         raise RuntimeError(f"{name} fails the TensorRT QDQ lint: " + "; ".join(map(str, issues[:5])))
+    opset = plan_opset(out / name, cfg.tensorrt_version, val.head(cfg.parity_images), log)
     checked = preflight_tensorrt(out / name, log)
     session = OrtSession(out / name, device="cpu", threads=cfg.threads)
     return artifact_record(
-        out, name, backend="onnxruntime", target="tensorrt", precision="int8", preflight=checked,
+        out, name, backend="onnxruntime", target="tensorrt", precision="int8", preflight=checked, opset=opset,
         top1=top1(session, val, desc=f"evaluate {name}"),
         calibration={**cal.to_dict(), "recipe": "tensorrt", "lint": "passed"},
         notes="QDQ graph for a strongly typed TensorRT build; top-1 measured in ONNX Runtime; "
@@ -219,13 +220,62 @@ def build_gpu_fp16(out: Path, val: EvalSet, cfg: ExportConfig, log) -> Artifact:
     name = FP16
     log(f"export: fp16 graph for gpu → {out / name}")
     convert_fp16(out / FP32, out / name)
+    opset = plan_opset(out / name, cfg.tensorrt_version, val.head(cfg.parity_images), log)
     checked = preflight_tensorrt(out / name, log)  # `build-engine` also builds from this graph
     session = OrtSession(out / name, device="cpu", threads=cfg.threads)
     return artifact_record(
         out, name, backend="onnxruntime", target="gpu", precision="fp16",
-        top1=top1(session, val, desc=f"evaluate {name}"), preflight=checked,
+        top1=top1(session, val, desc=f"evaluate {name}"), preflight=checked, opset=opset,
         notes="fp16 with float32 inputs/outputs; top-1 measured in ONNX Runtime on CPU; time it on the GPU",
     )
+
+
+def plan_opset(graph: Path, family: str | None, batch: np.ndarray, log) -> dict | None:
+    """With --tensorrt-version, a graph newer than the newest opset that TensorRT family documents
+    is rewritten at that opset in place, after ONNX Runtime shows it is the same network on
+    real images (export/opset.py). Returns the manifest's record, or None when nothing changed."""
+    if family is None:
+        return None
+    from edgetune.calib.preflight import support_table
+    from edgetune.export.opset import convert_opset, graph_opset, same_network
+
+    newest, current = support_table()[family]["opset"]["max"], graph_opset(graph)
+    if current <= newest:
+        return None
+    original = graph.with_name(graph.stem + f".opset{current}.onnx")
+    graph.replace(original)
+    try:
+        convert_opset(original, graph, newest)
+        parity = same_network(original, graph, batch)
+    finally:
+        original.unlink(missing_ok=True)
+    log(f"export: {graph.name} at opset {newest} for TensorRT {family} (was {current}; same logits, "
+        f"max |Δ| {parity.max_abs_diff:g} on {parity.images} images)")
+    return {"opset": newest, "from": current, "for": f"TensorRT {family}", "parity": parity.to_dict()}
+
+
+def fold_artifacts(out: Path, artifacts: list[Artifact], recommended: dict, pre: Preprocess, layout: str,
+                   pixels_nhwc: np.ndarray, log) -> dict:
+    """--fold-preprocessing: the fp32 graph and every recommended ONNX graph again, taking uint8
+    pixels in `layout` (export/fold.py), each checked against its source on real images.
+    Returns the manifest's `folded` records."""
+    from edgetune.export.fold import check_fold, fold_preprocessing
+
+    layout = layout.upper()
+    wanted = {FP32} | {r["file"] for r in recommended.values() if r and r.get("file", "").endswith(".onnx")}
+    records = {}
+    for a in artifacts:
+        if a.file not in wanted:
+            continue
+        name = folded_name(a.file, layout)
+        fold_preprocessing(out / a.file, out / name, pre, layout)
+        parity = check_fold(out / a.file, out / name, pre, pixels_nhwc, layout, a.precision)
+        record = artifact_record(out, name, backend=a.backend, target=a.target, precision=a.precision)
+        records[name] = {"source": a.file, "layout": layout, "pixels": "uint8", "precision": a.precision,
+                         "sha256": record.sha256, "size_bytes": record.size_bytes, "parity": parity.to_dict()}
+        log(f"export: {name}: {a.file} taking uint8 {layout} pixels (max |Δ| {parity.max_abs_diff:g} "
+            f"on {parity.images} images)")
+    return records
 
 
 def preflight_tensorrt(graph: Path, log) -> dict[str, str]:

@@ -5,31 +5,17 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from edgetune.atomic import atomic_path
+from edgetune.export.graph_parity import Parity, ParityError, compare
+
+__all__ = ["Parity", "ParityError", "check_parity", "export_onnx"]
 
 INPUT, OUTPUT = "input", "logits"
-
-
-class ParityError(RuntimeError):
-    """The exported graph disagrees with PyTorch beyond tolerance: an exporter bug, not user error."""
-
-
-@dataclass(frozen=True)
-class Parity:
-    max_abs_diff: float
-    top1_agreement: float
-    images: int
-    tolerance: float
-
-    def to_dict(self) -> dict:
-        return {"max_abs_diff": self.max_abs_diff, "top1_agreement": self.top1_agreement,
-                "images": self.images, "tolerance": self.tolerance}
 
 
 def export_onnx(model: torch.nn.Module, size: tuple[int, int], path: str | Path, opset: int = 20) -> Path:
@@ -56,17 +42,7 @@ def check_parity(model: torch.nn.Module, onnx_path: str | Path, batch: np.ndarra
     with torch.no_grad():
         ref = model.eval().cpu()(torch.from_numpy(batch)).numpy()
     got = OrtSession(onnx_path, device="cpu").run(batch)
-    diff = float(np.abs(ref - got).max())
-    agree = float((ref.argmax(1) == got.argmax(1)).mean())
-    # Relative to the logits' scale: fp32 reassociation grows with magnitude.
-    allowed = tolerance * max(1.0, float(np.abs(ref).max()))
-    parity = Parity(round(diff, 7), round(agree, 4), len(batch), tolerance)
-    if diff > allowed or agree < 0.99:
-        raise ParityError(
-            f"ONNX export of {Path(onnx_path).name} disagrees with PyTorch: max |Δlogit| {diff:.3g} "
-            f"(allowed {allowed:.3g}), top-1 agreement {agree:.2%} on {len(batch)} images"
-        )
-    return parity
+    return compare(ref, got, tolerance, f"ONNX export of {Path(onnx_path).name} disagrees with PyTorch")
 
 
 @contextlib.contextmanager

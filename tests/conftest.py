@@ -53,7 +53,9 @@ class Export:
 @pytest.fixture(scope="session")
 def reexported_run(trained_run, digits_dir, tmp_path_factory) -> Export:
     """`trained_run`'s checkpoint exported again into a copy of its folder, judged on a
-    40-image subset of the val split (--eval-max 40): what a user's re-export looks like."""
+    40-image subset of the val split (--eval-max 40): what a user's re-export looks like; for
+    a JetPack 6.0 device (--tensorrt-version 8.6) and with graphs that take uint8 NHWC pixels
+    (--fold-preprocessing nhwc)."""
     from edgetune.config import ExportConfig
     from edgetune.pipeline import export_bundle
 
@@ -61,7 +63,8 @@ def reexported_run(trained_run, digits_dir, tmp_path_factory) -> Export:
     shutil.copytree(trained_run[0], copy)
     log: list[str] = []
     manifest = export_bundle(copy / "checkpoints" / "best.pt", copy,
-                             ExportConfig(targets=("tensorrt",), calib_samples=100, eval_max=40),
+                             ExportConfig(targets=("tensorrt",), calib_samples=100, eval_max=40,
+                                          fold_preprocessing="nhwc", tensorrt_version="8.6"),
                              data=str(digits_dir), log=log.append)
     return Export(copy, manifest, log)
 

@@ -1,163 +1,98 @@
-"""`edgetune predict` and `edgetune bench`: the torch-free commands of the CLI.
-
-Handlers only turn flags
-into arguments and call `edgetune.runtime` / `edgetune.bench`; flag values are checked
-here so a bad one is reported by its flag name, in one line.
-"""
+"""`edgetune deploy triton|deepstream`: serving configurations written from a bundle. Parsing only;
+the work is in `edgetune.deploy`. Torch-free."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 
-from edgetune.atomic import write_json
+from edgetune.cli.device import int_flag
 from edgetune.errors import ConfigError
-from edgetune.runtime.backends import check_device
+
+TARGETS = ("triton", "deepstream")
+# Flags that only one target reads: given to the other, they are refused rather than ignored.
+_ONLY = {"triton": ("name", "instances", "raw_images"),
+         "deepstream": ("source", "threshold", "tensorrt_version", "gie_id", "operate_on_gie_id")}
 
 
-def add_parsers(subparsers) -> None:
-    p = subparsers.add_parser(
-        "predict", help="classify images with a bundle (no PyTorch needed)",
-        description="Top-k classes per image, using the artifact recommended for this machine.",
-    )
-    p.add_argument("bundle", metavar="BUNDLE", help="bundle folder (with manifest.json) or a single .onnx file")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, …)")
-    p.add_argument("--topk", default="5", metavar="K", help="classes to show per image (default 5)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p.add_argument("--artifact", metavar="NAME", help="artifact file to use instead of the recommended one")
-    p.add_argument("--device", default="auto", metavar="DEVICE", help="auto | cpu | cuda (default auto)")
-    p.add_argument("--provider", default="auto", metavar="EP",
-                   help="ONNX Runtime execution provider for .onnx artifacts: auto | cpu | cuda | tensorrt")
-    p.set_defaults(func=run_predict)
-
-    p = subparsers.add_parser(
-        "bench", help="time a bundle's artifacts on this machine (no PyTorch needed)",
-        description="Latency percentiles and throughput per artifact and batch size.",
-    )
-    p.add_argument("bundle", metavar="BUNDLE|MODEL", help="bundle folder or a single .onnx file")
-    p.add_argument("--artifact", default="all", metavar="NAME|all",
-                   help="comma list of artifact files, or all (default)")
-    p.add_argument("--batch", default="1,8", metavar="1,8", help="comma list of batch sizes (default 1,8)")
-    p.add_argument("--threads", metavar="N", help="engine threads (default: the engine's own choice)")
-    p.add_argument("--warmup", default="10", metavar="N", help="untimed calls first (default 10)")
-    p.add_argument("--runs", metavar="N", help="timed calls per row (default 50)")
-    p.add_argument("--seconds", metavar="S", help="time budget per row instead of --runs")
-    p.add_argument("--device", default="auto", metavar="DEVICE", help="auto | cpu | cuda (default auto)")
-    p.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
-    p.add_argument("--compare-torch", action="store_true",
-                   help="add PyTorch eager fp32 rows from the bundle's checkpoint (needs torch)")
-    p.set_defaults(func=run_bench)
-
-    p = subparsers.add_parser(
-        "info", help="what a bundle holds: classes, input, artifacts, recommendations (no PyTorch needed)",
-        description="Classes, input, each artifact's precision, size, top-1 and p50, the recommendation "
-                    "per target, and the versions that made it.",
-    )
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "deploy", help="write a Triton model repository or a DeepStream classifier config from a bundle",
+        description="triton: a model repository, every config.pbtxt written in full (batch axis, names, "
+                    "dtypes, dims, dynamic batching, instances, labels, the measured ONNX Runtime threads). "
+                    "deepstream: an nvinfer secondary-classifier config and a graph with the normalisation "
+                    "folded in (needs onnx).")
+    p.add_argument("target", metavar="triton|deepstream", help="what to write")
     p.add_argument("bundle", metavar="BUNDLE", help="bundle folder (with manifest.json)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    p.set_defaults(func=run_info)
+    p.add_argument("--out", required=True, help="triton: the model repository (created, or added to); "
+                                                "deepstream: the folder for the config and its files")
+    p.add_argument("--overwrite", action="store_true", help="replace this bundle's models or config in --out")
+    p.add_argument("--max-batch", metavar="N", help="largest batch: Triton's max_batch_size (default 32), "
+                                                    "nvinfer's batch-size (default 16)")
+    g = p.add_argument_group("triton")
+    g.add_argument("--name", help="model name prefix (default: the bundle folder's name)")
+    g.add_argument("--instances", metavar="N", help="model instances per model (default 1)")
+    g.add_argument("--raw-images", action="store_true", default=None,
+                   help="also a Python-backend model decoding image bytes with the bundle's preprocessing, "
+                        "and an ensemble NAME chaining it to the CPU model")
+    g = p.add_argument_group("deepstream")
+    g.add_argument("--source", help="graph to deploy (default: model.int8.tensorrt.onnx, else model.fp16.onnx, "
+                                    "else model.onnx)")
+    g.add_argument("--threshold", metavar="P", help="classifier-threshold: the probability a label needs (default 0.5)")
+    g.add_argument("--tensorrt-version", metavar="8.6|10|11",
+                   help="the TensorRT DeepStream builds with; 8.6 (JetPack 6.0, the default) gets opset 17")
+    g.add_argument("--gie-id", metavar="ID", help="this classifier's gie-unique-id (default 2)")
+    g.add_argument("--operate-on-gie-id", metavar="ID", help="the detector it classifies objects of (default 1)")
+    p.set_defaults(func=run_deploy)
 
 
-def run_predict(args: argparse.Namespace) -> int:
-    from edgetune import runtime
+def run_deploy(args: argparse.Namespace) -> int:
+    if args.target not in TARGETS:
+        from edgetune.errors import did_you_mean
 
-    topk = int_flag(args.topk, "--topk", minimum=1)
-    device = check_device(args.device, "--device")
-    model = runtime.load(args.bundle, device=device, artifact=args.artifact, provider=args.provider)
-    results = model.predict(list(args.images), topk=topk)
-    if args.json:
-        print(json.dumps([
-            {"image": image, "top": [{"label": label, "score": round(score, 6)} for label, score in top]}
-            for image, top in zip(args.images, results)
-        ], indent=2))
-        return 0
-    print(f"{model.artifact.file} ({model.artifact.precision}, {model.backend}/{model.device})",
-          file=sys.stderr)
-    for image, top in zip(args.images, results):
-        print(image)
-        for label, score in top:
-            print(f"  {score:7.2%}  {label}")
+        raise ConfigError(f"deploy {args.target!r} is not one of {', '.join(TARGETS)}"
+                          + did_you_mean(args.target, TARGETS))
+    other = next(t for t in TARGETS if t != args.target)
+    given = [k for k in _ONLY[other] if getattr(args, k) is not None]
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise ConfigError(f"{flag} applies to `edgetune deploy {other}`, not {args.target}; drop it")
+    return _triton(args) if args.target == "triton" else _deepstream(args)
+
+
+def _triton(args) -> int:
+    from edgetune.deploy.triton import write_repository
+
+    models = write_repository(
+        args.bundle, args.out, name=args.name,
+        max_batch=int_flag(args.max_batch or "32", "--max-batch", minimum=1),
+        instances=int_flag(args.instances or "1", "--instances", minimum=1),
+        raw_images=bool(args.raw_images), overwrite=args.overwrite)
+    for m in models:
+        print(f"{args.out}/{m.name}: {m.kind}, {m.source}, max_batch_size {m.max_batch}")
+    print(f"next: tritonserver --model-repository {args.out}  (the onnxruntime backend serves the ONNX models"
+          + ("; pip install edgetune in the Python backend's environment for the image model" if args.raw_images
+             else "") + ")")
     return 0
 
 
-def run_bench(args: argparse.Namespace) -> int:
-    from rich.console import Console
+def _deepstream(args) -> int:
+    from edgetune.config import TENSORRT_FAMILIES
+    from edgetune.deploy.deepstream import write_deepstream
 
-    from edgetune import bench
-
-    artifacts = "all" if args.artifact == "all" else list_flag(args.artifact, "--artifact")
-    batches = batch_flag(args.batch)
-    threads = int_flag(args.threads, "--threads", minimum=1) if args.threads is not None else None
-    warmup = int_flag(args.warmup, "--warmup", minimum=0)
-    if args.runs is not None and args.seconds is not None:
-        raise ConfigError("--runs and --seconds are exclusive: pass one of them")
-    runs = int_flag(args.runs, "--runs", minimum=1) if args.runs is not None else None
-    seconds = float_flag(args.seconds, "--seconds") if args.seconds is not None else None
-    report = bench.benchmark(
-        args.bundle, artifacts=artifacts, batches=batches, threads=threads, warmup=warmup,
-        runs=runs, seconds=seconds, device=check_device(args.device, "--device"),
-        compare_torch=args.compare_torch,
-    )
-    console = Console()
-    if not console.is_terminal:  # piped or redirected: keep full rows, don't fold to 80 columns
-        console = Console(width=200)
-    console.print(bench.render_table(report))
-    if args.json:
-        write_json(args.json, report.to_dict())
-        print(f"report: {args.json}")
-    return 0
-
-
-def run_info(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from edgetune.report import info
-
-    described = info.describe(args.bundle)
-    if args.json:
-        print(json.dumps(described, indent=2))
-        return 0
-    console = Console()
-    if not console.is_terminal:  # piped: full rows, not folded to 80 columns
-        console = Console(width=160)
-    console.print(info.render(described))
-    return 0
-
-
-def int_flag(value: str, flag: str, minimum: int) -> int:
+    version = args.tensorrt_version or "8.6"
+    if version not in TENSORRT_FAMILIES:
+        raise ConfigError(f"--tensorrt-version {version!r} is not one of {', '.join(TENSORRT_FAMILIES)}")
     try:
-        number = int(value)
+        threshold = float(args.threshold) if args.threshold is not None else 0.5
     except ValueError:
-        number = None
-    if number is None or number < minimum:
-        raise ConfigError(f"{flag} {value!r} is not allowed: expected an integer >= {minimum}")
-    return number
-
-
-def batch_flag(value: str) -> list[int]:
-    items = list_flag(value, "--batch")
-    bad = [b for b in items if not b.isdigit() or int(b) < 1]
-    if bad:
-        raise ConfigError(
-            f"--batch {value!r} is not allowed: {bad[0]!r} is not a batch size; "
-            "expected a comma list of positive integers such as 1,8"
-        )
-    return [int(b) for b in items]
-
-
-def float_flag(value: str, flag: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = None
-    if number is None or not number > 0 or number == float("inf"):
-        raise ConfigError(f"{flag} {value!r} is not allowed: expected a number of seconds > 0")
-    return number
-
-
-def list_flag(value: str, flag: str) -> list[str]:
-    items = [v.strip() for v in value.split(",")]
-    if not value.strip() or any(not v for v in items):
-        raise ConfigError(f"{flag} {value!r} is not allowed: expected a comma list such as 1,8")
-    return items
+        raise ConfigError(f"--threshold {args.threshold!r} is not a number between 0 and 1") from None
+    done = write_deepstream(
+        args.bundle, args.out, source=args.source,
+        batch=int_flag(args.max_batch or "16", "--max-batch", minimum=1), threshold=threshold,
+        tensorrt=version, gie_id=int_flag(args.gie_id or "2", "--gie-id", minimum=1),
+        operate_on=int_flag(args.operate_on_gie_id or "1", "--operate-on-gie-id", minimum=1),
+        overwrite=args.overwrite)
+    print(f"{done.folder}/config_infer_secondary.txt: nvinfer secondary classifier, {done.graph} "
+          f"({done.precision}, opset {done.opset}, from {done.source}, normalisation folded in)")
+    print(f"next: see {done.folder}/README.md for where it goes in a pipeline")
+    return 0

@@ -47,7 +47,8 @@ def train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weights", help="DEFAULT | none | a torchvision weights name | PATH to a .pth/.pt/.safetensors "
                    "state_dict or checkpoint")
     g.add_argument("--image-size", type=int, help="input size; required with --weights none")
-    g.add_argument("--unfreeze", help="top blocks to train besides the head: K | head | all | auto (default 2)")
+    g.add_argument("--unfreeze", help="top blocks to train besides the head: K | head | all | auto (default 2; "
+                   "all with --weights none)")
     g.add_argument("--unfreeze-schedule",
                    help="gradual unfreezing, DEPTH:EPOCHS,...: e.g. head:2,1:2,2 (head for 2 epochs, "
                         "then the top block too for 2, then 2 blocks)")
@@ -75,7 +76,8 @@ def train_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("feature cache (the frozen prefix runs once per image)")
     g.add_argument("--cache", help="auto (on where it pays, the reason printed) | off")
     g.add_argument("--cache-views", type=int,
-                   help="augmented views cached per image (default: one per 6 epochs, at most 4)")
+                   help="augmented views cached per image (default: one per epoch, at most 8, when blocks "
+                        "train; one per 6 epochs, at most 4, for the head alone)")
     g.add_argument("--cache-memory",
                    help="memory budget, e.g. 4GB (default 40%% of available memory); larger caches are memory-mapped")
     g.add_argument("--cache-dir", help="where caches are kept and reused (default OUT/cache)")
@@ -101,6 +103,12 @@ def export_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, help="inference threads when timing")
     g.add_argument("--eval-max", type=int, help="val images each artifact is judged on: a seeded subset "
                    "drawn evenly over the classes (default: all up to 10000, else 10000; 0: all)")
+    g.add_argument("--fold-preprocessing", metavar="nhwc|nchw",
+                   help="also write each graph with the normalisation folded in, taking uint8 RGB pixels "
+                        "at the input size in this layout (for clients that cannot normalise)")
+    g.add_argument("--tensorrt-version", metavar="8.6|10|11",
+                   help="the TensorRT the device runs: 8.6 (JetPack 6.0) writes the TensorRT and fp16 "
+                        "graphs at opset 17, the newest it documents (default: the exporter's opset 20)")
 
 
 def out_flags(p: argparse.ArgumentParser, required: bool = True, training: bool = True) -> None:

@@ -1,7 +1,7 @@
 """`edgetune` command line: parses arguments and calls library functions, nothing more.
 
 User errors print one line, `edgetune: error: …`, and exit 2; `--debug` shows the traceback.
-Each command lives in its own module (`run`, `adapt`, `tune`, `deploy`, `tools`), which adds
+Each command lives in its own module (`run`, `adapt`, `tune`, `device`, `deploy`, `serve`, `tools`), which adds
 its parser here; the flags they share are public in `edgetune.cli.flags`.
 """
 
@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 
 from edgetune import __version__
-from edgetune.cli import adapt, deploy, run, tools, tune
+from edgetune.cli import adapt, deploy, device, run, serve, tools, tune
 from edgetune.cli.flags import Parser, no_abbrev
 from edgetune.errors import EdgetuneError, EdgetuneWarning
 
@@ -26,7 +26,9 @@ def build_parser() -> Parser:
     run.add_parsers(sub)
     tune.add_parser(sub)
     adapt.add_parser(sub)
-    deploy.add_parsers(sub)
+    device.add_parsers(sub)
+    deploy.add_parser(sub)
+    serve.add_parser(sub)
     tools.add_parsers(sub)
     tools.add_config_flags(parser)
     return parser

@@ -33,6 +33,8 @@ def describe(bundle: str | Path) -> dict:
         } for a in m.artifacts],
         "top1_is": figures.name("top1", m.to_dict()),  # agreement with fp32 in an adapted run
         "recommended": recommended,
+        # graphs taking pixels, not float tensors (--fold-preprocessing): not run by `load`
+        "folded": {f: {k: r.get(k) for k in ("source", "layout", "pixels")} for f, r in m.folded.items()},
         "versions": m.versions,
         "report": REPORT_HTML if (bundle / REPORT_HTML).is_file() else None,
     }
@@ -74,6 +76,8 @@ def render(info: dict):
     recs.add_column()
     for target, r in info["recommended"].items():
         recs.add_row(f"recommended for {target}", f"{r['file']}: {r.get('why', '')}")
+    for file, r in info.get("folded", {}).items():
+        recs.add_row("preprocessing folded in", f"{file}: {r['source']} taking {r['pixels']} {r['layout']} pixels")
     versions = "versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
     return Group(head, arts, recs, versions)
 

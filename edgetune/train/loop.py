@@ -36,7 +36,7 @@ from edgetune.train.inputs import Sources
 from edgetune.train.interrupt import Interrupted, SaveOnInterrupt
 from edgetune.train.model import create_model, preprocess_for
 from edgetune.train.prepare import RunSetup, build_stage, resolve_unfreeze
-from edgetune.train.schedule import check_depths, stage_at
+from edgetune.train.schedule import check_depths, default_unfreeze, random_frozen, stage_at
 
 __all__ = ["BEST", "LAST", "Interrupted", "DivergedError", "TrainResult", "train", "evaluate",
            "load_splits"]
@@ -229,13 +229,27 @@ def _train(cfg, out, resume, log, command, world, device, target_labels=None, on
 
 
 def _stages(setup: RunSetup, splits, saved) -> tuple[UnfreezeStage, ...]:
-    """The unfreezing stages: --unfreeze-schedule, or one stage of --unfreeze (auto resolved)."""
+    """The unfreezing stages (--unfreeze-schedule, or one stage of --unfreeze, its default and
+    auto resolved), with a warning when training from scratch leaves random blocks frozen."""
     cfg = setup.cfg
     groups = len(FreezePlan.build(cfg.model, setup.model, "head").groups)
+    stages = _chosen_stages(setup, splits, saved, groups)
+    warning = random_frozen(stages, groups) if cfg.from_scratch else None
+    if warning:
+        setup.log(f"edgetune: warning: {warning}")
+    return stages
+
+
+def _chosen_stages(setup: RunSetup, splits, saved, groups: int) -> tuple[UnfreezeStage, ...]:
+    cfg = setup.cfg
     if cfg.unfreeze_schedule:
         stages = parse_schedule(cfg.unfreeze_schedule, cfg.epochs)
         check_depths(stages, groups, cfg.model, "--unfreeze-schedule")
         return stages
+    if cfg.unfreeze is None:
+        choice = default_unfreeze(cfg)
+        setup.log(f"edgetune: {choice.why}")
+        return (UnfreezeStage(choice.unfreeze, 0),)
     if cfg.unfreeze != "auto":
         check_depths((UnfreezeStage(cfg.unfreeze, 0),), groups, cfg.model, "--unfreeze")
         return (UnfreezeStage(cfg.unfreeze, 0),)

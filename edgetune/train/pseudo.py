@@ -63,7 +63,7 @@ def self_train(ckpt: dict, model: nn.Module, images: list[Path], cfg: AdaptConfi
                         f"here ({exc})") from None
     pre = Preprocess.from_dict(ckpt["preprocess"])
     # The depth the model ended training at (--unfreeze auto and schedules are resolved there).
-    unfreeze = (ckpt.get("schedule") or [[tcfg.unfreeze]])[-1][0]
+    unfreeze = (ckpt.get("schedule") or [[tcfg.resolved_unfreeze]])[-1][0]
     plan = FreezePlan.build(tcfg.model, model, unfreeze)
     plan.apply(model)
     optimizer = make_optimizer(model, plan, dataclasses.replace(tcfg, lr=tcfg.lr * LR_SCALE))

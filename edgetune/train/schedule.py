@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgetune.config import UnfreezeStage
+from edgetune.config import TrainConfig, UnfreezeStage
 from edgetune.errors import ConfigError
 
 
@@ -47,6 +47,27 @@ def stage_at(stages: tuple[UnfreezeStage, ...], epoch: int) -> int:
 class AutoChoice:
     unfreeze: str
     why: str
+
+
+def default_unfreeze(cfg: TrainConfig) -> AutoChoice:
+    """What trains when --unfreeze is not given (`cfg.resolved_unfreeze`), and why."""
+    if cfg.from_scratch:
+        return AutoChoice(cfg.resolved_unfreeze, "every block trains (the default with --weights none): "
+                                                 "a random block is not a feature extractor; --unfreeze K "
+                                                 "freezes the lowest")
+    return AutoChoice(cfg.resolved_unfreeze, f"the head and the top {cfg.resolved_unfreeze} blocks train "
+                                             "(the default with pretrained weights; --unfreeze auto "
+                                             "chooses from the data)")
+
+
+def random_frozen(stages: tuple[UnfreezeStage, ...], groups: int) -> str | None:
+    """From scratch, a warning when blocks stay frozen the whole run: they keep their random
+    initialisation, fixed random features the rest must learn around. None: every block trains."""
+    trained = max(depth(s.unfreeze, groups) for s in stages)
+    if trained >= groups:
+        return None
+    return (f"{groups - trained} of {groups} blocks stay frozen at their random initialisation "
+            "(--weights none): they never learn; omit --unfreeze to train every block")
 
 
 # How many training images per class the rule of thumb calls "little data", and the head-only

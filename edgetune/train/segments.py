@@ -36,6 +36,10 @@ class Split:
     def empty_prefix(self) -> bool:
         return self.index == 0
 
+    @property
+    def head_only(self) -> bool:
+        return len(self.suffix) == 1  # the classifier alone trains, on the pooled features
+
 
 def split(model: nn.Module, arch: str) -> Split:
     """Split after the last frozen segment (call after `FreezePlan.apply`).

@@ -194,7 +194,7 @@ def test_torch_free_load_predict_and_bench(tiny):
     """Deployment with torch and torchvision unimportable, and no training module loaded."""
     code = f"""
 from edgetune import runtime, bench, latency, host, bundle, preprocess
-from edgetune.cli import deploy as cli_deploy
+from edgetune.cli import device as cli_device
 from edgetune.cli import main
 model = runtime.load({str(tiny.bundle)!r})
 print(model.predict({str(tiny.images[0])!r}, topk=1))

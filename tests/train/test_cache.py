@@ -31,6 +31,8 @@ def test_cached_and_uncached_train_alike(small_digits, tmp_path):
     half = train(_cfg(small_digits), tmp_path / "c", log=lambda *_: None)
     assert all(h["cached"] for h in cached.history) and not any(h["cached"] for h in uncached.history)
     assert any("cache on" in line for line in logs)
+    # --unfreeze 1 from scratch is honoured, with a warning: the blocks below never learn
+    assert any("warning: 4 of 5 blocks stay frozen at their random initialisation" in line for line in logs)
     np.testing.assert_allclose(_losses(cached), _losses(uncached), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(_losses(half), _losses(uncached), rtol=2e-2, atol=2e-2)
 
@@ -274,3 +276,22 @@ def test_cache_max_default_is_the_lesser_of_a_fixed_size_and_half_the_room(tmp_p
     assert cachemod.disk_cap(None, folder) == cachemod.CAP == 50 << 30
     assert cachemod.disk_cap("2GB", folder) == 2 << 30  # the user's word, whatever the disk
     assert cachemod.disk_cap(None, tmp_path / "not-yet") == cachemod.CAP  # before the first fill
+
+
+@pytest.mark.parametrize("settings,head_only,epochs,views,why", [
+    (dict(cache="off"), False, 8, 0, "--cache off"),
+    (dict(augment="none"), False, 8, 1, "one view serves every epoch"),
+    (dict(cache_views=3), False, 8, 3, "--cache-views 3"),
+    # blocks train: a fresh view every epoch, so caching would run the prefix as often as uncached
+    (dict(), False, 8, 0, "nothing to save"),
+    (dict(), False, 20, 8, "each serves 2.5 epochs"),
+    (dict(cache_seed=0), False, 8, 8, "shared with other runs"),  # a search's trials reuse the views
+    (dict(), True, 8, 1, "head only"),  # a linear head: reused views cost nothing measurable
+    (dict(), True, 30, 4, "at most 4"),
+])
+def test_auto_cache_draws_enough_views_or_stays_off(settings, head_only, epochs, views, why):
+    from edgetune.train.prepare import plan_cache
+
+    plan = plan_cache(TrainConfig(weights="none", image_size=32, epochs=epochs, **settings), 4, head_only, epochs)
+    assert (plan.views, why in plan.why) == (views, True), plan.why
+    assert plan_cache(TrainConfig(weights="none", image_size=32), 0, False, 8).views == 0  # nothing frozen

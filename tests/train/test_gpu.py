@@ -29,7 +29,7 @@ def test_cuda_cached_and_compiled_paths(small_digits, tmp_path):
     common = dict(data=str(small_digits), model="mobilenet_v3_small", weights="none", image_size=64,
                   unfreeze="1", epochs=2, batch_size=16, augment="light", device="cuda")
     logs = []
-    cached = train(TrainConfig(**common), tmp_path / "cached", log=logs.append)
+    cached = train(TrainConfig(cache_views=2, **common), tmp_path / "cached", log=logs.append)
     assert all(h["cached"] for h in cached.history) and any("cache on" in line for line in logs)
     compiled = train(TrainConfig(compile=True, cache="off", **common), tmp_path / "compiled",
                      log=lambda *_: None)

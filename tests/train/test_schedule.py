@@ -6,7 +6,7 @@ import torch
 from edgetune.config import TrainConfig, parse_schedule
 from edgetune.errors import ConfigError
 from edgetune.train import checkpoint, train
-from edgetune.train.schedule import choose_unfreeze, stage_at
+from edgetune.train.schedule import choose_unfreeze, default_unfreeze, random_frozen, stage_at
 
 
 def test_parse_and_locate_stages():
@@ -36,7 +36,7 @@ def test_auto_rule(per_class, probe, scratch, expected):
 
 def test_gradual_unfreezing_trains_each_stage_from_its_own_split(small_digits, tmp_path):
     cfg = TrainConfig(data=str(small_digits), model="resnet18", weights="none", image_size=32,
-                      unfreeze_schedule="head:1,1", epochs=2, batch_size=16, augment="light",
+                      unfreeze_schedule="head:1,1", epochs=2, batch_size=16, augment="none",
                       workers=0)
     logs = []
     result = train(cfg, tmp_path / "o", log=logs.append)
@@ -62,3 +62,14 @@ def test_auto_from_a_pretrained_checkpoint_probes_and_explains(small_digits, dig
     line = next(line for line in logs if "--unfreeze auto chose" in line)
     assert "head-only probe reaches" in line and "training images per class" in line
     assert result.history[0]["unfreeze"] in ("head", "1", "2")
+
+
+def test_default_depth_trains_every_block_from_scratch_and_says_why():
+    scratch = TrainConfig(weights="none", image_size=32)
+    assert scratch.unfreeze is None and scratch.resolved_unfreeze == "all"
+    assert TrainConfig().resolved_unfreeze == "2"  # pretrained: the head and the top 2 blocks
+    assert TrainConfig(weights="none", image_size=32, unfreeze="2").resolved_unfreeze == "2"  # honoured
+    assert "a random block is not a feature extractor" in default_unfreeze(scratch).why
+    stages = parse_schedule("head:1,2", epochs=3)
+    assert random_frozen(stages, groups=5).startswith("3 of 5 blocks stay frozen at their random")
+    assert random_frozen(parse_schedule("head:1,all", epochs=3), groups=5) is None
