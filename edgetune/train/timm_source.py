@@ -65,7 +65,8 @@ class TimmSource:
                 raise ConfigError(f"--model {arch} has no pretrained weights in timm; pick a tagged name with "
                                   "weights (timm.list_pretrained()), --weights PATH, or --weights none")
             try:
-                return timm.create_model(self.name(arch), pretrained=True, **_head_kwargs(num_classes, dropout))
+                model = timm.create_model(self.name(arch), pretrained=True, **_head_kwargs(num_classes, dropout))
+                return model if num_classes == self.pretrained_cfg(arch).num_classes else fresh_head(model)
             except (OSError, RuntimeError) as exc:  # the hub's errors are OSErrors
                 raise ConfigError(
                     f"could not download the pretrained weights of {arch} ({type(exc).__name__}: "
@@ -82,13 +83,24 @@ class TimmSource:
 
     def build(self, arch: str, num_classes: int, dropout: float) -> nn.Module:
         timm = self.timm(arch)
-        return timm.create_model(self.name(arch), pretrained=False, **_head_kwargs(num_classes, dropout))
+        return fresh_head(timm.create_model(self.name(arch), pretrained=False, **_head_kwargs(num_classes, dropout)))
 
     def param_groups(self, arch: str, model: nn.Module) -> ParamGroups:
         return timm_groups(model)
 
     def segments(self, model: nn.Module, arch: str) -> list[Segment]:
         return timm_segments(model)
+
+
+def fresh_head(model: nn.Module) -> nn.Module:
+    """A new classifier starts with PyTorch's default init, as torchvision's heads do. timm's
+    EfficientNets draw it Google's way (uniform ±1/sqrt(classes)): with 5 classes the Lite0 head
+    started at a loss of 4.7 and, at lr 1e-3 on 137 photographs, was at 38.6% val top-1 after 2
+    epochs where a linear probe of the same features gets 100%."""
+    head = model.get_classifier()
+    if isinstance(head, nn.Linear):
+        head.reset_parameters()
+    return model
 
 
 def _head_kwargs(num_classes: int, dropout: float) -> dict:

@@ -38,7 +38,11 @@ def test_a_new_head_for_the_users_classes():
     model = create_model("efficientnet_lite0", "DEFAULT", 3, log=log.append)
     assert log[0].endswith("mapped by position): loaded 294 of 294 backbone tensors; the head is new; "
                            "2 tensors of the file unused")
-    assert model.get_classifier().out_features == 3
+    head = model.get_classifier()
+    assert head.out_features == 3
+    # PyTorch's default init, not timm's Google-style ±1/sqrt(3): that head starts at logits
+    # of std ~5 and learned little in the first epochs of a small data set
+    assert float(head.weight.abs().max()) <= 1 / head.in_features ** 0.5
 
 
 def test_a_file_of_another_lite_is_refused_naming_its_layout():
