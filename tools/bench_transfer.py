@@ -9,6 +9,7 @@ Rows per k (the val split is the same 57 photographs for every k; `ensure_k_shot
 - `edgetune, pretrained`: `edgetune train --model efficientnet_lite0` with every default
   (ImageNet weights from the lite extra, --unfreeze and --cache as they decide, 10 epochs);
 - `edgetune, from scratch`: the same with `--weights none --image-size 224`;
+- `edgetune, pretrained, --unfreeze auto` (with `--rows auto`): the probe decides what trains;
 - `Model Maker recipe`: MediaPipe Model Maker's image_classifier defaults written in PyTorch on
   the same pretrained weights (hyperparameters.py, train_image_classifier_lib.py,
   image_classifier.py, core/utils/image_preprocessing.py): the backbone frozen with BatchNorm in
@@ -50,8 +51,10 @@ from edgetune.train.model import create_model
 ARCH = "efficientnet_lite0"
 
 
-def edgetune_row(data: Path, seed: int, scratch: bool) -> tuple[float, float, float]:
+def edgetune_row(data: Path, seed: int, scratch: bool, unfreeze: str | None = None) -> tuple[float, float, float]:
     extra = {"weights": "none", "image_size": 224} if scratch else {}
+    if unfreeze:
+        extra["unfreeze"] = unfreeze
     cfg = TrainConfig(data=str(data), model=ARCH, seed=seed, workers=0, **extra)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
@@ -127,7 +130,7 @@ def main(argv=None) -> int:
     ap.add_argument("--shots", default=",".join(map(str, SHOTS)), help="labelled images per class, e.g. 5,10,20")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rows", default="pretrained,scratch,modelmaker",
-                    help="which rows: pretrained, scratch, modelmaker (comma list)")
+                    help="which rows: pretrained, scratch, auto (pretrained with --unfreeze auto), modelmaker")
     args = ap.parse_args(argv)
     console = Console(width=130)
     table = Table(title=f"{ARCH} on the shipped photographs, seed {args.seed}, {host.short()}")
@@ -142,6 +145,10 @@ def main(argv=None) -> int:
             last, best, wall = edgetune_row(data, args.seed, scratch)
             table.add_row(str(k), name, f"{last:.2%}", f"{best:.2%}", f"{wall:.1f}")
             console.print(f"k={k} {name}: {last:.2%} (best {best:.2%}) in {wall:.1f} s")
+        if "auto" in rows:
+            last, best, wall = edgetune_row(data, args.seed, False, "auto")
+            table.add_row(str(k), "edgetune, pretrained, --unfreeze auto", f"{last:.2%}", f"{best:.2%}", f"{wall:.1f}")
+            console.print(f"k={k} edgetune, pretrained, --unfreeze auto: {last:.2%} (best {best:.2%}) in {wall:.1f} s")
         if "modelmaker" in rows:
             top1, wall = model_maker_row(data, args.seed)
             table.add_row(str(k), "Model Maker recipe, pretrained", f"{top1:.2%}", "", f"{wall:.1f}")
