@@ -42,7 +42,7 @@ def test_a_new_head_for_the_users_classes():
     assert head.out_features == 3
     # PyTorch's default init, not timm's Google-style ±1/sqrt(3): that head starts at logits
     # of std ~5 and learned little in the first epochs of a small data set
-    assert float(head.weight.abs().max()) <= 1 / head.in_features ** 0.5
+    assert float(head.weight.detach().abs().max()) <= 1 / head.in_features ** 0.5
 
 
 def test_a_file_of_another_lite_is_refused_naming_its_layout():
