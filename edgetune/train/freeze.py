@@ -1,4 +1,5 @@
-"""Freeze plans are data: per family, ordered parameter-name groups (stem … blocks) and a head.
+"""Freeze plans are data: ordered parameter-name groups (stem … blocks) and a head, as the
+model's source groups them (torchvision: a table per family; timm: its `group_matcher`).
 
 "Unfreeze K" trains the head plus the last K groups; everything else is frozen, kept in
 eval mode (BatchNorm statistics untouched) and outside autograd.
@@ -6,61 +7,24 @@ eval mode (BatchNorm statistics untouched) and outside autograd.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
+from torch import nn
+
 from edgetune.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class Family:
-    name: str
-    archs: str  # regex over torchvision model names
-    groups: tuple[str, ...]  # ordered regexes; a capture group numbers the blocks inside one
-    head: str  # regex of the classifier head's parameters
-
-
-FAMILIES = (
-    Family("resnet", r"resnet\d+|resnext\w+|wide_resnet\w+",
-           (r"^(?:conv1|bn1)\.", r"^layer(\d+)\."), r"^fc\."),
-    Family("mobilenet", r"mobilenet_v[23]\w*", (r"^features\.(\d+)\.",), r"^classifier\."),
-    Family("efficientnet", r"efficientnet_\w+", (r"^features\.(\d+)\.",), r"^classifier\."),
-    Family("regnet", r"regnet_\w+", (r"^stem\.", r"^trunk_output\.block(\d+)\."), r"^fc\."),
-    Family("convnext", r"convnext_\w+", (r"^features\.(\d+)\.",), r"^classifier\."),
-)
-
-
-def family_of(arch: str) -> Family:
-    for fam in FAMILIES:
-        if re.fullmatch(fam.archs, arch):
-            return fam
-    raise ConfigError(
-        f"model {arch!r} is not in a supported family; supported: "
-        + ", ".join(f.name for f in FAMILIES)
-    )
+from edgetune.train.model import param_groups
 
 
 @dataclass(frozen=True)
 class FreezePlan:
-    family: Family
     groups: tuple[tuple[str, ...], ...]  # parameter names per group, stem first
     head: tuple[str, ...]
     trainable_groups: int  # how many of the last groups train besides the head
 
     @classmethod
-    def build(cls, arch: str, param_names: list[str], unfreeze: str) -> FreezePlan:
-        fam = family_of(arch)
-        keyed: dict[tuple, list[str]] = {}
-        head = []
-        for name in param_names:
-            if re.match(fam.head, name):
-                head.append(name)
-                continue
-            key = _group_key(fam, name)
-            if key is None:
-                raise RuntimeError(f"freeze plan for {fam.name}: parameter {name} matches no group")
-            keyed.setdefault(key, []).append(name)
-        groups = tuple(tuple(keyed[k]) for k in sorted(keyed))
+    def build(cls, arch: str, model: nn.Module, unfreeze: str) -> FreezePlan:
+        grouped = param_groups(arch, model)
+        groups = grouped.groups
         if unfreeze == "all":
             k = len(groups)
         elif unfreeze == "head":
@@ -71,7 +35,7 @@ class FreezePlan:
                 raise ConfigError(
                     f"--unfreeze {k}: {arch} has {len(groups)} blocks; use 0..{len(groups)}, 'head' or 'all'"
                 )
-        return cls(fam, groups, tuple(head), k)
+        return cls(groups, grouped.head, k)
 
     @property
     def trainable(self) -> set[str]:
@@ -105,11 +69,3 @@ class FreezePlan:
         if self.trainable_groups == 0:
             return f"head only trainable ({n} blocks frozen)"
         return f"head + top {self.trainable_groups} of {n} blocks trainable"
-
-
-def _group_key(fam: Family, name: str) -> tuple | None:
-    for i, pattern in enumerate(fam.groups):
-        m = re.match(pattern, name)
-        if m:
-            return (i, int(m.group(1)) if m.groups() else 0)
-    return None

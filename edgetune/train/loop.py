@@ -120,15 +120,14 @@ def _train(cfg, out, resume, log, command, world, device, target_labels=None, on
     seed_everything(cfg.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: pick the fastest kernels once
-    model = create_model(cfg.model, cfg.weights, len(splits.classes), cfg.dropout).to(device)
+    model = create_model(cfg.model, cfg.weights, len(splits.classes), cfg.dropout, log).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    names = [n for n, _ in model.named_parameters()]
     workers = loader_processes() if cfg.workers is None else cfg.workers
     saved = checkpoint.load(out / LAST) if resume and (out / LAST).is_file() else None
     setup = RunSetup(cfg, model, out, pre, world, workers, device, log)
-    stages = _stages(setup, names, splits, saved)
-    plans = [FreezePlan.build(cfg.model, names, s.unfreeze) for s in stages]
+    stages = _stages(setup, splits, saved)
+    plans = [FreezePlan.build(cfg.model, model, s.unfreeze) for s in stages]
     log(f"edgetune: {cfg.model} ({cfg.weights}) on {device}"
         + (f" × {world.size} processes" if world.distributed else "")
         + f": {len(splits.classes)} classes, {len(splits.train)} train / {len(splits.val)} val images, "
@@ -229,19 +228,19 @@ def _train(cfg, out, resume, log, command, world, device, target_labels=None, on
     return TrainResult(out / BEST, out / LAST, state.best_top1, state.epoch, state.history, stopped_early)
 
 
-def _stages(setup: RunSetup, names, splits, saved) -> tuple[UnfreezeStage, ...]:
+def _stages(setup: RunSetup, splits, saved) -> tuple[UnfreezeStage, ...]:
     """The unfreezing stages (--unfreeze-schedule, or one stage of --unfreeze, its default and
     auto resolved), with a warning when training from scratch leaves random blocks frozen."""
     cfg = setup.cfg
-    groups = len(FreezePlan.build(cfg.model, names, "head").groups)
-    stages = _chosen_stages(setup, names, splits, saved, groups)
+    groups = len(FreezePlan.build(cfg.model, setup.model, "head").groups)
+    stages = _chosen_stages(setup, splits, saved, groups)
     warning = random_frozen(stages, groups) if cfg.from_scratch else None
     if warning:
         setup.log(f"edgetune: warning: {warning}")
     return stages
 
 
-def _chosen_stages(setup: RunSetup, names, splits, saved, groups: int) -> tuple[UnfreezeStage, ...]:
+def _chosen_stages(setup: RunSetup, splits, saved, groups: int) -> tuple[UnfreezeStage, ...]:
     cfg = setup.cfg
     if cfg.unfreeze_schedule:
         stages = parse_schedule(cfg.unfreeze_schedule, cfg.epochs)
@@ -256,7 +255,7 @@ def _chosen_stages(setup: RunSetup, names, splits, saved, groups: int) -> tuple[
         return (UnfreezeStage(cfg.unfreeze, 0),)
     if saved is not None:  # a resumed run keeps the depth it chose
         return tuple(UnfreezeStage(u, e) for u, e in saved["schedule"])
-    choice = resolve_unfreeze(setup, names, splits)
+    choice = resolve_unfreeze(setup, splits)
     setup.log(f"edgetune: --unfreeze auto chose {choice.unfreeze}: {choice.why}")
     return (UnfreezeStage(choice.unfreeze, 0),)
 

@@ -64,7 +64,7 @@ def self_train(ckpt: dict, model: nn.Module, images: list[Path], cfg: AdaptConfi
     pre = Preprocess.from_dict(ckpt["preprocess"])
     # The depth the model ended training at (--unfreeze auto and schedules are resolved there).
     unfreeze = (ckpt.get("schedule") or [[tcfg.resolved_unfreeze]])[-1][0]
-    plan = FreezePlan.build(tcfg.model, [n for n, _ in model.named_parameters()], unfreeze)
+    plan = FreezePlan.build(tcfg.model, model, unfreeze)
     plan.apply(model)
     optimizer = make_optimizer(model, plan, dataclasses.replace(tcfg, lr=tcfg.lr * LR_SCALE))
     criterion = nn.CrossEntropyLoss(label_smoothing=tcfg.label_smoothing)

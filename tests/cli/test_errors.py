@@ -30,8 +30,9 @@ def test_class_folder_without_images(small_digits, tmp_path):
 
 
 def test_unknown_model_suggests(small_digits, tmp_path):
-    assert_user_error(edgetune("run", "--data", small_digits, "--model", "resnet181",
-                               "--out", tmp_path / "o", *FAST), "did you mean 'resnet18'")
+    # With the default --weights DEFAULT: the name is checked before any weights are resolved.
+    assert_user_error(edgetune("run", "--data", small_digits, "--model", "resnet181", "--out", tmp_path / "o"),
+                      "unknown model 'resnet181' (did you mean 'resnet18'?)")
 
 
 def test_unreadable_image_is_named(small_digits, tmp_path):

@@ -74,6 +74,7 @@ def test_summary_next_commands_run_as_printed(trained_run):
 
     out, manifest = trained_run
     lines, steps = summary_lines(out, manifest)
+    assert lines[0].startswith("model     resnet18 trained from scratch, 10 classes")
     assert any(ln.startswith("cpu ") and manifest.recommended["cpu"]["file"] in ln for ln in lines)
     assert any(str(out / "report.html") in ln for ln in lines)
     predict = shlex.split(steps[0])

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from edgetune.report import figures
 from tests.support import REPO
 from tests.support.cli import assert_user_error, edgetune
 
@@ -263,3 +264,16 @@ def test_confusion_from_fp32_predictions_is_not_redrawn(adapted_run, tmp_path, m
     html = render(bundle)
     assert "confusion_matrix" not in calls and "worst_images" not in calls
     assert "No confusion matrix or worst-classified images" in html and "--data DIR" in html
+
+
+@pytest.mark.parametrize("arch,weights,said", [
+    ("resnet18", "none", "trained from scratch"),
+    ("efficientnet_lite0", "DEFAULT", "pretrained on ImageNet"),
+    ("resnet18", "IMAGENET1K_V1", "pretrained on ImageNet (IMAGENET1K_V1)"),
+    ("timm/mobilenetv4_conv_small.e2400_r224_in1k", "DEFAULT", "fine-tuned from timm's pretrained weights "
+                                                               "(e2400_r224_in1k)"),
+    ("resnet18", "/data/w/ours.safetensors", "fine-tuned from ours.safetensors"),
+])
+def test_origin_says_where_the_network_started(arch, weights, said):
+    """The summary, `edgetune info` and the report's header all say it in these words."""
+    assert figures.origin({"arch": arch, "weights": weights}) == said

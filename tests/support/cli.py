@@ -3,6 +3,7 @@ made unimportable, as on a deployment host), and what a user error must look lik
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -35,6 +36,33 @@ def edgetune_without_torch(*args, timeout=300) -> subprocess.CompletedProcess:
     """`edgetune ARGS…` on a host where torch and torchvision cannot be imported."""
     return python("import sys\nfrom edgetune.cli import main\nsys.exit(main(sys.argv[1:]))", *args,
                   torch_free=True, timeout=timeout)
+
+
+# Runs each argv list through main() in this one process, its stderr and exit code captured,
+# and prints them as JSON: the commands' errors come before any work, so one interpreter (one
+# import of torch and timm) can answer several.
+_EACH = """
+import contextlib, io, json, sys
+from edgetune.cli.main import main
+results = []
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(argv)
+    results.append([code, err.getvalue()])
+print(json.dumps(results))
+"""
+
+
+def edgetune_each(*commands, prelude: str = "", env=None, timeout=300) -> list[subprocess.CompletedProcess]:
+    """Several `edgetune` commands that fail before any work, run in one Python process;
+    `prelude` runs first (e.g. `sys.modules['timm'] = None`: timm is not installed)."""
+    argvs = [[str(a) for a in cmd] for cmd in commands]
+    proc = subprocess.run([sys.executable, "-c", prelude + _EACH, json.dumps(argvs)], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **env} if env else None)
+    assert proc.returncode == 0, proc.stderr
+    return [subprocess.CompletedProcess(argv, code, "", err)
+            for argv, (code, err) in zip(argvs, json.loads(proc.stdout.strip().splitlines()[-1]))]
 
 
 def assert_user_error(proc, *needles) -> str:

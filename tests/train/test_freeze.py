@@ -16,9 +16,9 @@ ARCHS = ["resnet18", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "r
 def test_plan_groups_every_parameter(arch):
     model = torchvision.models.get_model(arch, weights=None)
     names = [n for n, _ in model.named_parameters()]
-    head = FreezePlan.build(arch, names, "head")
-    top1 = FreezePlan.build(arch, names, "1")
-    everything = FreezePlan.build(arch, names, "all")
+    head = FreezePlan.build(arch, model, "head")
+    top1 = FreezePlan.build(arch, model, "1")
+    everything = FreezePlan.build(arch, model, "all")
     assert head.trainable == set(head.head) and head.head
     assert top1.trainable == set(head.head) | set(top1.groups[-1])
     assert everything.trainable == set(names)
@@ -27,10 +27,9 @@ def test_plan_groups_every_parameter(arch):
 
 def test_unknown_family_and_too_many_blocks():
     with pytest.raises(ConfigError, match="supported"):
-        FreezePlan.build("vit_b_16", ["conv_proj.weight"], "1")
-    names = [n for n, _ in torchvision.models.resnet18().named_parameters()]
+        FreezePlan.build("vit_b_16", torch.nn.Linear(1, 1), "1")
     with pytest.raises(ConfigError, match="0..5"):
-        FreezePlan.build("resnet18", names, "9")
+        FreezePlan.build("resnet18", torchvision.models.resnet18(), "9")
 
 
 def test_frozen_layers_and_batchnorm_stats_untouched(small_digits, tmp_path):
@@ -45,7 +44,7 @@ def test_frozen_layers_and_batchnorm_stats_untouched(small_digits, tmp_path):
     result = train(cfg, tmp_path / "out", log=lambda *_: None)
     after = checkpoint.load(result.last)["model"]
     before = start.state_dict()
-    plan = FreezePlan.build("resnet18", [n for n, _ in start.named_parameters()], "1")
+    plan = FreezePlan.build("resnet18", start, "1")
     trainable_modules = {n.rsplit(".", 1)[0] for n in plan.trainable}
     changed_frozen, unchanged_trainable = [], []
     for name, tensor in before.items():

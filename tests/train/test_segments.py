@@ -27,7 +27,7 @@ def test_segments_compose_to_the_model(arch):
 @pytest.mark.parametrize("unfreeze", ["head", "1", "2"])
 def test_split_prefix_is_frozen_and_suffix_trainable(arch, unfreeze):
     model = torchvision.models.get_model(arch, weights=None, num_classes=5).eval()
-    plan = FreezePlan.build(arch, [n for n, _ in model.named_parameters()], unfreeze)
+    plan = FreezePlan.build(arch, model, unfreeze)
     plan.apply(model)
     s = split(model, arch)
     assert not any(p.requires_grad for p in s.prefix.parameters())

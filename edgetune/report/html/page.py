@@ -87,9 +87,7 @@ def _header(title: str, manifest: dict, data: dict) -> str:
         f'<div class="card"><div class="k">{esc(k)}</div><div class="v">{esc(v)}</div>'
         f'<div class="s">{esc(s)}</div></div>' for k, v, s in sections.glance(manifest, data))
     m = manifest["model"]
-    weights = ("trained from scratch" if str(m.get("weights")).lower() == "none"
-               else f"fine-tuned from {m.get('weights')} weights")
-    sub = (f"{m.get('arch')} {weights}; input {sections.input_text(manifest['input'])}; "
+    sub = (f"{m.get('arch')} {figures.origin(m)}; input {sections.input_text(manifest['input'])}; "
            f"created {manifest.get('created', '')}")
     return f"<header><h1>{esc(title)}</h1><p>{esc(sub)}</p></header><div class=\"cards\">{cards}</div>"
 
