@@ -10,8 +10,9 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -75,3 +76,31 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+DONE = ".complete"  # the last file a published folder gets: what it holds
+
+
+def publish_folder(root: str | os.PathLike, stamp: str, fill: Callable[[Path], None]) -> Path:
+    """`root` holding what `fill(folder)` writes, marked with `stamp`; built beside `root` and
+    moved into place in one rename, so two processes that ask at once (two runs, the test
+    suite's workers) never read a half-written file. Kept when its stamp already matches."""
+    root = Path(root)
+    done = root / DONE
+    if done.is_file() and done.read_text() == stamp:
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    part = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".part", dir=root.parent))
+    fill(part)
+    write_text(part / DONE, stamp)
+    try:
+        os.rename(part, root)  # atomic where root is absent (or an empty folder)
+    except OSError:
+        if done.is_file() and done.read_text() == stamp:  # another process published the same
+            shutil.rmtree(part, ignore_errors=True)
+            return root
+        old = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".old", dir=root.parent))
+        os.rename(root, old / root.name)  # an older or unfinished folder: replaced whole
+        os.rename(part, root)
+        shutil.rmtree(old, ignore_errors=True)
+    return root

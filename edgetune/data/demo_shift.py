@@ -15,9 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from edgetune.atomic import write_text
-
-DONE = ".complete"
+from edgetune.atomic import DONE, publish_folder
 
 
 @dataclass(frozen=True)
@@ -50,11 +48,13 @@ def ensure_shifted(source: str | Path, root: str | Path, shift: CameraShift = Ca
     source, root = Path(source), Path(root)
     if (root / DONE).is_file():
         return root
-    rng = np.random.default_rng(seed)
-    for path in sorted(source.rglob("*.png")):
-        dest = root / path.relative_to(source)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with Image.open(path) as im:
-            shift.apply(im, rng).save(dest)
-    write_text(root / DONE, f"{shift}\n")
-    return root
+
+    def fill(folder: Path) -> None:
+        rng = np.random.default_rng(seed)
+        for path in sorted(source.rglob("*.png")):
+            dest = folder / path.relative_to(source)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with Image.open(path) as im:
+                shift.apply(im, rng).save(dest)
+
+    return publish_folder(root, f"{shift}\n", fill)

@@ -14,11 +14,10 @@ import random
 import shutil
 from pathlib import Path
 
-from edgetune.atomic import write_text
+from edgetune.atomic import publish_folder
 from edgetune.errors import ConfigError
 
 SHIPPED = Path(__file__).parent / "photos"
-DONE = ".complete"
 VAL_FRACTION = 0.3
 SHOTS = (5, 10, 20)  # labelled training images per class the benchmarks draw
 # The split leaves every class at least this many training images, so each k-shot subset
@@ -73,19 +72,14 @@ def ensure_k_shot(k: int, root: str | Path | None = None, seed: int = 0) -> Path
 
 
 def _materialise(root: Path, layout: dict[str, dict[str, list[Path]]], what: str) -> Path:
-    stamp = _stamp(layout, what)
-    done = root / DONE
-    if done.is_file() and done.read_text() == stamp:
-        return root
-    for part in layout:
-        shutil.rmtree(root / part, ignore_errors=True)  # an older set's files must not linger
-    for part, classes in layout.items():
-        for cls, files in classes.items():
-            (root / part / cls).mkdir(parents=True, exist_ok=True)
-            for f in files:
-                shutil.copyfile(f, root / part / cls / f.name)
-    write_text(done, stamp)
-    return root
+    def fill(folder: Path) -> None:
+        for part, classes in layout.items():
+            for cls, files in classes.items():
+                (folder / part / cls).mkdir(parents=True, exist_ok=True)
+                for f in files:
+                    shutil.copyfile(f, folder / part / cls / f.name)
+
+    return publish_folder(root, _stamp(layout, what), fill)  # an older set's files never linger
 
 
 def _stamp(layout: dict[str, dict[str, list[Path]]], what: str) -> str:

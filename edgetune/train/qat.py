@@ -95,7 +95,7 @@ def trainable_modules(model: nn.Module, ckpt: dict) -> tuple[set[str], str]:
 
     tcfg = TrainConfig(**ckpt["config"])
     unfreeze = (ckpt.get("schedule") or [[tcfg.resolved_unfreeze]])[-1][0]
-    plan = FreezePlan.build(tcfg.model, [n for n, _ in model.named_parameters()], unfreeze)
+    plan = FreezePlan.build(tcfg.model, model, unfreeze)
     return {_module_of(n) for n in plan.trainable}, plan.describe()
 
 

@@ -3,7 +3,8 @@
 Wall time on a shared 2-core machine says as much about the neighbours as about the test: the
 same suite took 9 minutes idle and 36 under a load average of 9. CPU time (this process and the
 subprocesses a test waited for: the CLI runs, torchrun and its workers, Triton) barely moves
-with load, so it is what tells where the suite's 10-minute budget goes.
+with load, so it is what tells where the suite's 10-minute budget goes. Under pytest-xdist each
+worker measures its own tests and the figure travels to the controller with the test's report.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import resource
 
 import pytest
 
+KEY = "cpu_seconds"
 _spent: dict[str, float] = {}
 
 
@@ -23,8 +25,25 @@ def _cpu_now() -> float:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     start = _cpu_now()
+    item.user_properties.append((KEY, start))  # replaced by the spend before teardown's report
     yield
-    _spent[item.nodeid] = _cpu_now() - start  # setup (session fixtures included), call, teardown
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    if call.when == "teardown":  # setup (session fixtures included), call and teardown so far
+        props = dict(item.user_properties)
+        if KEY in props:
+            item.user_properties[:] = [(k, v) for k, v in item.user_properties if k != KEY]
+            item.user_properties.append((KEY, _cpu_now() - props[KEY]))
+    yield
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "teardown":
+        for key, value in report.user_properties:
+            if key == KEY:
+                _spent[report.nodeid] = value
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -43,7 +43,8 @@ def test_two_process_gloo_run_matches_one_process(digits_dir, tmp_path):
     assert "× 2 processes" in proc.stdout  # rank 0 logs, once
     assert proc.stdout.count("epoch 1/3") == 1
     ddp = read_manifest(tmp_path / "ddp")  # complete, and every artifact's sha256 recorded
-    assert [a.file for a in ddp.artifacts] == [FP32, INT8_CPU]
+    shipped = [a.file for a in ddp.artifacts]
+    assert shipped[0] == FP32 and INT8_CPU in shipped, shipped
     # The reference trains in one process with the same flags; its export would be the same
     # stages on one process, which tests/test_pipeline.py covers.
     single = edgetune("train", "--data", digits_dir, *ARGS, "--out", tmp_path / "one", timeout=600)
