@@ -1,5 +1,7 @@
 """Shared fixtures: small real data (scikit-learn's digits on disk) and one tiny trained run,
-built once per session so the suite stays fast."""
+built once per session so the suite stays fast: once for all of pytest-xdist's workers too
+(`built_once`: the first worker to ask builds, the others wait and read the same folder).
+Tests read these folders; a test that changes one works on its own copy."""
 
 from __future__ import annotations
 
@@ -15,35 +17,59 @@ pytest_plugins = ["tests.support.cputime"]  # CPU seconds per test, beside --dur
 
 
 @pytest.fixture(scope="session")
-def digits_dir(tmp_path_factory) -> Path:
+def shared_root(tmp_path_factory, worker_id) -> Path:
+    """The folder every worker of this session sees (pytest-xdist), or this process's own."""
+    base = tmp_path_factory.getbasetemp()
+    return base if worker_id == "master" else base.parent
+
+
+def built_once(root: Path, name: str, build) -> Path:
+    """`build(folder)` once per session, by whichever worker asks first; the others wait for
+    it. Returns the folder."""
+    from filelock import FileLock
+
+    folder = root / name
+    with FileLock(str(root / f"{name}.lock")):
+        if not (folder / ".built").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            build(folder)
+            (folder / ".built").write_text("")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def digits_dir(shared_root) -> Path:
     """The full demo data: DIR/train/<0-9>/*.png and DIR/val/<0-9>/*.png."""
-    return ensure_digits(tmp_path_factory.mktemp("digits"))
+    return ensure_digits(shared_root / "digits")  # published whole: safe for workers at once
 
 
 @pytest.fixture(scope="session")
-def small_digits(digits_dir, tmp_path_factory) -> Path:
+def small_digits(digits_dir, shared_root) -> Path:
     """Three classes, 24 images each, in the single-folder layout (split by edgetune)."""
-    root = tmp_path_factory.mktemp("small") / "data"
-    for c in ("0", "1", "7"):
-        (root / c).mkdir(parents=True)
-        for p in sorted((digits_dir / "train" / c).glob("*.png"))[:24]:
-            shutil.copy(p, root / c / p.name)
-    return root
+    def build(folder: Path) -> None:
+        for c in ("0", "1", "7"):
+            (folder / "data" / c).mkdir(parents=True)
+            for p in sorted((digits_dir / "train" / c).glob("*.png"))[:24]:
+                shutil.copy(p, folder / "data" / c / p.name)
+
+    return built_once(shared_root, "small", build) / "data"
 
 
 @pytest.fixture(scope="session")
-def trained_run(digits_dir, tmp_path_factory):
+def trained_run(digits_dir, shared_root):
     """A resnet18 trained from scratch on the digits at 32 px, exported for cpu, tensorrt and gpu."""
+    from edgetune.bundle import read_manifest
     from edgetune.config import ExportConfig, TrainConfig
     from edgetune.pipeline import run
 
-    out = tmp_path_factory.mktemp("run") / "bundle"
     train_cfg = TrainConfig(data=str(digits_dir), model="resnet18", weights="none", image_size=32,
                             unfreeze="all", epochs=2, lr=3e-3, batch_size=64, augment="light")
     # --qat off in the shared fixtures: tests/train/test_qat.py covers QAT; here it would only add time.
     export_cfg = ExportConfig(targets=("cpu", "tensorrt", "gpu"), calib_samples=100, bench_runs=30, qat="off")
-    manifest = run(train_cfg, export_cfg, out, log=lambda *_: None)
-    return out, manifest
+    out = built_once(shared_root, "run", lambda folder: run(train_cfg, export_cfg, folder / "bundle",
+                                                            log=lambda *_: None)) / "bundle"
+    return out, read_manifest(out)
 
 
 @dataclass(frozen=True)
@@ -81,25 +107,32 @@ class AdaptedRun:
 
 
 @pytest.fixture(scope="session")
-def adapted_run(small_digits, tmp_path_factory) -> AdaptedRun:
+def adapted_run(small_digits, shared_root) -> AdaptedRun:
     """The smallest adapted run, made the way a user adds the device's camera to a finished
     run: three digit classes trained one epoch at 32 px and exported, then the same command
     with --resume and --target-data (those images seen through demo_shift's camera, which
     also serve as --target-val): bn adaptation and a re-export, without retraining."""
+    import json
+
+    from edgetune.bundle import read_manifest
     from edgetune.config import AdaptConfig, ExportConfig, TrainConfig
     from edgetune.data.demo_shift import CameraShift, ensure_shifted
     from edgetune.pipeline import run
 
-    root = tmp_path_factory.mktemp("adapted")
-    shifted = ensure_shifted(small_digits, root / "shifted", CameraShift())
-    cfg = TrainConfig(data=str(small_digits), weights="none", image_size=32, unfreeze="all", epochs=1,
-                      batch_size=16, workers=0)
-    export = ExportConfig(targets=("cpu",), calib_samples=20, bench_runs=3, qat="off")
-    run(cfg, export, root / "run", log=lambda *_: None)
-    log: list[str] = []
-    manifest = run(cfg, export, root / "run", resume=True, log=log.append,
-                   adapt_cfg=AdaptConfig(target_data=str(shifted), target_val=str(shifted)))
-    return AdaptedRun(root / "run", manifest, log, shifted)
+    def build(root: Path) -> None:
+        shifted = ensure_shifted(small_digits, root / "shifted", CameraShift())
+        cfg = TrainConfig(data=str(small_digits), weights="none", image_size=32, unfreeze="all", epochs=1,
+                          batch_size=16, workers=0)
+        export = ExportConfig(targets=("cpu",), calib_samples=20, bench_runs=3, qat="off")
+        run(cfg, export, root / "run", log=lambda *_: None)
+        log: list[str] = []
+        run(cfg, export, root / "run", resume=True, log=log.append,
+            adapt_cfg=AdaptConfig(target_data=str(shifted), target_val=str(shifted)))
+        (root / "log.json").write_text(json.dumps(log))
+
+    root = built_once(shared_root, "adapted", build)
+    return AdaptedRun(root / "run", read_manifest(root / "run"), json.loads((root / "log.json").read_text()),
+                      root / "shifted")
 
 
 @pytest.fixture(scope="session")
