@@ -139,7 +139,8 @@ def test_export_of_adapted_model_calibrates_int8_on_target_images(source_model, 
     target = TargetData(shifted / "train", scan_images(shifted / "train"),
                         scan_labelled(shifted / "val", CLASSES, "--target-val"))
     m = export_bundle(path, tmp_path / "bundle",
-                      ExportConfig(targets=("cpu",), calib_samples=100, bench_runs=5, qat="off"),
+                      ExportConfig(targets=("cpu",), calib_samples=100, bench_runs=5, qat="off",
+                                   cpu_engines=("onnxruntime",)),
                       data=str(digits_dir), log=lambda *_: None, target=target, adaptation=record)
     graph = onnx.load(tmp_path / "bundle" / "model.onnx")
     assert "BatchNormalization" not in {n.op_type for n in graph.graph.node}
@@ -159,7 +160,8 @@ def test_adapt_command_needs_no_source_data(trained_run, domains, tmp_path):
 
     bundle, _ = trained_run
     m = adapt_bundle(bundle, tmp_path / "adapted", AdaptConfig(target_data=str(domains["shifted"] / "train")),
-                     ExportConfig(targets=("cpu",), calib_samples=50, bench_runs=5, qat="off"), log=lambda *_: None)
+                     ExportConfig(targets=("cpu",), calib_samples=50, bench_runs=5, qat="off",
+                                  cpu_engines=("onnxruntime",)), log=lambda *_: None)
     assert m.adaptation["applied"] == "bn" and m.adaptation["shift_reference"] == "the model's own statistics"
     assert m.evaluation["split"] == AGREEMENT and m.artifact("model.onnx").top1 == 1.0
     assert (tmp_path / "adapted" / "model.pt").is_file()
