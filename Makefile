@@ -51,9 +51,11 @@ demo: $(STAMP)
 # The serving tests start `edgetune serve` from the serving environment (EDGETUNE_SERVE_PYTHON).
 # -n auto (pytest-xdist), a file per worker: run one after another the suite kept 1.1 of the 2
 # cores busy (689 CPU-s in 626 s), waiting on subprocesses, servers and single-threaded steps.
+# The heaviest folders are handed out first (torchrun, the searches, adaptation), so the last
+# minutes are short files on both workers rather than one long file on one.
 test: lint $(SERVE_STAMP)
 	EDGETUNE_SERVE_PYTHON=$(CURDIR)/$(SERVE_BIN)/python $(BIN)/python -m pytest -q -n auto --dist loadfile \
-		--durations=10
+		--durations=10 tests/train tests/tune tests/adapt tests
 
 # ruff: lint and import order. lint-imports: the contracts in pyproject.toml, read from a
 # regular build of the package (the editable install maps export/ and calib/ into
