@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from edgetune import config as cfgmod
-from edgetune.config import TrainConfig, UnfreezeStage, parse_schedule
+from edgetune.config import TrainConfig
 from edgetune.data.scan import Splits
 from edgetune.data.sources import scan_sources
 from edgetune.data.subsets import adaptation_subset
@@ -37,6 +37,7 @@ from edgetune.train.interrupt import Interrupted, SaveOnInterrupt
 from edgetune.train.model import create_model, preprocess_for
 from edgetune.train.prepare import RunSetup, build_stage, resolve_unfreeze
 from edgetune.train.schedule import check_depths, default_unfreeze, random_frozen, stage_at
+from edgetune.unfreeze_schedule import UnfreezeStage, parse_schedule
 
 __all__ = ["BEST", "LAST", "Interrupted", "DivergedError", "TrainResult", "train", "evaluate",
            "load_splits"]

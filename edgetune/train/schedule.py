@@ -1,5 +1,5 @@
 """Which blocks train when: gradual unfreezing, and the rule of thumb behind `--unfreeze auto`.
-Pure Python: the schedule's syntax is checked with the other flags (`config.parse_schedule`).
+Pure Python: the schedule's syntax is checked with the other flags (`unfreeze_schedule.parse_schedule`).
 
 A schedule is `DEPTH:EPOCHS,...`, e.g. `head:2,1:2,2`: the head alone for 2 epochs, then the
 top block too for 2, then the top 2 blocks for the remaining epochs (the last stage may omit
@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgetune.config import TrainConfig, UnfreezeStage
+from edgetune.config import TrainConfig
 from edgetune.errors import ConfigError
+from edgetune.unfreeze_schedule import UnfreezeStage
 
 
 def depth(unfreeze: str, groups: int) -> int:

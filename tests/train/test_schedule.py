@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from edgetune.config import TrainConfig, parse_schedule
+from edgetune.config import TrainConfig
 from edgetune.errors import ConfigError
 from edgetune.train import checkpoint, train
 from edgetune.train.schedule import choose_unfreeze, default_unfreeze, random_frozen, stage_at
+from edgetune.unfreeze_schedule import parse_schedule
 
 
 def test_parse_and_locate_stages():
