@@ -28,6 +28,8 @@ def test_parse_and_locate_stages():
     (30, 0.40, False, "2"),        # a distant domain, little data
     (3000, 0.40, False, "all"),    # a distant domain, lots of data
     (30, None, True, "all"),       # nothing pretrained
+    (5, 0.40, False, "head"),      # a few images a class: any trained block overfits
+    (5, None, False, "head"),
 ])
 def test_auto_rule(per_class, probe, scratch, expected):
     choice = choose_unfreeze(per_class, probe, scratch, groups=5)
@@ -49,14 +51,12 @@ def test_gradual_unfreezing_trains_each_stage_from_its_own_split(small_digits, t
     assert ckpt["schedule"] == [["head", 0], ["1", 1]]
 
 
-def test_auto_from_a_pretrained_checkpoint_probes_and_explains(small_digits, digits_dir, tmp_path):
-    """Transfer as users do it: pretrain on the digits, then fine-tune that checkpoint with
-    --unfreeze auto on a subset; the choice is printed with its reason."""
+def test_auto_from_a_pretrained_checkpoint_probes_and_explains(small_digits, trained_run, tmp_path):
+    """Transfer as users do it: the session's run pretrained on all the digits; its checkpoint
+    is fine-tuned with --unfreeze auto on a subset; the choice is printed with its reason."""
     torch.manual_seed(0)
-    pre = TrainConfig(data=str(digits_dir), model="resnet18", weights="none", image_size=32,
-                      unfreeze="all", epochs=1, batch_size=64, augment="none", workers=0)
-    base = train(pre, tmp_path / "pre", log=lambda *_: None)
-    cfg = TrainConfig(data=str(small_digits), model="resnet18", weights=str(base.best), image_size=32,
+    best = trained_run[0] / "checkpoints" / "best.pt"
+    cfg = TrainConfig(data=str(small_digits), model="resnet18", weights=str(best), image_size=32,
                       unfreeze="auto", epochs=1, batch_size=16, augment="none", workers=0)
     logs = []
     result = train(cfg, tmp_path / "o", log=logs.append)
@@ -68,7 +68,7 @@ def test_auto_from_a_pretrained_checkpoint_probes_and_explains(small_digits, dig
 def test_default_depth_trains_every_block_from_scratch_and_says_why():
     scratch = TrainConfig(weights="none", image_size=32)
     assert scratch.unfreeze is None and scratch.resolved_unfreeze == "all"
-    assert TrainConfig().resolved_unfreeze == "2"  # pretrained: the head and the top 2 blocks
+    assert TrainConfig().resolved_unfreeze == "auto"  # pretrained: the data and a probe decide
     assert TrainConfig(weights="none", image_size=32, unfreeze="2").resolved_unfreeze == "2"  # honoured
     assert "a random block is not a feature extractor" in default_unfreeze(scratch).why
     stages = parse_schedule("head:1,2", epochs=3)
