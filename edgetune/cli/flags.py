@@ -47,8 +47,8 @@ def train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weights", help="DEFAULT | none | a torchvision weights name | PATH to a .pth/.pt/.safetensors "
                    "state_dict or checkpoint")
     g.add_argument("--image-size", type=int, help="input size; required with --weights none")
-    g.add_argument("--unfreeze", help="top blocks to train besides the head: K | head | all | auto (default 2; "
-                   "all with --weights none)")
+    g.add_argument("--unfreeze", help="top blocks to train besides the head: K | head | all | auto (default auto: "
+                   "the data and a head-only probe decide; all with --weights none)")
     g.add_argument("--unfreeze-schedule",
                    help="gradual unfreezing, DEPTH:EPOCHS,...: e.g. head:2,1:2,2 (head for 2 epochs, "
                         "then the top block too for 2, then 2 blocks)")
@@ -58,7 +58,8 @@ def train_flags(p: argparse.ArgumentParser) -> None:
                    help="leave unreadable images out, with a warning, instead of stopping")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, help="training epochs (default 10)")
-    g.add_argument("--batch-size", type=int, help="images per step, per process under torchrun (default 32)")
+    g.add_argument("--batch-size", type=int, help="images per step, per process under torchrun (default 32; "
+                   "fewer, down to 8, where the training set would make fewer than 4 steps an epoch)")
     g.add_argument("--lr", type=float, help="head learning rate (default 1e-3)")
     g.add_argument("--backbone-lr-scale", type=float,
                    help="lr factor for unfrozen blocks (default 0.1 pretrained, 1 from scratch)")

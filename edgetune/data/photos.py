@@ -56,8 +56,9 @@ def ensure_photos(root: str | Path | None = None, seed: int = 0) -> Path:
 
 def ensure_k_shot(k: int, root: str | Path | None = None, seed: int = 0) -> Path:
     """`k` training photographs per class and the whole val split, as an ImageFolder under
-    `root` (default: EDGETUNE_HOME/photos-k{k}). The subsets nest: the 5 of k=5 are among the
-    10 of k=10, so a benchmark's rows differ only by the images added."""
+    `root` (default: EDGETUNE_HOME/photos-k{k}, with -s{seed} for seeds other than 0). The
+    subsets nest: the 5 of k=5 are among the 10 of k=10, so a benchmark's rows differ only by
+    the images added."""
     if not 1 <= k <= MIN_TRAIN:
         raise ConfigError(f"k-shot subset k={k} is not available; use 1..{MIN_TRAIN} (benchmarks use "
                           f"{', '.join(map(str, SHOTS))})")
@@ -67,7 +68,8 @@ def ensure_k_shot(k: int, root: str | Path | None = None, seed: int = 0) -> Path
         files = list(files)
         random.Random(f"{seed}:{cls}:shots").shuffle(files)
         picked[cls] = files[:k]
-    root = Path(root) if root else default_dir(f"photos-k{k}")
+    # A folder per seed: two benchmarks of different seeds at once must not swap each other's images.
+    root = Path(root) if root else default_dir(f"photos-k{k}" + (f"-s{seed}" if seed else ""))
     return _materialise(root, {"train": picked, "val": full["val"]}, f"photos seed {seed} k {k}")
 
 

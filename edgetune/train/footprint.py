@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from edgetune import limits
+from edgetune.config import DEFAULT_BATCH
 from edgetune.sizes import parse_size
 
 
@@ -54,7 +55,7 @@ def check_run(train_cfg, export_cfg, out, pre, num_classes: int = 2) -> Footprin
     fp = measure(train_cfg.model, num_classes, pre.size)
     limit = parse_size(train_cfg.memory_limit, "--memory-limit") if train_cfg.memory_limit else None
     image = 3 * pre.size[0] * pre.size[1] * 4
-    batch = train_cfg.batch_size
+    batch = train_cfg.batch_size or DEFAULT_BATCH  # the default batch only ever shrinks
     # At least: the weights, and one batch of images beside its largest layer output (more
     # when layers train: their outputs are kept for the backward pass).
     train_need = fp.params * 4 + batch * (image + fp.largest * 4)

@@ -117,6 +117,7 @@ def _train(cfg, out, resume, log, command, world, device, target_labels=None, on
     if cfg.cache != "off" and cfg.cache_dir is not None:
         check_writable(Path(cfg.cache_dir))
     splits = splits or scan_sources(cfg, target_labels)  # every --data folder, balanced per source
+    cfg = _with_batch(cfg, len(splits.train), world, log)
     pre = preprocess_for(cfg.model, cfg.weights, cfg.image_size)
     seed_everything(cfg.seed)
     if device.type == "cuda":
@@ -229,6 +230,25 @@ def _train(cfg, out, resume, log, command, world, device, target_labels=None, on
     return TrainResult(out / BEST, out / LAST, state.best_top1, state.epoch, state.history, stopped_early)
 
 
+def _with_batch(cfg: TrainConfig, train_images: int, world, log) -> TrainConfig:
+    """`cfg` with its batch resolved for this training set (`TrainConfig.batch_for`), said
+    when the default shrank."""
+    if cfg.batch_size is not None:
+        return cfg
+    batch = cfg.batch_for(train_images, world.size)
+    if batch < cfgmod.DEFAULT_BATCH:
+        log(f"edgetune: batch {batch}: {train_images} training images"
+            + (f" over {world.size} processes" if world.distributed else "")
+            + f" would make {_steps(train_images // world.size, cfgmod.DEFAULT_BATCH)} step(s) an epoch "
+            f"at {cfgmod.DEFAULT_BATCH}, too few to train a new head; at {batch}, "
+            f"{_steps(train_images // world.size, batch)} (set --batch-size)")
+    return dataclasses.replace(cfg, batch_size=batch)
+
+
+def _steps(images: int, batch: int) -> int:
+    return max(1, images // batch)
+
+
 def _stages(setup: RunSetup, splits, saved) -> tuple[UnfreezeStage, ...]:
     """The unfreezing stages (--unfreeze-schedule, or one stage of --unfreeze, its default and
     auto resolved), with a warning when training from scratch leaves random blocks frozen."""
@@ -247,17 +267,18 @@ def _chosen_stages(setup: RunSetup, splits, saved, groups: int) -> tuple[Unfreez
         stages = parse_schedule(cfg.unfreeze_schedule, cfg.epochs)
         check_depths(stages, groups, cfg.model, "--unfreeze-schedule")
         return stages
-    if cfg.unfreeze is None:
+    if cfg.unfreeze is None and cfg.from_scratch:
         choice = default_unfreeze(cfg)
         setup.log(f"edgetune: {choice.why}")
         return (UnfreezeStage(choice.unfreeze, 0),)
-    if cfg.unfreeze != "auto":
+    if cfg.resolved_unfreeze != "auto":
         check_depths((UnfreezeStage(cfg.unfreeze, 0),), groups, cfg.model, "--unfreeze")
         return (UnfreezeStage(cfg.unfreeze, 0),)
     if saved is not None:  # a resumed run keeps the depth it chose
         return tuple(UnfreezeStage(u, e) for u, e in saved["schedule"])
     choice = resolve_unfreeze(setup, splits)
-    setup.log(f"edgetune: --unfreeze auto chose {choice.unfreeze}: {choice.why}")
+    default = " (the default with pretrained weights)" if cfg.unfreeze is None else ""
+    setup.log(f"edgetune: --unfreeze auto{default} chose {choice.unfreeze}: {choice.why}")
     return (UnfreezeStage(choice.unfreeze, 0),)
 
 

@@ -15,12 +15,13 @@ from torch import nn
 
 from edgetune import files
 from edgetune.config import TrainConfig
+from edgetune.data.subsets import stratified_sample
 from edgetune.train.cache import CacheSettings, FeatureCache, Request, feature_shape, memory_budget
 from edgetune.train.data import eval_transform
 from edgetune.train.distributed import World
 from edgetune.train.freeze import FreezePlan
 from edgetune.train.inputs import CachedInputs, ImageInputs, Sources
-from edgetune.train.schedule import AutoChoice, choose_unfreeze
+from edgetune.train.schedule import TINY_IMAGES, AutoChoice, choose_unfreeze
 from edgetune.train.segments import Split, split
 
 # Cached augmented views per image at most when blocks train: memory and disk grow with each.
@@ -144,8 +145,20 @@ def resolve_unfreeze(setup: RunSetup, splits) -> AutoChoice:
     cfg = setup.cfg
     groups = len(FreezePlan.build(cfg.model, setup.model, "head").groups)
     per_class = len(splits.train) / max(len(splits.classes), 1)
-    probe = None if cfg.from_scratch else _probe(setup, splits)
+    probe = None if cfg.from_scratch or per_class < TINY_IMAGES else _probe(setup, splits)
     return choose_unfreeze(per_class, probe, cfg.from_scratch, groups)
+
+
+# Images per class the probe fits and scores on, at most: the probe estimates how well the
+# features fit, and on 100k images a full pass would cost as much as an epoch of training.
+PROBE_IMAGES_PER_CLASS = 200
+
+
+def probe_samples(splits, seed: int) -> tuple[list, list]:
+    """The train and val images the `--unfreeze auto` probe (and `edgetune choose`) run: up to
+    PROBE_IMAGES_PER_CLASS a class of each, a seeded draw over the classes."""
+    n = PROBE_IMAGES_PER_CLASS * max(len(splits.classes), 1)
+    return stratified_sample(splits.train, n, seed), stratified_sample(splits.val, n, seed)
 
 
 def _pooled(features: torch.Tensor) -> torch.Tensor:
@@ -160,8 +173,9 @@ def _probe(setup: RunSetup, splits) -> float:
     s = split(setup.model, cfg.model)
     cache = make_cache(setup, s)
     shape = feature_shape(s.prefix, pre.size, setup.device)
-    train = cache.get(Request("probe-train", splits.train, eval_transform(pre), 1, "none"), shape)
-    val = cache.get(Request("probe-val", splits.val, eval_transform(pre), 1, "none"), shape)
+    train_samples, val_samples = probe_samples(splits, cfg.seed)
+    train = cache.get(Request("probe-train", train_samples, eval_transform(pre), 1, "none"), shape)
+    val = cache.get(Request("probe-val", val_samples, eval_transform(pre), 1, "none"), shape)
     if train is None or val is None:
         return 0.0
     # Pooled over space: a timm model's head starts at its global pool, so the cached prefix

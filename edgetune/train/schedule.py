@@ -51,14 +51,11 @@ class AutoChoice:
 
 
 def default_unfreeze(cfg: TrainConfig) -> AutoChoice:
-    """What trains when --unfreeze is not given (`cfg.resolved_unfreeze`), and why."""
-    if cfg.from_scratch:
-        return AutoChoice(cfg.resolved_unfreeze, "every block trains (the default with --weights none): "
-                                                 "a random block is not a feature extractor; --unfreeze K "
-                                                 "freezes the lowest")
-    return AutoChoice(cfg.resolved_unfreeze, f"the head and the top {cfg.resolved_unfreeze} blocks train "
-                                             "(the default with pretrained weights; --unfreeze auto "
-                                             "chooses from the data)")
+    """What trains from scratch when --unfreeze is not given, and why. (With pretrained weights
+    the default is `auto`: `choose_unfreeze` decides and says why.)"""
+    return AutoChoice(cfg.resolved_unfreeze, "every block trains (the default with --weights none): "
+                                             "a random block is not a feature extractor; --unfreeze K "
+                                             "freezes the lowest")
 
 
 def random_frozen(stages: tuple[UnfreezeStage, ...], groups: int) -> str | None:
@@ -74,6 +71,9 @@ def random_frozen(stages: tuple[UnfreezeStage, ...], groups: int) -> str | None:
 # How many training images per class the rule of thumb calls "little data", and the head-only
 # probe's top-1 above which the pretrained features already separate the classes well.
 FEW_IMAGES, MANY_IMAGES = 100, 1000
+# Below this many images per class a trained block overfits whatever the probe says: pretrained
+# Lite0 on 5 photographs a class (probe 84%), head alone 93.0% val top-1, head + top block 87.7%.
+TINY_IMAGES = 10
 SIMILAR, DISTANT = 0.90, 0.70
 
 
@@ -89,6 +89,9 @@ def choose_unfreeze(per_class: float, probe_top1: float | None, from_scratch: bo
     if from_scratch:
         return AutoChoice("all", "no pretrained weights: every block must learn")
     n = f"{per_class:.0f} training images per class"
+    if per_class < TINY_IMAGES:
+        return AutoChoice("head", f"{n} is very little data: a trained block would overfit it, whatever "
+                                  "the domain; the head alone trains on the pretrained features")
     if probe_top1 is None:
         if per_class < FEW_IMAGES:
             return AutoChoice("head", f"{n} is little data: train the head only, keep the "
