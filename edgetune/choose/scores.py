@@ -70,6 +70,8 @@ def linear_probe(features: np.ndarray, labels: np.ndarray, folds: int = 5, seed:
     f = np.asarray(features, np.float32).reshape(len(features), -1)
     smallest = int(np.bincount(labels)[np.unique(labels)].min())
     k = max(2, min(folds, smallest))
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    # tol 1e-3 (scikit-learn's default 1e-4): on EfficientNet-Lite0's 1280 features of the shipped
+    # photographs the probe's five fits took 1.1 s instead of 5.4 s, its top-1 94.3% against 93.3%.
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, tol=1e-3))
     cv = StratifiedKFold(k, shuffle=True, random_state=seed)
     return float(np.mean(cross_val_score(probe, f, labels, cv=cv)))

@@ -17,7 +17,8 @@ def add_parser(sub) -> None:
     p.add_argument("--data", required=True,
                    help="ImageFolder: DIR/train/<class>/*, DIR/val/<class>/*, or DIR/<class>/*")
     p.add_argument("--models", help="candidates, comma-separated; NAME@none or NAME@PATH gives one its own "
-                                    "weights (default: the edge families whose --weights are downloaded)")
+                                    "weights (default: the edge families whose --weights are at hand: "
+                                    "EfficientNet-Lite0/1/2 from the lite extra, the others once downloaded)")
     p.add_argument("--weights", help="weights of every model named without its own: DEFAULT (default) | "
                                      "none | a weights name | PATH")
     p.add_argument("--image-sizes", help="input sizes to weigh, e.g. 160,192,224 (default: each model's own)")

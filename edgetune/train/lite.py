@@ -24,7 +24,7 @@ from pathlib import Path
 
 from torch import nn
 
-from edgetune.errors import ConfigError, require
+from edgetune.errors import ConfigError, EdgetuneError, require
 from edgetune.preprocess import Preprocess
 from edgetune.train.timm_source import TimmSource
 from edgetune.train.weights_file import is_path, load_weights_file
@@ -80,6 +80,17 @@ class LiteSource(TimmSource):
         if weights.lower() != "none":
             load_weights_file(model, weights, arch, self.param_groups(arch, model).head, log)
         return model
+
+
+    def weights_at_hand(self, arch: str, weights: str) -> bool:
+        """DEFAULT: the weight package installed (the lite extra), its file intact."""
+        if weights != "DEFAULT":
+            return weights.lower() == "none" or is_path(weights)
+        try:
+            weights_path(arch)
+        except EdgetuneError:
+            return False
+        return True
 
 
 def weights_path(arch: str) -> Path:

@@ -34,6 +34,11 @@ def preprocess_for(arch: str, weights: str, image_size: int | None) -> Preproces
     return source.preprocess(arch, weights, image_size)
 
 
+def weights_at_hand(arch: str, weights: str) -> bool:
+    """Whether `arch`'s `weights` load here without a download (a cache, an installed package, a file)."""
+    return source_of(arch).weights_at_hand(arch, weights)
+
+
 def create_model(arch: str, weights: str, num_classes: int, dropout: float = 0.0, log=print) -> nn.Module:
     """The model with pretrained (or file) weights and a fresh head for `num_classes`;
     a weights file's match is logged through `log`."""

@@ -53,6 +53,10 @@ class ModelSource(Protocol):
         """The architecture alone, randomly initialised, without any download: what a
         checkpoint's weights are loaded into, and what the footprint measures on `meta`."""
 
+    def weights_at_hand(self, arch: str, weights: str) -> bool:
+        """Whether `create` would load `weights` here without a download (`choose`'s default
+        candidates are those whose weights are at hand)."""
+
     def param_groups(self, arch: str, model: nn.Module) -> ParamGroups: ...
 
     def segments(self, model: nn.Module, arch: str) -> list[Segment]:

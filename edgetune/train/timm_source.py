@@ -7,6 +7,7 @@ the freeze groups and segments come from the model's own structure (edgetune.tra
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from torch import nn
 
@@ -80,6 +81,22 @@ class TimmSource:
         if is_path(weights):
             load_weights_file(model, weights, arch, self.param_groups(arch, model).head, log)
         return model
+
+    def weights_at_hand(self, arch: str, weights: str) -> bool:
+        """DEFAULT: the tag's weights in Hugging Face's cache (or torch's, for a URL)."""
+        if weights != "DEFAULT":
+            return weights.lower() == "none" or is_path(weights)
+        cfg = self.pretrained_cfg(arch)
+        if not cfg.has_weights:
+            return False
+        if cfg.hf_hub_id:
+            from huggingface_hub import try_to_load_from_cache
+
+            return any(isinstance(try_to_load_from_cache(cfg.hf_hub_id, f), str)
+                       for f in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"))
+        import torch
+
+        return bool(cfg.url) and (Path(torch.hub.get_dir()) / "checkpoints" / Path(cfg.url).name).is_file()
 
     def build(self, arch: str, num_classes: int, dropout: float) -> nn.Module:
         timm = self.timm(arch)

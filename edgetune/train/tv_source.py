@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import torchvision
 from torch import nn
@@ -101,6 +102,16 @@ class TorchvisionSource:
         if is_path(weights):  # after the new head: a file's head loads when it has as many classes
             load_weights_file(model, weights, arch, self.param_groups(arch, model).head, log)
         return model
+
+    def weights_at_hand(self, arch: str, weights: str) -> bool:
+        """none or a file, or weights whose download is in torch's cache."""
+        import torch
+
+        try:
+            w = resolve_weights(arch, weights)
+        except ConfigError:
+            return False
+        return w is None or (Path(torch.hub.get_dir()) / "checkpoints" / Path(w.url).name).is_file()
 
     def build(self, arch: str, num_classes: int, dropout: float) -> nn.Module:
         model = torchvision.models.get_model(arch, weights=None)

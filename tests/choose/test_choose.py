@@ -126,3 +126,35 @@ def test_choose_unknown_model_is_one_line(small_digits, tmp_path):
     proc = edgetune("choose", "--data", small_digits, "--models", "resnet18,mobilenet_v3_smal",
                     "--weights", "none", "--out", tmp_path)
     assert_user_error(proc, "unknown model 'mobilenet_v3_smal'", "mobilenet_v3_small")
+
+
+def test_the_default_candidates_offline_are_the_lite_models_and_the_rest_are_named():
+    """Without --models: EfficientNet-Lite0/1/2's ImageNet weights come with the lite extra (installed
+    by `make install`), so they are candidates offline; every default left out is named in one line."""
+    from edgetune.choose.candidates import LITE_EDGE, default_models, edge_models
+
+    lines: list[str] = []
+    pairs = default_models("DEFAULT", lines.append)
+    assert [a for a, _ in pairs[:3]] == list(LITE_EDGE) and {w for _, w in pairs} == {"DEFAULT"}
+    left_out = [a for a in edge_models() if a not in dict(pairs)]
+    assert all(a in lines[0] for a in left_out) if left_out else not lines
+    assert default_models("none", lines.append) == [(a, "none") for a in edge_models()]
+
+
+@pytest.mark.parametrize("arch", ["efficientnet_lite0", "mobilenet_v3_small"])
+def test_the_graph_features_come_from_is_the_model_and_its_pooled_features(arch):
+    """choose exports `WithFeatures`: the model's own logits, and the head's input beside them (for
+    timm's Lite the trunk ends in a spatial map, pooled by its own forward_head), so the graph it
+    times, with the features output dropped, is the model as it ships."""
+    import torch
+
+    from edgetune.choose.features import WithFeatures
+    from edgetune.train.model import create_model
+
+    torch.manual_seed(0)
+    model = create_model(arch, "none", 5).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        logits, features = WithFeatures(model, arch)(x)
+        assert torch.allclose(logits, model(x), atol=1e-5)
+        assert features.shape == (2, 1280 if arch.startswith("efficientnet") else 576)

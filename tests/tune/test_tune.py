@@ -251,18 +251,25 @@ def test_a_grid_search_visits_every_point_once(tmp_path):
     assert sorted(points) == sorted((lr, bs) for lr in grid["lr"] for bs in grid["batch_size"])
 
 
-def test_two_objectives_write_the_pareto_front_and_the_best_within_budget(base_args, trained_run, tmp_path):
-    """A 2-trial study of top-1 and latency, the latency a device's `bench --json` (here: a real
-    bench of the session's resnet18 bundle at 32 px, the trials' model and size): pareto.csv
-    holds only non-dominated trials, best.yaml the most accurate within the budget. (Timing here
-    exports a graph, 7-17 s a model; `edgetune choose` and this search share that code,
-    edgetune/choose/timing.py.)"""
+@pytest.fixture(scope="module")
+def device_bench(trained_run, tmp_path_factory):
+    """A real `bench --json` of the session's resnet18 bundle at 32 px (the trials' model and size),
+    as a device writes it, and its report."""
     from edgetune.bench import benchmark
 
-    device = tmp_path / "device.json"
+    device = tmp_path_factory.mktemp("device") / "device.json"
     report = benchmark(trained_run[0], artifacts=["model.onnx", "model.int8.cpu.onnx"], batches=(1,), warmup=1,
                        runs=3)
     device.write_text(json.dumps(report.to_dict()))
+    return device, report
+
+
+def test_two_objectives_write_the_pareto_front_and_the_best_within_budget(base_args, device_bench, tmp_path):
+    """A 2-trial study of top-1 and latency, the latency a device's `bench --json`: pareto.csv
+    holds only non-dominated trials, best.yaml the most accurate within the budget. (Timing here
+    exports a graph, 7-17 s a model; `edgetune choose` and this search share that code,
+    edgetune/choose/timing.py.)"""
+    device, report = device_bench
     out = tmp_path / "mo"
     proc = edgetune(*base_args, "--epochs", "1", "--trials", "2", "--objectives", "top1,latency",
                     "--latency-budget", "10000", "--latency-from", device, "--out", out)
@@ -284,6 +291,33 @@ def test_two_objectives_write_the_pareto_front_and_the_best_within_budget(base_a
     best_number = max(points, key=lambda n: (points[n][0], -int(n)))
     assert best["lr"] == pytest.approx(float(rows[[r["number"] for r in rows].index(best_number)]["params_lr"]))
     assert (out / "pareto.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_two_objectives_with_pruning_asked_maximise_top1_under_the_budget(trained_run, three_digits,
+                                                                         device_bench, tmp_path):
+    """`--pruner median` on a 2-objective study: Optuna cannot prune two objectives, so top-1 alone is
+    maximised with latency a constraint, and the log says so; a budget the model misses leaves no
+    best.yaml and names the fastest trial. One trial, in process."""
+    import optuna
+
+    from edgetune.config import ExportConfig, TrainConfig, TuneConfig
+    from edgetune.tune.search import tune
+
+    device, report = device_bench
+    base = TrainConfig(data=str(three_digits), weights=str(trained_run[0] / "model.pt"), image_size=32,
+                       unfreeze="head", epochs=1, workers=0, batch_size=16)
+    fixed = {"data", "weights", "image_size", "unfreeze", "epochs", "workers", "batch_size"}
+    lines: list[str] = []
+    fastest = min(r.p50 for r in report.rows)
+    cfg = TuneConfig(trials=1, objectives="top1,latency", pruner="median", latency_budget=fastest / 2,
+                     latency_from=str(device))
+    assert tune(base, ExportConfig(), cfg, tmp_path, fixed, log=lines.append) is None
+    assert any("Optuna cannot prune a study of two objectives, so this search maximises top-1 alone" in ln
+               for ln in lines)
+    study = optuna.load_study(study_name=tmp_path.name, storage=f"sqlite:///{tmp_path / 'study.db'}")
+    assert len(study.directions) == 1 and study.trials[0].state.name == "COMPLETE"
+    assert not (tmp_path / "best.yaml").exists()
+    assert any("no complete trial is within --latency-budget" in ln and "the fastest, trial 0" in ln for ln in lines)
 
 
 def test_the_default_space_follows_the_weights():
