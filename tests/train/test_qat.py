@@ -119,3 +119,32 @@ print(json.dumps({{"top1": round(hits / len(paths), 4), "torch": sys.modules.get
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got == {"top1": qat["top1"], "torch": False}
+
+
+def test_an_interrupted_qat_stage_continues_from_its_last_epoch(adapted_run, small_digits, tmp_path):
+    """Stopped after its first of two epochs (as Ctrl-C stops it), the same QAT job run again
+    (`--resume`, or the same export) trains the second epoch only, and ends where an
+    uninterrupted stage ends; the saved state goes once the stage is done."""
+    import pytest
+
+    from edgetune.train import checkpoint, load_splits
+    from edgetune.train.qat import QatJob
+
+    ckpt = checkpoint.load(adapted_run.out / "checkpoints" / "best.pt")
+    train = load_splits(ckpt, str(small_digits)).train[::2]  # 29 images: two steps an epoch
+    job = QatJob(ckpt, train, train[:8], epochs=2, lr=1e-4, state_dir=tmp_path / "calib")
+
+    def interrupt_after_epoch_1(line: str) -> None:
+        if line.startswith("qat: epoch 1/2"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        job.run("cpu", interrupt_after_epoch_1)
+    assert (tmp_path / "calib" / "qat-cpu.pt").is_file()
+    log: list[str] = []
+    resumed = job.run("cpu", log.append)
+    assert [line.split(" loss")[0] for line in log if line.startswith("qat: epoch")] == ["qat: epoch 2/2"]
+    assert any(line.startswith("qat: continuing from epoch 1") for line in log)
+    assert not (tmp_path / "calib" / "qat-cpu.pt").exists()
+    whole = QatJob(ckpt, train, train[:8], epochs=2, lr=1e-4).run("cpu", lambda *_: None)
+    assert resumed.record["loss"] == whole.record["loss"]
