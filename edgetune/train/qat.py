@@ -88,6 +88,38 @@ def fake_quantize(model: nn.Module, recipe: str, example: torch.Tensor) -> torch
         return prepare_qat_fx(folded, _qconfig_mapping(recipe), (example,), backend_config=config)
 
 
+def static_same_padding(model: nn.Module, example: torch.Tensor) -> nn.Module:
+    """`model` with timm's Conv2dSame (TensorFlow's SAME padding, as the EfficientNet-Lite
+    weights need) made FX-traceable: it computes its padding from the input's size at run time,
+    a branch FX cannot trace; at the graph's fixed input size that padding is a constant, so each
+    becomes ZeroPad2d then a plain Conv2d with the same weights (the same function)."""
+    try:
+        from timm.layers import Conv2dSame
+        from timm.layers.padding import pad_same_arg
+    except ImportError:  # no timm: no such layer
+        return model
+    found = [(n, m) for n, m in model.named_modules() if isinstance(m, Conv2dSame)]
+    if not found:
+        return model
+    sizes: dict[str, list[int]] = {}
+    hooks = [m.register_forward_pre_hook(lambda _, args, n=n: sizes.__setitem__(n, list(args[0].shape[-2:])))
+             for n, m in found]
+    was_training = model.training
+    with torch.no_grad():
+        model.eval()(example)
+    model.train(was_training)
+    for h in hooks:
+        h.remove()
+    for name, m in found:
+        conv = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, 0, m.dilation, m.groups,
+                         m.bias is not None)
+        conv.load_state_dict(m.state_dict())
+        pad = nn.ZeroPad2d(pad_same_arg(sizes[name], list(m.kernel_size), list(m.stride), list(m.dilation)))
+        parent, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(parent), leaf, nn.Sequential(pad, conv))
+    return model
+
+
 def _module_of(name: str) -> str:
     return name.rsplit(".", 1)[0]
 
@@ -133,9 +165,10 @@ class QatJob:
         torch.manual_seed(TrainConfig(**self.ckpt["config"]).seed)
         t0 = time.perf_counter()
         pre = Preprocess.from_dict(self.ckpt["preprocess"])
-        model = build_from_checkpoint(self.ckpt)
+        example = torch.zeros(2, 3, *pre.size)
+        model = static_same_padding(build_from_checkpoint(self.ckpt), example)
         modules, described = trainable_modules(model, self.ckpt)
-        qat = fake_quantize(model, recipe, torch.zeros(2, 3, *pre.size))
+        qat = fake_quantize(model, recipe, example)
         _observe(qat, self.calibration, pre)
         params = [p for n, p in qat.named_parameters() if _module_of(n) in modules]
         for p in qat.parameters():

@@ -148,3 +148,27 @@ def test_an_interrupted_qat_stage_continues_from_its_last_epoch(adapted_run, sma
     assert not (tmp_path / "calib" / "qat-cpu.pt").exists()
     whole = QatJob(ckpt, train, train[:8], epochs=2, lr=1e-4).run("cpu", lambda *_: None)
     assert resumed.record["loss"] == whole.record["loss"]
+
+
+def test_tensorflow_same_padding_is_made_traceable_for_qat():
+    """EfficientNet-Lite's weights need timm's Conv2dSame, which pads by the input's size at run
+    time: FX cannot trace it, and QAT stopped on pretrained Lite0. At the graph's fixed size the
+    padding is a constant: the same function, and fake-quantization goes through."""
+    import pytest
+    import torch
+    from torch import nn
+
+    from edgetune.train.qat import fake_quantize, static_same_padding
+
+    timm_layers = pytest.importorskip("timm.layers")
+    torch.manual_seed(0)
+    model = nn.Sequential(timm_layers.Conv2dSame(3, 8, 3, stride=2), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
+    x = torch.randn(2, 3, 17, 17)  # odd: the padding is asymmetric
+    with pytest.raises(torch.fx.proxy.TraceError):
+        fake_quantize(model, "tensorrt", x)
+    with torch.no_grad():
+        before = model(x)
+        static = static_same_padding(model, x)
+        assert torch.equal(static(x), before)
+        assert fake_quantize(static, "tensorrt", x).eval()(x).shape == (2, 3)
