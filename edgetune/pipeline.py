@@ -122,7 +122,7 @@ def export_bundle(ckpt_path: str | Path, out: str | Path, cfg: ExportConfig, dat
     cpu = "cpu" in cfg.targets or "openvino" in cfg.targets  # openvino: the cpu target, OpenVINO required
     if cpu or "tensorrt" in cfg.targets:
         cal, calib_batch = _calibrate(out, pool, pre, cfg, log)
-    qat = _qat_job(ckpt, splits, pool, cfg, log) if cpu or "tensorrt" in cfg.targets else None
+    qat = _qat_job(ckpt, splits, pool, cfg, log, out / files.CALIB) if cpu or "tensorrt" in cfg.targets else None
     floor = fp32.top1 - cfg.max_drop / 100.0
     if cpu:
         shipped, candidates["cpu"], chosen = cpu_target.build_cpu(
@@ -206,10 +206,10 @@ def adapt_bundle(bundle: str | Path, out: str | Path, cfg: AdaptConfig, export_c
                          adaptation=record)
 
 
-def _qat_job(ckpt: dict, splits, pool: list, cfg: ExportConfig, log):
+def _qat_job(ckpt: dict, splits, pool: list, cfg: ExportConfig, log, state_dir: Path):
     """What quantization-aware fine-tuning needs, or None with --qat off. It trains on the
     train split only (val judges every artifact), so it needs the checkpoint's training config
-    and its source data."""
+    and its source data. Its unfinished epochs wait in `state_dir` for the run to go on."""
     if cfg.qat == "off":
         return None
     from edgetune.train.qat import QatJob, default_epochs, default_lr
@@ -224,7 +224,7 @@ def _qat_job(ckpt: dict, splits, pool: list, cfg: ExportConfig, log):
         log(f"qat: skipped ({why})")
         return None
     return QatJob(ckpt, splits.train, pool, cfg.qat_epochs or default_epochs(trained["epochs"]),
-                  cfg.qat_lr or default_lr(trained["lr"]))
+                  cfg.qat_lr or default_lr(trained["lr"]), state_dir)
 
 
 def _calibrate(out: Path, sample, pre: Preprocess, cfg: ExportConfig, log):

@@ -15,10 +15,13 @@ only, and its PT2E QAT failed to annotate a ResNet-18.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -85,6 +88,38 @@ def fake_quantize(model: nn.Module, recipe: str, example: torch.Tensor) -> torch
         return prepare_qat_fx(folded, _qconfig_mapping(recipe), (example,), backend_config=config)
 
 
+def static_same_padding(model: nn.Module, example: torch.Tensor) -> nn.Module:
+    """`model` with timm's Conv2dSame (TensorFlow's SAME padding, as the EfficientNet-Lite
+    weights need) made FX-traceable: it computes its padding from the input's size at run time,
+    a branch FX cannot trace; at the graph's fixed input size that padding is a constant, so each
+    becomes ZeroPad2d then a plain Conv2d with the same weights (the same function)."""
+    try:
+        from timm.layers import Conv2dSame
+        from timm.layers.padding import pad_same_arg
+    except ImportError:  # no timm: no such layer
+        return model
+    found = [(n, m) for n, m in model.named_modules() if isinstance(m, Conv2dSame)]
+    if not found:
+        return model
+    sizes: dict[str, list[int]] = {}
+    hooks = [m.register_forward_pre_hook(lambda _, args, n=n: sizes.__setitem__(n, list(args[0].shape[-2:])))
+             for n, m in found]
+    was_training = model.training
+    with torch.no_grad():
+        model.eval()(example)
+    model.train(was_training)
+    for h in hooks:
+        h.remove()
+    for name, m in found:
+        conv = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, 0, m.dilation, m.groups,
+                         m.bias is not None)
+        conv.load_state_dict(m.state_dict())
+        pad = nn.ZeroPad2d(pad_same_arg(sizes[name], list(m.kernel_size), list(m.stride), list(m.dilation)))
+        parent, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(parent), leaf, nn.Sequential(pad, conv))
+    return model
+
+
 def _module_of(name: str) -> str:
     return name.rsplit(".", 1)[0]
 
@@ -108,13 +143,17 @@ class QatResult:
 @dataclass(frozen=True)
 class QatJob:
     """What QAT needs from a finished training: the checkpoint, its train split (never val:
-    val judges the artifacts), the calibration sample that set the PTQ ranges, and the schedule."""
+    val judges the artifacts), the calibration sample that set the PTQ ranges, and the schedule.
+    With `state_dir`, each finished epoch is saved there (`qat-RECIPE.pt`), so a stage that was
+    interrupted continues from its last epoch when the same job runs again (`--resume`, or the
+    same export again); the file goes once the stage is done."""
 
     ckpt: dict
     train: list  # edgetune.data.scan.Sample
     calibration: list  # the same images that calibrated PTQ
     epochs: int
     lr: float
+    state_dir: Path | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -126,9 +165,10 @@ class QatJob:
         torch.manual_seed(TrainConfig(**self.ckpt["config"]).seed)
         t0 = time.perf_counter()
         pre = Preprocess.from_dict(self.ckpt["preprocess"])
-        model = build_from_checkpoint(self.ckpt)
+        example = torch.zeros(2, 3, *pre.size)
+        model = static_same_padding(build_from_checkpoint(self.ckpt), example)
         modules, described = trainable_modules(model, self.ckpt)
-        qat = fake_quantize(model, recipe, torch.zeros(2, 3, *pre.size))
+        qat = fake_quantize(model, recipe, example)
         _observe(qat, self.calibration, pre)
         params = [p for n, p in qat.named_parameters() if _module_of(n) in modules]
         for p in qat.parameters():
@@ -137,12 +177,66 @@ class QatJob:
             p.requires_grad_(True)
         log(f"qat: {recipe} recipe, {self.epochs} epoch(s) at lr {self.lr:g} on {len(self.train)} train "
             f"images; {described} ({sum(p.numel() for p in params):,} parameters)")
-        losses = _finetune(qat, params, self.train, pre, self.epochs, self.lr, self.ckpt["config"], log)
-        seconds = time.perf_counter() - t0
+        state = None
+        if self.state_dir is not None:
+            state = EpochState(self.state_dir / f"qat-{recipe}.pt", self._key(recipe, model), t0)
+        losses = _finetune(qat, params, self.train, pre, self.epochs, self.lr, self.ckpt["config"], log, state)
+        seconds = time.perf_counter() - t0 + (state.seconds_before if state else 0.0)
         return QatResult(qat, {"epochs": self.epochs, "lr": self.lr, "trained": described,
                                 "parameters": sum(p.numel() for p in params), "images": len(self.train),
                                 "loss": [round(x, 4) for x in losses], "seconds": round(seconds, 1),
                                 "library": LIBRARY, "batchnorm": "folded into the convs, frozen"})
+
+
+    def _key(self, recipe: str, model: nn.Module) -> str:
+        """What makes two QAT stages the same: the starting weights, the recipe, the schedule
+        and the images it trains and calibrates on."""
+        h = hashlib.sha256(json.dumps([recipe, self.epochs, self.lr, self.ckpt["config"],
+                                       [str(getattr(s, "path", s)) for s in self.train],
+                                       [str(getattr(s, "path", s)) for s in self.calibration]]).encode())
+        for name, t in sorted(model.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+
+class EpochState:
+    """One QAT stage's progress on disk: the fake-quant model, optimizer and schedule after
+    its last finished epoch, written atomically (edgetune.train.checkpoint.save), and kept
+    only while the stage is unfinished."""
+
+    def __init__(self, path: Path, key: str, t0: float):
+        self.path, self.key, self.t0, self.seconds_before = path, key, t0, 0.0
+
+    def restore(self, qat, optimizer, scheduler, log) -> tuple[int, list[float]]:
+        """(the epochs already done, their losses): 0 and none without a saved stage of this job."""
+        from edgetune.train import checkpoint
+
+        if not self.path.is_file():
+            return 0, []
+        saved = checkpoint.load(self.path)
+        if saved.get("key") != self.key:
+            log(f"qat: {self.path.name} is another job's (other weights, images or schedule); starting over")
+            return 0, []
+        qat.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        checkpoint.set_rng_state(saved["rng"])
+        self.seconds_before = float(saved["seconds"])
+        log(f"qat: continuing from epoch {saved['epoch']} of the interrupted stage ({self.path.name})")
+        return int(saved["epoch"]), [float(x) for x in saved["losses"]]
+
+    def save(self, epoch: int, qat, optimizer, scheduler, losses: list[float]) -> None:
+        from edgetune.train import checkpoint
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        checkpoint.save(self.path, {"key": self.key, "epoch": epoch, "model": qat.state_dict(),
+                                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                    "rng": checkpoint.rng_state(), "losses": losses,
+                                    "seconds": self.seconds_before + time.perf_counter() - self.t0})
+
+    def done(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 def _observe(qat: torch.fx.GraphModule, calibration: list, pre: Preprocess) -> None:
@@ -160,21 +254,25 @@ def _observe(qat: torch.fx.GraphModule, calibration: list, pre: Preprocess) -> N
             m.disable_observer()
 
 
-def _finetune(qat, params, train: list, pre: Preprocess, epochs: int, lr: float, config: dict, log) -> list[float]:
+def _finetune(qat, params, train: list, pre: Preprocess, epochs: int, lr: float, config: dict, log,
+              state: EpochState | None = None) -> list[float]:
     from edgetune.host import loader_processes
     from edgetune.train.data import ImageDataset, make_loader, train_transform
 
     tcfg = TrainConfig(**config)
     ds = ImageDataset(train, train_transform(pre, tcfg.augment), tcfg.skip_bad_images)
-    loader = make_loader(ds, tcfg.batch_size, loader_processes(), drop_last=len(ds) > tcfg.batch_size,
+    workers = loader_processes() if tcfg.workers is None else tcfg.workers  # as training decodes
+    loader = make_loader(ds, tcfg.batch_size, workers, drop_last=len(ds) > tcfg.batch_size,
                          sampler=torch.utils.data.RandomSampler(ds, generator=torch.Generator().manual_seed(tcfg.seed)))
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     total = max(1, epochs * len(loader))
     # Cosine from the small starting rate: the network is already trained, QAT only adjusts it.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
     criterion = nn.CrossEntropyLoss(label_smoothing=tcfg.label_smoothing)
-    losses = []
-    for epoch in range(epochs):
+    start, losses = state.restore(qat, optimizer, scheduler, log) if state else (0, [])
+    for _ in range(start):  # the sampler's generator where the saved epochs left it
+        list(loader.sampler)
+    for epoch in range(start, epochs):
         qat.train()
         running, n = 0.0, 0
         for x, y in loader:
@@ -185,6 +283,10 @@ def _finetune(qat, params, train: list, pre: Preprocess, epochs: int, lr: float,
             scheduler.step()
             running, n = running + loss.item() * len(y), n + len(y)
         losses.append(running / max(n, 1))
+        if state:
+            state.save(epoch + 1, qat, optimizer, scheduler, losses)
         log(f"qat: epoch {epoch + 1}/{epochs} loss {losses[-1]:.4f}")
+    if state:
+        state.done()
     qat.eval()
     return losses

@@ -39,3 +39,136 @@ def test_export_qat_always_makes_a_linted_evaluated_listed_candidate(adapted_run
         np.zeros((2, 3, 32, 32), "float32")).shape == (2, 3)
     assert any(line.startswith("qat: tensorrt top-1") for line in log)
     assert not list((out / "calib").glob("int8-qat*"))  # the losing graph is not left behind
+
+
+# Every ResNet-18 block's second conv reads its block's first channel after BatchNorm and ReLU.
+BLOCKS = [f"layer{i}.{j}" for i in range(1, 5) for j in range(2)]
+
+
+def dead_channel_outliers(state: dict, ratio: float) -> dict:
+    """`state` (a trained ResNet-18's) with, in every block, channel 0 after bn1 dead (its
+    BatchNorm bias -100: ReLU makes it 0 on every image) and a stale weight `ratio` times the
+    largest of each output channel where conv2 reads that channel. Dead ReLU channels keep
+    whatever weights they had; in float the weight multiplies 0 and changes nothing. Per-channel
+    int8 weights take their scale from it, and the rest of each conv2 row rounds to a few steps:
+    a loss no calibration avoids (the weight is real, not an outlier in the data)."""
+    state = {k: v.clone() for k, v in state.items()}
+    for block in BLOCKS:
+        state[f"{block}.bn1.bias"][0] = -100.0
+        w = state[f"{block}.conv2.weight"]
+        w[:, 0, 1, 1] = ratio * w.flatten(1).abs().amax(1)
+    return state
+
+
+def test_qat_brings_back_the_budget_ptq_misses(trained_run, digits_dir, tmp_path):
+    """The Done-when of quantization-aware fine-tuning: the TensorRT target's PTQ graph misses a
+    1-point budget, --qat auto fine-tunes, and the QAT graph is back within it and ships; then
+    it predicts in a torch-free process with the top-1 the manifest reports.
+
+    The network is the session's trained ResNet-18 with dead-channel outliers in every block
+    (above), fine-tuned head-only on 20 train images per class by `edgetune run --weights FILE
+    --unfreeze head`, as a frozen pretrained backbone is. Judged on every val image (359: a
+    point is 3.6 images)."""
+    import shutil
+
+    import torch
+
+    from edgetune.config import TrainConfig
+    from edgetune.pipeline import run
+    from tests.support.cli import python
+
+    data = tmp_path / "digits"
+    shutil.copytree(digits_dir / "val", data / "val")
+    for folder in sorted((digits_dir / "train").iterdir()):
+        (data / "train" / folder.name).mkdir(parents=True)
+        for p in sorted(folder.glob("*.png"))[:20]:
+            shutil.copy(p, data / "train" / folder.name / p.name)
+    backbone = torch.load(trained_run[0] / "checkpoints" / "best.pt", weights_only=False)["model"]
+    torch.save(dead_channel_outliers(backbone, ratio=64), tmp_path / "backbone.pt")
+
+    out, log = tmp_path / "run", []
+    run(TrainConfig(data=str(data), model="resnet18", weights=str(tmp_path / "backbone.pt"), image_size=32,
+                    unfreeze="head", epochs=1, batch_size=64, workers=0),
+        ExportConfig(targets=("tensorrt",), qat="auto", qat_epochs=2, qat_lr=1e-3, calib_samples=64),
+        out, log=log.append)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["evaluation"]["images"] == 359
+    fp32 = next(a for a in manifest["artifacts"] if a["file"] == "model.onnx")["top1"]
+    floor = fp32 - 0.01
+    rows = {r["candidate"]: r for r in manifest["candidates"]["tensorrt"]}
+    ptq, qat = rows["int8"], rows["int8-qat"]
+    assert ptq["top1"] < floor - 0.02, (fp32, ptq["top1"])  # PTQ misses the budget by more than 2 points...
+    assert qat["top1"] >= floor, (fp32, ptq["top1"], qat["top1"])  # ...and QAT brings it back
+    assert qat["verdict"].startswith("chosen") and not ptq["verdict"].startswith("chosen")
+    assert qat["qat"]["ptq_top1"] == ptq["top1"] and qat["qat"]["trained"].startswith("head only")
+    art = next(a for a in manifest["artifacts"] if a["file"] == "model.int8.tensorrt.onnx")
+    assert art["top1"] == qat["top1"] and art["calibration"]["candidate"] == "int8-qat"
+    assert art["calibration"]["lint"] == "passed" and all(v.startswith("passed") for v in art["preflight"].values())
+
+    # Deployment without PyTorch: the QAT graph loads and predicts every val image as measured.
+    proc = python(f"""
+import json, sys
+from pathlib import Path
+from edgetune import runtime
+model = runtime.load({str(out)!r}, artifact="model.int8.tensorrt.onnx")
+paths = sorted(Path({str(data / "val")!r}).glob("*/*.png"))
+hits = sum(
+    top[0][0] == p.parent.name for p, top in zip(paths, model.predict([str(p) for p in paths], topk=1)))
+print(json.dumps({{"top1": round(hits / len(paths), 4), "torch": sys.modules.get("torch") is not None}}))
+""", torch_free=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got == {"top1": qat["top1"], "torch": False}
+
+
+def test_an_interrupted_qat_stage_continues_from_its_last_epoch(adapted_run, small_digits, tmp_path):
+    """Stopped after its first of two epochs (as Ctrl-C stops it), the same QAT job run again
+    (`--resume`, or the same export) trains the second epoch only, and ends where an
+    uninterrupted stage ends; the saved state goes once the stage is done."""
+    import pytest
+
+    from edgetune.train import checkpoint, load_splits
+    from edgetune.train.qat import QatJob
+
+    ckpt = checkpoint.load(adapted_run.out / "checkpoints" / "best.pt")
+    train = load_splits(ckpt, str(small_digits)).train[::2]  # 29 images: two steps an epoch
+    job = QatJob(ckpt, train, train[:8], epochs=2, lr=1e-4, state_dir=tmp_path / "calib")
+
+    def interrupt_after_epoch_1(line: str) -> None:
+        if line.startswith("qat: epoch 1/2"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        job.run("cpu", interrupt_after_epoch_1)
+    assert (tmp_path / "calib" / "qat-cpu.pt").is_file()
+    log: list[str] = []
+    resumed = job.run("cpu", log.append)
+    assert [line.split(" loss")[0] for line in log if line.startswith("qat: epoch")] == ["qat: epoch 2/2"]
+    assert any(line.startswith("qat: continuing from epoch 1") for line in log)
+    assert not (tmp_path / "calib" / "qat-cpu.pt").exists()
+    whole = QatJob(ckpt, train, train[:8], epochs=2, lr=1e-4).run("cpu", lambda *_: None)
+    assert resumed.record["loss"] == whole.record["loss"]
+
+
+def test_tensorflow_same_padding_is_made_traceable_for_qat():
+    """EfficientNet-Lite's weights need timm's Conv2dSame, which pads by the input's size at run
+    time: FX cannot trace it, and QAT stopped on pretrained Lite0. At the graph's fixed size the
+    padding is a constant: the same function, and fake-quantization goes through."""
+    import pytest
+    import torch
+    from torch import nn
+
+    from edgetune.train.qat import fake_quantize, static_same_padding
+
+    timm_layers = pytest.importorskip("timm.layers")
+    torch.manual_seed(0)
+    model = nn.Sequential(timm_layers.Conv2dSame(3, 8, 3, stride=2), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
+    x = torch.randn(2, 3, 17, 17)  # odd: the padding is asymmetric
+    with pytest.raises(torch.fx.proxy.TraceError):
+        fake_quantize(model, "tensorrt", x)
+    with torch.no_grad():
+        before = model(x)
+        static = static_same_padding(model, x)
+        assert torch.equal(static(x), before)
+        assert fake_quantize(static, "tensorrt", x).eval()(x).shape == (2, 3)
