@@ -16,6 +16,7 @@ the same key as its probe).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from edgetune.host import loader_processes
 from edgetune.train.cache import CacheSettings, FeatureCache, Request, feature_shape, memory_budget
 from edgetune.train.data import eval_transform, image_loader
 from edgetune.train.model import create_model, preprocess_for
-from edgetune.train.prepare import cache_parts
+from edgetune.train.prepare import cache_parts, probe_samples
 from edgetune.train.segments import segments_of, split
 
 FEATURES = "features"  # the second output of the graphs features are taken from
@@ -48,10 +49,14 @@ class Extracted:
 
 def extract(cand: Candidate, splits: Splits, data: str, cache_dir: Path, graphs: Path | None,
             batch_size: int, log) -> Extracted:
-    """Features of every train and val image. With `graphs`, through the candidate's graph in
+    """Features of the train and val images (up to 200 a class of each). With `graphs`, through the candidate's graph in
     ONNX Runtime, `graphs/<arch>-<size>.onnx` written when missing; without, through PyTorch
     and the feature cache. A model whose weights cannot load raises ConfigError (the caller
     skips it and says why)."""
+    # The images the `--unfreeze auto` probe runs (at most 200 a class of each split): the same
+    # cache key as its features, and a bounded cost on a large data set.
+    train, val = probe_samples(splits, seed=0)
+    splits = dataclasses.replace(splits, train=train, val=val)
     pre = preprocess_for(cand.arch, cand.weights, cand.size)
     # Seeded, so a random initialisation is the same network on every run and its cache is reused.
     torch.manual_seed(0)
