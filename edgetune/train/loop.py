@@ -35,7 +35,7 @@ from edgetune.train.freeze import FreezePlan
 from edgetune.train.inputs import Sources
 from edgetune.train.interrupt import Interrupted, SaveOnInterrupt
 from edgetune.train.model import create_model, preprocess_for
-from edgetune.train.prepare import RunSetup, build_stage, resolve_unfreeze
+from edgetune.train.prepare import RunSetup, build_stage, resolve_batch, resolve_unfreeze
 from edgetune.train.schedule import check_depths, default_unfreeze, random_frozen, stage_at
 from edgetune.unfreeze_schedule import UnfreezeStage, parse_schedule
 
@@ -117,7 +117,7 @@ def _train(cfg, out, resume, log, command, world, device, target_labels=None, on
     if cfg.cache != "off" and cfg.cache_dir is not None:
         check_writable(Path(cfg.cache_dir))
     splits = splits or scan_sources(cfg, target_labels)  # every --data folder, balanced per source
-    cfg = _with_batch(cfg, len(splits.train), world, log)
+    cfg = resolve_batch(cfg, len(splits.train), world, log)
     pre = preprocess_for(cfg.model, cfg.weights, cfg.image_size)
     seed_everything(cfg.seed)
     if device.type == "cuda":
@@ -228,25 +228,6 @@ def _train(cfg, out, resume, log, command, world, device, target_labels=None, on
                 break
     world.barrier()  # nobody leaves (and exports) before rank 0 has written the checkpoints
     return TrainResult(out / BEST, out / LAST, state.best_top1, state.epoch, state.history, stopped_early)
-
-
-def _with_batch(cfg: TrainConfig, train_images: int, world, log) -> TrainConfig:
-    """`cfg` with its batch resolved for this training set (`TrainConfig.batch_for`), said
-    when the default shrank."""
-    if cfg.batch_size is not None:
-        return cfg
-    batch = cfg.batch_for(train_images, world.size)
-    if batch < cfgmod.DEFAULT_BATCH:
-        log(f"edgetune: batch {batch}: {train_images} training images"
-            + (f" over {world.size} processes" if world.distributed else "")
-            + f" would make {_steps(train_images // world.size, cfgmod.DEFAULT_BATCH)} step(s) an epoch "
-            f"at {cfgmod.DEFAULT_BATCH}, too few to train a new head; at {batch}, "
-            f"{_steps(train_images // world.size, batch)} (set --batch-size)")
-    return dataclasses.replace(cfg, batch_size=batch)
-
-
-def _steps(images: int, batch: int) -> int:
-    return max(1, images // batch)
 
 
 def _stages(setup: RunSetup, splits, saved) -> tuple[UnfreezeStage, ...]:

@@ -1,12 +1,13 @@
-"""Decisions the trainer makes before an unfreezing stage starts: how deep to train
-(`--unfreeze auto`), whether caching the frozen prefix pays, how many augmented views to
-cache, and the inputs that follow from those choices. Each choice is printed with its reason.
+"""Decisions the trainer makes before training or an unfreezing stage starts: the batch for a
+small training set, how deep to train (`--unfreeze auto`), whether caching the frozen prefix
+pays, how many augmented views to cache, and the inputs that follow from those choices. Each
+choice is printed with its reason.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 from edgetune import files
-from edgetune.config import TrainConfig
+from edgetune.config import DEFAULT_BATCH, TrainConfig
 from edgetune.data.subsets import stratified_sample
 from edgetune.train.cache import CacheSettings, FeatureCache, Request, feature_shape, memory_budget
 from edgetune.train.data import eval_transform
@@ -138,6 +139,25 @@ def build_stage(setup: RunSetup, index: int, unfreeze: str, plan: FreezePlan, ep
         off = "the features fit neither the memory budget nor the disk"
     inputs = ImageInputs(model, setup.src, setup.pre, cfg, setup.world, setup.workers, setup.class_weights)
     return PreparedStage(index, unfreeze, plan, inputs, f"cache off: {off}")
+
+
+def resolve_batch(cfg: TrainConfig, train_images: int, world: World, log) -> TrainConfig:
+    """`cfg` with its batch resolved for this training set (`TrainConfig.batch_for`), said
+    when the default shrank."""
+    if cfg.batch_size is not None:
+        return cfg
+    batch = cfg.batch_for(train_images, world.size)
+    if batch < DEFAULT_BATCH:
+        log(f"edgetune: batch {batch}: {train_images} training images"
+            + (f" over {world.size} processes" if world.distributed else "")
+            + f" would make {_steps(train_images // world.size, DEFAULT_BATCH)} step(s) an epoch "
+            f"at {DEFAULT_BATCH}, too few to train a new head; at {batch}, "
+            f"{_steps(train_images // world.size, batch)} steps (set --batch-size)")
+    return replace(cfg, batch_size=batch)
+
+
+def _steps(images: int, batch: int) -> int:
+    return max(1, images // batch)
 
 
 def resolve_unfreeze(setup: RunSetup, splits) -> AutoChoice:
