@@ -5,6 +5,7 @@ Tests read these folders; a test that changes one works on its own copy."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,12 @@ import pytest
 from edgetune.data.demo import ensure_digits
 
 pytest_plugins = ["tests.support.cputime"]  # CPU seconds per test, beside --durations
+
+# One PyTorch thread per process (none of the imports above loads torch; the CLI runs, torchrun
+# and the tools the tests start inherit it): pytest-xdist already runs a worker per core, and
+# two threads each on two cores spun against each other. The same suite on the 2-core EPYC:
+# 939 -> 706 CPU-s, 551 -> 438 s.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")
@@ -123,7 +130,10 @@ def adapted_run(small_digits, shared_root) -> AdaptedRun:
         shifted = ensure_shifted(small_digits, root / "shifted", CameraShift())
         cfg = TrainConfig(data=str(small_digits), weights="none", image_size=32, unfreeze="all", epochs=1,
                           batch_size=16, workers=0)
-        export = ExportConfig(targets=("cpu",), calib_samples=20, bench_runs=3, qat="off")
+        # --max-drop 5: on 15 val images one image is 6.7 points, and under the default budget
+        # the re-export searched layers to keep in float (15 s of this fixture's 41): that
+        # search is tests/calib's.
+        export = ExportConfig(targets=("cpu",), calib_samples=20, bench_runs=3, qat="off", max_drop=5.0)
         run(cfg, export, root / "run", log=lambda *_: None)
         log: list[str] = []
         run(cfg, export, root / "run", resume=True, log=log.append,
