@@ -74,3 +74,6 @@ def test_training_log_piped_has_no_bar(tmp_path, small_digits):
     assert proc.returncode == 0, proc.stderr
     assert "\r" not in proc.stdout + proc.stderr
     assert any(ln.startswith("epoch 1/1  loss") for ln in proc.stdout.splitlines())
+    # 57 training images at the default batch of 32 would make one step: the log says why not.
+    assert ("batch 14, not 32: 57 training images make 1 step(s) an epoch at batch 32, too few to train "
+            "a new head, and 4 at batch 14 (--batch-size sets it)") in proc.stdout + proc.stderr

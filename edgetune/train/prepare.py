@@ -148,11 +148,11 @@ def resolve_batch(cfg: TrainConfig, train_images: int, world: World, log) -> Tra
         return cfg
     batch = cfg.batch_for(train_images, world.size)
     if batch < DEFAULT_BATCH:
-        log(f"edgetune: batch {batch}: {train_images} training images"
+        share = train_images // world.size
+        log(f"edgetune: batch {batch}, not {DEFAULT_BATCH}: {train_images} training images"
             + (f" over {world.size} processes" if world.distributed else "")
-            + f" would make {_steps(train_images // world.size, DEFAULT_BATCH)} step(s) an epoch "
-            f"at {DEFAULT_BATCH}, too few to train a new head; at {batch}, "
-            f"{_steps(train_images // world.size, batch)} steps (set --batch-size)")
+            + f" make {_steps(share, DEFAULT_BATCH)} step(s) an epoch at batch {DEFAULT_BATCH}, too few to "
+            f"train a new head, and {_steps(share, batch)} at batch {batch} (--batch-size sets it)")
     return replace(cfg, batch_size=batch)
 
 
