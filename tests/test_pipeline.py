@@ -143,3 +143,21 @@ def test_tampered_checkpoint_is_refused(trained_run, tmp_path):
 def test_reexport_reuses_the_calibration(reexported_run):
     assert any("reusing ranges" in line for line in reexported_run.log), reexported_run.log
     assert len(list((reexported_run.out / "calib").glob("ranges-*.json"))) == 1
+
+
+def test_in_place_activations_export_as_their_own_ops_and_stay_in_place(tmp_path):
+    """The exporter runs in-place activations out of place (their in-place forms would be
+    decomposed, slowly) and puts them back: the graph has Clip and HardSwish, the model is as it was."""
+    import onnx
+    import torch
+    from torch import nn
+
+    from edgetune.export.onnx import check_parity, export_onnx
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU6(inplace=True), nn.Conv2d(4, 4, 1),
+                          nn.Hardswish(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    path = export_onnx(model, (16, 16), tmp_path / "m.onnx")
+    ops = {n.op_type for n in onnx.load(path).graph.node}
+    assert {"Clip", "HardSwish"} <= ops, ops
+    assert model[1].inplace and model[3].inplace
+    check_parity(model, path, torch.rand(2, 3, 16, 16).numpy())
