@@ -31,6 +31,12 @@ MAX_VIEWS = 8
 # epochs, at most HEAD_MAX_VIEWS. Measured on the shipped photos, pretrained EfficientNet-Lite0,
 # head only, 10 epochs, 3 seeds: 92.4% top-1 from one view, 93.0% from a fresh view every epoch.
 HEAD_EPOCHS_PER_VIEW, HEAD_MAX_VIEWS = 6, 4
+# Under FRESH_VIEW_IMAGES training images a class, the head gets a fresh view every epoch: there
+# the augmentation is what stands between the head and memorising the set, and a fill costs
+# seconds. The same photos and model, three seeds, `--cache-views 10` against one view (val
+# points; one image is 1.75): 5 a class +1.8, +7.0, +1.8; 10 a class +1.8 each; 20 a class 0,
+# -3.5, -1.8 (BENCHMARKS.md, Transfer from ImageNet on few photographs).
+FRESH_VIEW_IMAGES = 20
 
 
 @dataclass(frozen=True)
@@ -40,7 +46,8 @@ class CachePlan:
     why: str
 
 
-def plan_cache(cfg: TrainConfig, prefix_segments: int, head_only: bool, stage_epochs: int) -> CachePlan:
+def plan_cache(cfg: TrainConfig, prefix_segments: int, head_only: bool, stage_epochs: int,
+               per_class: float | None = None) -> CachePlan:
     """`--cache auto` weighs accuracy as well as time. Cached, each image is seen through the
     views drawn at fill time; uncached, through a fresh augmentation every epoch. When blocks
     train, serving one view to many epochs is less augmentation and costs accuracy (one view
@@ -48,7 +55,8 @@ def plan_cache(cfg: TrainConfig, prefix_segments: int, head_only: bool, stage_ep
     draws one view per epoch, up to MAX_VIEWS. Filling a view runs the prefix once per image, as
     an uncached epoch does: where every epoch gets its own view the cache saves nothing in one
     run and stays off, unless other runs reuse its views (--cache-seed, a search's trials). A
-    head alone loses nothing measurable from reused views, and gains most from the cache."""
+    head alone loses nothing measurable from reused views, and gains most from the cache,
+    except on few images (`per_class`, training images a class, under FRESH_VIEW_IMAGES)."""
     if cfg.cache == "off":
         return CachePlan(0, "--cache off")
     if prefix_segments == 0:
@@ -57,6 +65,10 @@ def plan_cache(cfg: TrainConfig, prefix_segments: int, head_only: bool, stage_ep
         return CachePlan(1, "--augment none: one view serves every epoch")
     if cfg.cache_views is not None:
         return CachePlan(cfg.cache_views, f"--cache-views {cfg.cache_views}")
+    if head_only and per_class is not None and per_class < FRESH_VIEW_IMAGES:
+        return CachePlan(stage_epochs, f"{stage_epochs} for {stage_epochs} epochs (head only on {per_class:.0f} "
+                                       f"training images a class, under {FRESH_VIEW_IMAGES}: a fresh view every "
+                                       "epoch, for seconds on so few images; set --cache-views)")
     if head_only:
         views = max(1, min(HEAD_MAX_VIEWS, stage_epochs // HEAD_EPOCHS_PER_VIEW))
         return CachePlan(views, f"{views} for {stage_epochs} epochs (head only: one per "
@@ -127,7 +139,8 @@ def build_stage(setup: RunSetup, index: int, unfreeze: str, plan: FreezePlan, ep
     cfg, model = setup.cfg, setup.model
     plan.apply(model)
     s = split(model, cfg.model)
-    cache = plan_cache(cfg, s.index, s.head_only, epochs)
+    train = setup.src.train
+    cache = plan_cache(cfg, s.index, s.head_only, epochs, len(train) / max(len({x.label for x in train}), 1))
     off = cache.why
     if cache.views:
         inputs = CachedInputs.build(s, make_cache(setup, s), setup.src, setup.pre, cfg, setup.world, cache.views,

@@ -288,10 +288,17 @@ def test_cache_max_default_is_the_lesser_of_a_fixed_size_and_half_the_room(tmp_p
     (dict(cache_seed=0), False, 8, 8, "shared with other runs"),  # a search's trials reuse the views
     (dict(), True, 8, 1, "head only"),  # a linear head: reused views cost nothing measurable
     (dict(), True, 30, 4, "at most 4"),
+    # few images a class: the head's augmentation is worth a fill every epoch
+    (dict(per_class=5), True, 10, 10, "a fresh view every epoch"),
+    (dict(per_class=20), True, 10, 1, "head only"),
+    (dict(per_class=5, cache_views=2), True, 10, 2, "--cache-views 2"),
 ])
 def test_auto_cache_draws_enough_views_or_stays_off(settings, head_only, epochs, views, why):
     from edgetune.train.prepare import plan_cache
 
-    plan = plan_cache(TrainConfig(weights="none", image_size=32, epochs=epochs, **settings), 4, head_only, epochs)
+    settings = dict(settings)  # the parameters are shared between reruns
+    per_class = settings.pop("per_class", None)
+    plan = plan_cache(TrainConfig(weights="none", image_size=32, epochs=epochs, **settings), 4, head_only, epochs,
+                      per_class)
     assert (plan.views, why in plan.why) == (views, True), plan.why
     assert plan_cache(TrainConfig(weights="none", image_size=32), 0, False, 8).views == 0  # nothing frozen
