@@ -1,7 +1,7 @@
 """`edgetune choose`: LogME against the authors' formulation, a trained backbone ranked above
 the same one at random initialisation on real digits, the device's times taken from a real
-`bench --json` file, and the one-line errors. Timing here, on exported graphs, is tested by the
-multi-objective search (tests/tune/test_multi_objective.py), which shares that code.
+`bench --json` file, the features and times from an exported graph where no file times it, and
+the one-line errors.
 
 The "pretrained" backbone is the session's `trained_run` (a resnet18 trained on all ten digits
 at 32 px): its features separate the classes; random initialisation's barely do."""
@@ -158,3 +158,25 @@ def test_the_graph_features_come_from_is_the_model_and_its_pooled_features(arch)
         logits, features = WithFeatures(model, arch)(x)
         assert torch.allclose(logits, model(x), atol=1e-5)
         assert features.shape == (2, 1280 if arch.startswith("efficientnet") else 576)
+
+
+def test_timed_here_the_features_come_from_the_graph_that_ships(small_digits, tmp_path):
+    """Without --latency-from, choose exports each model and size once: its features run through
+    that graph in ONNX Runtime (the same as PyTorch's through the cache), and the graph, its
+    features output dropped, is what is timed and left in OUT/graphs for the device."""
+    import onnx
+
+    from edgetune.choose.candidates import Candidate
+    from edgetune.choose.features import extract
+    from edgetune.data.scan import scan
+
+    cfg = ChooseConfig(data=str(small_digits), models="resnet18", weights="none", image_sizes="32", batch_size=16)
+    (row,) = choose(cfg, tmp_path / "out", log=lambda *_: None)
+    assert row.latency_from == "here" and row.p50_ms > 0
+    shipped = onnx.load(tmp_path / "out" / "graphs" / "resnet18-32.onnx")
+    assert [o.name for o in shipped.graph.output] == ["logits"]
+    # The same candidate through PyTorch and the feature cache (float16): LogME agrees.
+    splits = scan(str(small_digits), cfg.val_fraction, cfg.seed)
+    torch_side = extract(Candidate("resnet18", "none", 32), splits, str(small_digits), tmp_path / "cache", None,
+                         16, lambda *_: None)
+    assert row.logme == pytest.approx(logme(torch_side.features, torch_side.labels), rel=0.02, abs=1e-3)
