@@ -59,8 +59,9 @@ def tune(base: TrainConfig, export_cfg: ExportConfig, cfg: TuneConfig, out: str 
                 "objective": cfg.objective, "sampler": cfg.sampler}
     if cfg.multi:
         settings.update(objectives=list(directions), latency_budget=cfg.latency_budget)
+    first = spacemod.first_trial(params, base) if grid is None else None
     plan = studymod.Plan(cfg.study_name or out.resolve().name, cfg.trials, cfg.sampler, grid, base.seed,
-                         settings, pruner, directions, cfg.latency_budget)
+                         settings, pruner, directions, cfg.latency_budget, first)
     book = _latency_book(base, cfg, out, log) if cfg.multi else None
     with studymod.FileLock(out / studymod.LOCK):  # workers starting together create the tables once
         storage = studymod.open_storage(cfg.storage, out)
@@ -75,6 +76,10 @@ def tune(base: TrainConfig, export_cfg: ExportConfig, cfg: TuneConfig, out: str 
     if cfg.multi:
         log(_objectives_text(cfg, directions))
     log("tune: searching " + ", ".join(f"{p.name} {p.describe()}" for p in params))
+    if first:
+        log("tune: a new study's first trial runs this command's own values: "
+            + ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in first.items())
+            + (" (the rest drawn)" if len(first) < len(params) else ""))
     if grid is not None and studymod.grid_size(plan) < cfg.trials:
         log(f"tune: the grid has {studymod.grid_size(plan)} points: the search ends after them")
     cap = _cache_cap(base, cfg, log)
