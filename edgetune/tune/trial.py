@@ -31,7 +31,12 @@ class Outcome:
 
 
 def trial_seed(base: int, number: int) -> int:
-    """Each trial's own seed, derived from --seed: reruns of a study draw the same ones."""
+    """Each trial's own seed, derived from --seed: reruns of a study draw the same ones. Trial 0
+    keeps --seed: a new study's first trial (space.first_trial) is then the command's own run,
+    which on few images matters (the defaults on EfficientNet-Lite0, 10 photographs a class:
+    96.49% at seed 0, 89.47% at trial 0's derived seed)."""
+    if number == 0:
+        return base
     return (base * 1_000_003 + number * 7_919 + 1) % (2**31 - 1)
 
 
