@@ -10,10 +10,13 @@ from edgetune.config import TrainConfig
 from edgetune.data.photos import ensure_photos
 from edgetune.train import train
 
-# Where training starts. Pretrained EfficientNet-Lite0 (ImageNet) joins as a row here once its
-# weights install offline: {"model": "efficientnet_lite0", "weights": "DEFAULT", ...}.
+# Where training starts: from scratch (every block trains, nothing to cache), and from
+# EfficientNet-Lite0's ImageNet weights (the lite extra, offline): --unfreeze auto takes the head,
+# and the cache serves it one view where --cache off augments afresh every epoch. 96 px keeps
+# the pair to about 7 CPU-s.
 STARTS = [
     pytest.param({"weights": "none", "image_size": 32}, id="from-scratch"),
+    pytest.param({"model": "efficientnet_lite0", "weights": "DEFAULT", "image_size": 96}, id="pretrained-lite0"),
 ]
 
 
@@ -24,7 +27,8 @@ def photos(tmp_path_factory):
 
 @pytest.mark.parametrize("start", STARTS)
 def test_default_cache_is_within_a_point_of_cache_off(photos, tmp_path, start):
-    common = dict(data=str(photos), model="resnet18", epochs=2, batch_size=32, lr=3e-3, workers=0, **start)
+    common = {"data": str(photos), "model": "resnet18", "epochs": 2, "batch_size": 32, "lr": 3e-3, "workers": 0,
+              **start}
     logs: list[str] = []
     default = train(TrainConfig(**common), tmp_path / "default", log=logs.append)
     off = train(TrainConfig(cache="off", **common), tmp_path / "off", log=lambda *_: None)
@@ -32,6 +36,9 @@ def test_default_cache_is_within_a_point_of_cache_off(photos, tmp_path, start):
     assert any(line.startswith("edgetune: cache ") for line in logs), logs  # says on or off, and why
     if start["weights"] == "none":
         assert any("every block trains" in line for line in logs), logs
+    else:
+        assert any("--unfreeze auto (the default with pretrained weights) chose head" in line for line in logs), logs
+        assert any(line.startswith("edgetune: cache on") for line in logs), logs
 
 
 def test_the_default_batch_shrinks_so_that_a_small_set_still_makes_steps():
