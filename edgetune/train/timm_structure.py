@@ -1,7 +1,8 @@
 """timm's models read from their own structure, not from a table per model: the freeze
 groups are timm's `group_matcher` (stem, each block), the head is what `forward_head` runs,
 and the segments are the modules `forward_features` calls one after another, found by
-running it once with hooks on a small input, then `forward_head` as the last segment.
+running it once with hooks on a small input, then `forward_head` as the last segment (two,
+the pool and the classifier, where it is a parameter-free pool before a linear layer).
 """
 
 from __future__ import annotations
@@ -44,14 +45,55 @@ def timm_segments(model: nn.Module) -> list[Segment]:
     one segment: training still works, the cache then serves head-only training alone."""
     found = _structure(model)
     head = {n: m for n, m in model.named_children() if n in found.head}
-    head_part = Segment("head.", _Part(model, "forward_head", head, owns_mode=True))
+    head_part = _pool_then_classifier(model, head) or [Segment("head.", _Part(model, "forward_head", head,
+                                                                              owns_mode=True))]
     if found.chain is None:
         trunk = {n: m for n, m in model.named_children() if n not in head}
         return [Segment("features.", _Part(model, "forward_features", trunk, owns_mode=False, own_params=True)),
-                head_part]
+                *head_part]
     named = dict(model.named_modules())
     return [*(Segment(f"{n}." if any(True for _ in named[n].parameters()) else "", named[n])
-              for n in found.chain), head_part]
+              for n in found.chain), *head_part]
+
+
+def _pool_then_classifier(model: nn.Module, head: dict[str, nn.Module]) -> list[Segment] | None:
+    """Where forward_head is a parameter-free pool, the model's dropout and a linear classifier
+    (EfficientNet, EfficientNet-Lite, ResNet), two segments: the pool joins the frozen prefix, so
+    a head-only cache holds the pooled 1280 numbers an image rather than Lite0's 1280 x 7 x 7 map
+    at 224 px (49x the bytes: 12.5 GB a view at 100k images). None for other heads (a conv
+    after the pool, a norm, timm's ClassifierHead): forward_head stays one segment."""
+    classifier = model.get_classifier()
+    pool = head.get("global_pool")
+    names = {n for n, m in head.items() if m is classifier}
+    if (pool is None or len(names) != 1 or set(head) != {"global_pool", *names} or any(True for _ in pool.parameters())
+            or not isinstance(classifier, nn.Linear) or not isinstance(getattr(model, "drop_rate", None), float)):
+        return None
+    return [Segment("", _Pooled(pool)), Segment(f"{names.pop()}.", _DropoutLinear(model, classifier))]
+
+
+class _Pooled(nn.Module):
+    """timm's global pool, flattened to (N, C), as forward_head runs it first."""
+
+    def __init__(self, pool: nn.Module):
+        super().__init__()
+        self.pool = pool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.pool(x), 1)
+
+
+class _DropoutLinear(nn.Module):
+    """The rest of forward_head: the model's dropout (--dropout, or the family's own rate) while
+    training, then the classifier."""
+
+    def __init__(self, model: nn.Module, classifier: nn.Linear):
+        super().__init__()
+        self.classifier = classifier
+        self._model = [model]  # not registered: the rate is read when it runs, as forward_head does
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rate = float(self._model[0].drop_rate)
+        return self.classifier(nn.functional.dropout(x, p=rate, training=self.training) if rate else x)
 
 
 def _structure(model: nn.Module) -> _Structure:

@@ -66,6 +66,23 @@ def test_the_head_segment_sets_the_models_dropout_mode():
     assert not torch.equal(s.suffix(x), s.suffix(x))
 
 
+@pytest.mark.parametrize("arch", ["timm/tf_efficientnet_lite0", "timm/resnet10t"])
+def test_a_pool_then_linear_head_caches_the_pooled_features(arch):
+    """Where forward_head is pool, dropout, linear, the pool is in the head-only prefix: the cache
+    holds (N, C), not the trunk's map; the classifier alone trains, with the model's dropout."""
+    torch.manual_seed(0)
+    model = create_model(arch, "none", 5, dropout=0.5)
+    FreezePlan.build(arch, model, "head").apply(model)
+    s = split(model, arch)
+    assert s.head_only and s.where == "the pooled features (head only)"
+    x = s.prefix.eval()(torch.randn(4, 3, 64, 64))
+    assert x.shape == (4, model.num_features)
+    s.suffix.train()
+    assert not torch.equal(s.suffix(x), s.suffix(x))  # --dropout 0.5 still applies, in training
+    s.suffix.eval()
+    torch.testing.assert_close(s.suffix(x), model.get_classifier()(x))
+
+
 def test_a_vit_keeps_forward_features_whole():
     """A ViT adds its position embedding between modules: one features segment, still exact."""
     arch = "timm/vit_tiny_patch16_224"
