@@ -62,11 +62,11 @@ def popen(args, **kw) -> subprocess.Popen:
 
 def test_sigkill_then_rerun_finishes_the_study(base_args, tmp_path):
     out = tmp_path / "study"
-    args = [*base_args, "--trials", "4", "--out", out]
+    args = [*base_args, "--trials", "3", "--out", out]
     proc = popen(args, start_new_session=True)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
-        if (out / "trials.csv").is_file() and len(finished(read_trials(out))) >= 2:
+        if (out / "trials.csv").is_file() and len(finished(read_trials(out))) >= 1:
             break
         time.sleep(0.2)
     assert proc.poll() is None, proc.communicate()[1]
@@ -76,7 +76,7 @@ def test_sigkill_then_rerun_finishes_the_study(base_args, tmp_path):
     again = edgetune(*args, timeout=400)
     assert again.returncode == 0, again.stderr
     rows = read_trials(out)
-    assert len(finished(rows)) == 4
+    assert len(finished(rows)) == 3
     failed = [r for r in rows if r["state"] == "FAIL"]
     assert len(failed) <= 1 and not [r for r in rows if r["state"] == "RUNNING"]
     for f in failed:  # the killed trial is retried once, with the values it had drawn
@@ -88,16 +88,16 @@ def test_sigkill_then_rerun_finishes_the_study(base_args, tmp_path):
 
 def test_two_workers_share_one_study(base_args, tmp_path):
     out = tmp_path / "study"
-    args = [*base_args, "--trials", "4", "--out", out]
+    args = [*base_args, "--trials", "3", "--out", out]
     procs = [popen(args) for _ in range(2)]
     logs = [p.communicate(timeout=400) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err for _, err in logs]
     rows = read_trials(out)
-    assert len(finished(rows)) == 4 and len(rows) == 4
+    assert len(finished(rows)) == 3 and len(rows) == 3
     ran = [{int(m[1]) for m in re.finditer(r"^trial +(\d+) ", stdout, re.M)} for stdout, _ in logs]
     assert not ran[0] & ran[1]  # no trial run by both
     assert ran[0] | ran[1] == {int(r["number"]) for r in rows}
-    assert len({r["params_lr"] for r in rows}) == 4  # nor the same values twice
+    assert len({r["params_lr"] for r in rows}) == 3  # nor the same values twice
 
 
 def test_median_pruner_stops_a_hopeless_trial(base_args, tmp_path):
