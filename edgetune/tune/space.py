@@ -87,11 +87,8 @@ def first_trial(params: tuple[Param, ...], base: TrainConfig) -> dict:
         if p.name in ("model", "image_size"):
             first[p.name] = p.choices[0]
             continue
-        value = getattr(base, p.name)
-        if p.name == "unfreeze" and value is None:
-            value = base.resolved_unfreeze
-        elif p.name == "backbone_lr_scale" and value is None:
-            value = base.resolved_backbone_lr_scale
+        # A flag whose None the config resolves (unfreeze, backbone_lr_scale) as the run resolves it.
+        value = getattr(base, f"resolved_{p.name}", getattr(base, p.name))
         if p.choices is not None and value in p.choices:
             first[p.name] = value
         elif p.choices is None and value is not None and p.low <= value <= p.high:

@@ -45,7 +45,7 @@ class Plan:
     pruner: str = "median"  # median | none
     directions: tuple[str, ...] = ("maximize",)  # ("maximize", "minimize"): top-1 and latency
     budget: float | None = None  # ms: trials slower than this are infeasible (constraints_func)
-    first: dict | None = None  # the values a new study's first trial runs (space.first_trial)
+    first: dict | None = None  # the values a new study's first trial runs (space.first_trial; None on a grid)
 
 
 def optuna_module():
@@ -128,7 +128,7 @@ def load(plan: Plan, storage, number: int = 0):
     saved = study.user_attrs.get("edgetune")
     if saved is None:
         study.set_user_attr("edgetune", plan.settings)
-        if plan.first and plan.grid is None:  # a grid runs its own points
+        if plan.first:
             study.enqueue_trial(plan.first)
     elif saved != plan.settings:
         key = next(k for k in sorted(set(saved) | set(plan.settings)) if saved.get(k) != plan.settings.get(k))
