@@ -60,7 +60,8 @@ def train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", type=int, help="training epochs (default 10)")
     g.add_argument("--batch-size", type=int, help="images per step, per process under torchrun (default 32; "
                    "fewer, down to 8, where the training set would make fewer than 4 steps an epoch)")
-    g.add_argument("--lr", type=float, help="head learning rate (default 1e-3)")
+    g.add_argument("--lr", type=float,
+                   help="head learning rate (default 3e-3 for a new head alone on pretrained features, else 1e-3)")
     g.add_argument("--backbone-lr-scale", type=float,
                    help="lr factor for unfrozen blocks (default 0.1 pretrained, 1 from scratch)")
     g.add_argument("--optimizer", help="adamw | sgd")

@@ -35,7 +35,7 @@ from edgetune.train.freeze import FreezePlan
 from edgetune.train.inputs import Sources
 from edgetune.train.interrupt import Interrupted, SaveOnInterrupt
 from edgetune.train.model import create_model, preprocess_for
-from edgetune.train.prepare import RunSetup, build_stage, resolve_batch, resolve_unfreeze
+from edgetune.train.prepare import RunSetup, build_stage, resolve_batch, resolve_lr, resolve_unfreeze
 from edgetune.train.schedule import check_depths, default_unfreeze, random_frozen, stage_at
 from edgetune.unfreeze_schedule import UnfreezeStage, parse_schedule
 
@@ -90,6 +90,7 @@ class TrainResult:
     epochs: int
     history: list[dict] = field(default_factory=list)
     stopped_early: bool = False
+    config: TrainConfig | None = None  # as it ran: the batch and learning rate resolved
 
 
 def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print,
@@ -129,6 +130,8 @@ def _train(cfg, out, resume, log, command, world, device, target_labels=None, on
     saved = checkpoint.load(out / LAST) if resume and (out / LAST).is_file() else None
     setup = RunSetup(cfg, model, out, pre, world, workers, device, log)
     stages = _stages(setup, splits, saved)
+    cfg = resolve_lr(cfg, stages, log)
+    setup = dataclasses.replace(setup, cfg=cfg)
     plans = [FreezePlan.build(cfg.model, model, s.unfreeze) for s in stages]
     log(f"edgetune: {cfg.model} ({cfg.weights}) on {device}"
         + (f" × {world.size} processes" if world.distributed else "")
@@ -227,7 +230,7 @@ def _train(cfg, out, resume, log, command, world, device, target_labels=None, on
                 stopped_early = True
                 break
     world.barrier()  # nobody leaves (and exports) before rank 0 has written the checkpoints
-    return TrainResult(out / BEST, out / LAST, state.best_top1, state.epoch, state.history, stopped_early)
+    return TrainResult(out / BEST, out / LAST, state.best_top1, state.epoch, state.history, stopped_early, cfg)
 
 
 def _stages(setup: RunSetup, splits, saved) -> tuple[UnfreezeStage, ...]:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from edgetune import files
-from edgetune.config import DEFAULT_BATCH, TrainConfig
+from edgetune.config import DEFAULT_BATCH, DEFAULT_LR, TrainConfig
 from edgetune.data.subsets import stratified_sample
 from edgetune.train.cache import CacheSettings, FeatureCache, Request, feature_shape, memory_budget
 from edgetune.train.data import eval_transform
@@ -167,6 +167,18 @@ def resolve_batch(cfg: TrainConfig, train_images: int, world: World, log) -> Tra
             + f" make {_steps(share, DEFAULT_BATCH)} step(s) an epoch at batch {DEFAULT_BATCH}, too few to "
             f"train a new head, and {_steps(share, batch)} at batch {batch} (--batch-size sets it)")
     return replace(cfg, batch_size=batch)
+
+
+def resolve_lr(cfg: TrainConfig, stages, log) -> TrainConfig:
+    """`cfg` with the head's learning rate resolved for the depth the run trains at (after
+    `--unfreeze auto` chose it): `TrainConfig.lr_for`, said when it is not the usual rate."""
+    if cfg.lr is not None:
+        return cfg
+    lr = cfg.lr_for(head_only=len(stages) == 1 and stages[0].unfreeze == "head")
+    if lr != DEFAULT_LR:
+        log(f"edgetune: lr {lr:g}, not {DEFAULT_LR:g}: a new head alone on pretrained features takes larger "
+            "steps (--lr sets it)")
+    return replace(cfg, lr=lr)
 
 
 def _steps(images: int, batch: int) -> int:

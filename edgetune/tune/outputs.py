@@ -14,6 +14,7 @@ from pathlib import Path
 
 from edgetune.atomic import write_text
 from edgetune.files import BEST_YAML, IMPORTANCES, PARETO_CSV, PARETO_PNG, TRIALS_CSV
+from edgetune.tune.study import RUN_OWN
 
 LATENCY = "latency_ms"  # the user attr holding a trial's p50 (edgetune.tune.study.LATENCY)
 # fANOVA's importances from a handful of trials are noise: a 5-trial study printed "unfreeze
@@ -23,7 +24,7 @@ MIN_IMPORTANCE_TRIALS = 10
 
 def trial_rows(study) -> list[dict]:
     trials = study.get_trials(deepcopy=False)
-    params = sorted({p for t in trials for p in t.params})
+    params = sorted({p for t in trials for p in [*t.params, *t.user_attrs.get(RUN_OWN, [])]})
     retries = {_retry_of(t): t.number for t in trials if _retry_of(t) is not None}
     rows = []
     for t in trials:
@@ -41,7 +42,8 @@ def trial_rows(study) -> list[dict]:
                else {}),
             "epochs": t.user_attrs.get("epochs", ""),
             "seconds": "" if seconds is None else round(seconds, 1),
-            **{f"params_{p}": t.params.get(p, "") for p in params},
+            # A first trial's flags the run resolved (space.first_trial) are in its config.
+            **{f"params_{p}": t.params.get(p, t.user_attrs.get("config", {}).get(p, "")) for p in params},
             "retry_of": "" if retry is None else retry,
             "note": note,
         })

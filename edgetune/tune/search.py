@@ -78,7 +78,7 @@ def tune(base: TrainConfig, export_cfg: ExportConfig, cfg: TuneConfig, out: str 
     log("tune: searching " + ", ".join(f"{p.name} {p.describe()}" for p in params))
     if first:
         log("tune: a new study's first trial runs this command's own values: "
-            + ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in first.items())
+            + ", ".join(_first_value(k, v) for k, v in first.items())
             + (" (the rest drawn)" if len(first) < len(params) else ""))
     if grid is not None and studymod.grid_size(plan) < cfg.trials:
         log(f"tune: the grid has {studymod.grid_size(plan)} points: the search ends after them")
@@ -152,7 +152,9 @@ class TrialObjective:
                 raise optuna.TrialPruned()
 
         try:
-            values = {p.name: p.suggest(trial) for p in self.params}
+            # The first trial leaves the flags the run resolves (space.first_trial) to the run.
+            own = trial.user_attrs.get(studymod.RUN_OWN, [])
+            values = {p.name: p.suggest(trial) for p in self.params if p.name not in own}
             cfg = trial_config(self.base, values, trial.number)
             trial.set_user_attr("config", {**values, "seed": cfg.seed, "cache_seed": cfg.cache_seed})
             # The artifact a trial ships is known after its export (--objective int8, timed here);
@@ -163,6 +165,9 @@ class TrialObjective:
                 self._set_latency(trial, *self.book.of(cfg.model, _input_size(cfg)), None if after else self.budget)
             outcome = run_trial(cfg, folder, self.objective, self.export_cfg, report,
                                 log=_file_log(folder / "train.log"))
+            if own:  # as they ran: trials.csv shows them and best.yaml repeats them
+                trial.set_user_attr("config", {**trial.user_attrs["config"],
+                                               **{n: getattr(outcome.config, n) for n in own}})
             if after:
                 shipped = (outcome.shipped_p50, "here (the shipped CPU artifact)") if outcome.shipped_p50 else (
                     trial.user_attrs[studymod.LATENCY], trial.user_attrs["latency_from"])
@@ -172,7 +177,8 @@ class TrialObjective:
             raise
         except (Interrupted, KeyboardInterrupt):
             trial.set_user_attr("note", "interrupted (Ctrl-C); retried when the command is rerun")
-            trial.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            trial.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number,
+                                                                studymod.RUN_OWN: own})
             raise TuneInterrupted(f"interrupted: trial {trial.number} stopped and will be retried; the study "
                                   f"is kept in {self.out}: rerun the same command to continue it") from None
         trial.set_user_attr("epochs", outcome.epochs)
@@ -186,6 +192,12 @@ class TrialObjective:
         trial.set_user_attr("latency_from", where)
         if budget is not None and hasattr(trial, "set_constraint"):  # Optuna 5; 4.x: constraints_func
             trial.set_constraint("latency", studymod.over_budget(budget, trial)[0])
+
+
+def _first_value(name: str, value) -> str:
+    if value is None:
+        return f"{name} (the run's own default)"
+    return f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}"
 
 
 def _input_size(cfg: TrainConfig) -> int:

@@ -78,10 +78,12 @@ def default_space(fixed: set[str], from_scratch: bool = False) -> tuple[Param, .
 def first_trial(params: tuple[Param, ...], base: TrainConfig) -> dict:
     """What a new study runs first: the command's own flags (the defaults, or what the user set)
     for every searched flag whose value lies in its range or choices, the first listed model and
-    size; flags outside the space are drawn. A search then ends no lower than `edgetune run` with
-    the same flags on the first model (judged on the same val split), and the sampler starts from
-    a good point: 6 trials drawn at random from the default space on the shipped photographs
-    scored 89.47% where the defaults on Lite0 at 160 px scored 96.49% (BENCHMARKS.md)."""
+    size; flags outside the space are drawn. A flag the run resolves as it trains (`--lr`: the
+    depth `--unfreeze auto` chooses decides it) maps to None: the trial leaves it to the run.
+    A search then ends no lower than `edgetune run` with the same flags on the first model
+    (judged on the same val split), and the sampler starts from a good point: 6 trials drawn at
+    random from the default space on the shipped photographs scored 89.47% where the defaults
+    on Lite0 at 160 px scored 96.49% (BENCHMARKS.md)."""
     first = {}
     for p in params:
         if p.name in ("model", "image_size"):
@@ -89,7 +91,9 @@ def first_trial(params: tuple[Param, ...], base: TrainConfig) -> dict:
             continue
         # A flag whose None the config resolves (unfreeze, backbone_lr_scale) as the run resolves it.
         value = getattr(base, f"resolved_{p.name}", getattr(base, p.name))
-        if p.choices is not None and value in p.choices:
+        if value is None:  # resolved by the run itself (lr, from the depth it trains): None here too
+            first[p.name] = None
+        elif p.choices is not None and value in p.choices:
             first[p.name] = value
         elif p.choices is None and value is not None and p.low <= value <= p.high:
             first[p.name] = value

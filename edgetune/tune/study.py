@@ -111,6 +111,7 @@ def sampler(plan: Plan, number: int):
 
 
 LATENCY = "latency_ms"  # the user attr holding a trial's p50 at batch 1
+RUN_OWN = "run_own"  # the user attr naming the flags a first trial leaves to the run (space.first_trial)
 
 
 def over_budget(budget: float, trial) -> list[float]:
@@ -129,7 +130,8 @@ def load(plan: Plan, storage, number: int = 0):
     if saved is None:
         study.set_user_attr("edgetune", plan.settings)
         if plan.first:
-            study.enqueue_trial(plan.first)
+            study.enqueue_trial({k: v for k, v in plan.first.items() if v is not None},
+                                user_attrs={RUN_OWN: [k for k, v in plan.first.items() if v is None]})
     elif saved != plan.settings:
         key = next(k for k in sorted(set(saved) | set(plan.settings)) if saved.get(k) != plan.settings.get(k))
         raise ConfigError(f"study {plan.name!r} was started with other settings ({key}: "

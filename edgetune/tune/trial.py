@@ -28,6 +28,7 @@ class Outcome:
     epochs: int
     history: list[dict]
     shipped_p50: float | None = None  # ms: the recommended CPU artifact's, when the trial exported one
+    config: TrainConfig | None = None  # as it trained: the flags the run resolves, resolved
 
 
 def trial_seed(base: int, number: int) -> int:
@@ -67,7 +68,7 @@ def run_trial(cfg: TrainConfig, folder: Path, objective: str, export_cfg: Export
                           else _int8_top1(result.best, folder, cfg, export_cfg, log))
     finally:  # pruned, failed or done: the weights are not needed again
         shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)
-    return Outcome(value, result.epochs, history, shipped)
+    return Outcome(value, result.epochs, history, shipped, result.config)
 
 
 def _int8_top1(best: Path, folder: Path, cfg: TrainConfig, export_cfg: ExportConfig, log):

@@ -5,6 +5,7 @@ cache was on or off."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from edgetune.config import TrainConfig
 from edgetune.data.photos import ensure_photos
@@ -15,7 +16,7 @@ from edgetune.train import train
 # and the cache serves it one view where --cache off augments afresh every epoch. 96 px keeps
 # the pair to about 7 CPU-s.
 STARTS = [
-    pytest.param({"weights": "none", "image_size": 32}, id="from-scratch"),
+    pytest.param({"weights": "none", "image_size": 32, "lr": 3e-3}, id="from-scratch"),
     pytest.param({"model": "efficientnet_lite0", "weights": "DEFAULT", "image_size": 96}, id="pretrained-lite0"),
 ]
 
@@ -27,8 +28,7 @@ def photos(tmp_path_factory):
 
 @pytest.mark.parametrize("start", STARTS)
 def test_default_cache_is_within_a_point_of_cache_off(photos, tmp_path, start):
-    common = {"data": str(photos), "model": "resnet18", "epochs": 2, "batch_size": 32, "lr": 3e-3, "workers": 0,
-              **start}
+    common = {"data": str(photos), "model": "resnet18", "epochs": 2, "batch_size": 32, "workers": 0, **start}
     logs: list[str] = []
     default = train(TrainConfig(**common), tmp_path / "default", log=logs.append)
     off = train(TrainConfig(cache="off", **common), tmp_path / "off", log=lambda *_: None)
@@ -39,6 +39,10 @@ def test_default_cache_is_within_a_point_of_cache_off(photos, tmp_path, start):
     else:
         assert any("--unfreeze auto (the default with pretrained weights) chose head" in line for line in logs), logs
         assert any(line.startswith("edgetune: cache on") for line in logs), logs
+        # The head alone on pretrained features: its own default rate, recorded as it ran.
+        assert "edgetune: lr 0.003, not 0.001: a new head alone on pretrained features takes larger steps " \
+               "(--lr sets it)" in logs
+        assert default.config.lr == 3e-3 and torch.load(default.best, weights_only=False)["config"]["lr"] == 3e-3
 
 
 def test_the_default_batch_shrinks_so_that_a_small_set_still_makes_steps():
@@ -48,3 +52,20 @@ def test_the_default_batch_shrinks_so_that_a_small_set_still_makes_steps():
     assert [cfg.batch_for(n) for n in (10, 25, 100, 10_000)] == [8, 8, 25, 32]
     assert cfg.batch_for(100, processes=2) == 12  # each process's share makes the steps
     assert TrainConfig(batch_size=32).batch_for(25) == 32  # --batch-size stands
+
+
+def test_the_default_lr_follows_what_trains():
+    """3e-3 for a new head alone on pretrained features, 1e-3 where blocks train (a schedule
+    that unfreezes any) or the weights are random; --lr stands (BENCHMARKS.md, Transfer from
+    ImageNet on few photographs)."""
+    from edgetune.train.prepare import resolve_lr
+    from edgetune.unfreeze_schedule import UnfreezeStage
+
+    head, blocks = (UnfreezeStage("head", 0),), (UnfreezeStage("2", 0),)
+    gradual = (UnfreezeStage("head", 0), UnfreezeStage("1", 2))
+    quiet = [].append
+    assert resolve_lr(TrainConfig(), head, quiet).lr == 3e-3
+    assert resolve_lr(TrainConfig(), blocks, quiet).lr == 1e-3
+    assert resolve_lr(TrainConfig(), gradual, quiet).lr == 1e-3
+    assert resolve_lr(TrainConfig(weights="none", image_size=32), head, quiet).lr == 1e-3
+    assert resolve_lr(TrainConfig(lr=0.01), head, quiet).lr == 0.01

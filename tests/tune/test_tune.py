@@ -275,9 +275,9 @@ def test_two_objectives_write_the_pareto_front_and_the_best_within_budget(base_a
                     "--latency-budget", "10000", "--latency-from", device, "--out", out)
     assert proc.returncode == 0, proc.stderr
     assert f"two objectives, top-1 up and latency down (the device's times in {device})" in proc.stdout
-    assert "tune: a new study's first trial runs this command's own values: lr 0.001" in proc.stdout
+    assert "tune: a new study's first trial runs this command's own values: lr (the run's own default)" in proc.stdout
     rows = [r for r in read_trials(out) if r["state"] == "COMPLETE"]
-    assert float(rows[0]["params_lr"]) == 1e-3  # the command's own --lr, the default
+    assert float(rows[0]["params_lr"]) == 3e-3  # the run's own default for a head alone on trained weights
     fastest = min(r.p50 for r in report.rows)
     assert len(rows) == 2 and all(float(r["latency_ms"]) == pytest.approx(fastest, abs=1e-3) for r in rows)
     assert not (out / "graphs").exists()  # nothing timed here
@@ -331,13 +331,15 @@ def test_the_default_space_follows_the_weights():
 
 def test_a_new_study_starts_from_the_commands_own_values():
     """The first trial is `edgetune run` with the same flags on the first listed model and size;
-    a value outside the space (lr 0.5 here) is drawn instead."""
+    a value outside the space (lr 0.5 here) is drawn instead, and one the run resolves as it
+    trains (the default lr, from the depth it trains at) is left to the run (None)."""
     from edgetune.config import TrainConfig
     from edgetune.tune.space import Param, default_space, first_trial
 
     params = (*default_space(set()), Param("model", choices=("efficientnet_lite0", "efficientnet_lite1")),
               Param("image_size", choices=(160, 224)))
     assert first_trial(params, TrainConfig()) == {
-        "lr": 1e-3, "backbone_lr_scale": 0.1, "weight_decay": 0.05, "unfreeze": "auto", "label_smoothing": 0.1,
+        "lr": None, "backbone_lr_scale": 0.1, "weight_decay": 0.05, "unfreeze": "auto", "label_smoothing": 0.1,
         "dropout": 0.0, "augment": "standard", "model": "efficientnet_lite0", "image_size": 160}
     assert "lr" not in first_trial(params, TrainConfig(lr=0.5))
+    assert first_trial(params, TrainConfig(lr=3e-3))["lr"] == 3e-3
