@@ -24,7 +24,7 @@ MIN_IMPORTANCE_TRIALS = 10
 
 def trial_rows(study) -> list[dict]:
     trials = study.get_trials(deepcopy=False)
-    params = sorted({p for t in trials for p in [*t.params, *t.user_attrs.get(RUN_OWN, [])]})
+    params = sorted({p for t in trials for p in trial_values(t)})
     retries = {_retry_of(t): t.number for t in trials if _retry_of(t) is not None}
     rows = []
     for t in trials:
@@ -42,12 +42,18 @@ def trial_rows(study) -> list[dict]:
                else {}),
             "epochs": t.user_attrs.get("epochs", ""),
             "seconds": "" if seconds is None else round(seconds, 1),
-            # A first trial's flags the run resolved (space.first_trial) are in its config.
-            **{f"params_{p}": t.params.get(p, t.user_attrs.get("config", {}).get(p, "")) for p in params},
+            **{f"params_{p}": trial_values(t).get(p, "") for p in params},
             "retry_of": "" if retry is None else retry,
             "note": note,
         })
     return rows
+
+
+def trial_values(trial) -> dict:
+    """The searched flags' values a trial ran with: Optuna's params, and on a first trial the
+    flags it left to the run (space.first_trial), as the run resolved them ("" until it has)."""
+    resolved = trial.user_attrs.get("config", {})
+    return {**trial.params, **{name: resolved.get(name, "") for name in trial.user_attrs.get(RUN_OWN, [])}}
 
 
 def value_of(trial) -> float | None:

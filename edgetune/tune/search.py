@@ -284,7 +284,8 @@ def _objective_text(objective: str) -> str:
 
 def _trial_line(study, number: int) -> str:
     t = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
-    values = "  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
+    values = "  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                       for k, v in outputs.trial_values(t).items())
     top1 = outputs.value_of(t)
     value = "" if top1 is None else f"{top1:.2%}"
     if studymod.LATENCY in t.user_attrs:
