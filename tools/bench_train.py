@@ -35,8 +35,9 @@ from edgetune.data.scan import scan
 from edgetune.train import train
 from edgetune.train.data import ImageDataset, eval_transform, make_loader, train_transform
 from edgetune.train.freeze import FreezePlan
-from edgetune.train.loop import evaluate, make_optimizer, make_scheduler
+from edgetune.train.loop import evaluate
 from edgetune.train.model import create_model, preprocess_for
+from edgetune.train.optim import make_optimizer, make_scheduler
 
 
 def make_data(root: Path, counts: dict[str, int], seed: int = 0, skip: int = 0) -> Path:

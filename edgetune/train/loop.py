@@ -8,10 +8,9 @@ stopping, gradual unfreezing, the frozen prefix cached, seeded and resumable.
 from __future__ import annotations
 
 import dataclasses
-import math
 import random
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,9 @@ from edgetune.train.freeze import FreezePlan
 from edgetune.train.inputs import Sources
 from edgetune.train.interrupt import Interrupted, SaveOnInterrupt
 from edgetune.train.model import create_model, preprocess_for
+from edgetune.train.optim import make_optimizer, make_scheduler
 from edgetune.train.prepare import RunSetup, build_stage, resolve_batch, resolve_lr, resolve_unfreeze
+from edgetune.train.resume import RunState, restore
 from edgetune.train.schedule import check_depths, default_unfreeze, random_frozen, stage_at
 from edgetune.unfreeze_schedule import UnfreezeStage, parse_schedule
 
@@ -45,24 +46,6 @@ __all__ = ["BEST", "LAST", "Interrupted", "DivergedError", "TrainResult", "train
 
 class DivergedError(EdgetuneError):
     """The loss became NaN or infinite."""
-
-
-@dataclass
-class RunState:
-    """Where training stands: saved with every checkpoint (the same keys as its fields) and
-    restored by --resume."""
-    epoch: int = 0  # epochs finished
-    step: int = 0  # steps finished in the current epoch
-    best_top1: float = -1.0
-    history: list[dict] = field(default_factory=list)  # one record per finished epoch
-    bad_epochs: int = 0  # epochs since val top-1 last improved (early stopping)
-
-    def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    @classmethod
-    def from_checkpoint(cls, ckpt: dict) -> RunState:
-        return cls(**{f.name: ckpt[f.name] for f in fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -176,7 +159,7 @@ def _train(cfg, out, resume, log, command, world, device, target_labels=None, on
 
     state = RunState()
     if saved is not None:
-        state = _restore(out / LAST, saved, model, optimizer, scheduler, scaler, meta)
+        state = restore(out / LAST, saved, model, optimizer, scheduler, scaler, meta)
         log(f"edgetune: resumed from {out / LAST} at epoch {state.epoch + 1}, step {state.step}")
 
     def save_last():
@@ -354,35 +337,6 @@ def evaluate(model, batches, device, criterion=None, world=None) -> dict:
             "val_loss": round(loss_sum / n, 4)}
 
 
-def make_optimizer(model: nn.Module, plan: FreezePlan, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Head at --lr, unfrozen backbone blocks at lr × backbone scale; no decay on norms/biases."""
-    head = set(plan.head)
-    groups: dict[tuple, list] = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        lr = cfg.lr if name in head else cfg.lr * cfg.resolved_backbone_lr_scale
-        decay = cfg.weight_decay if p.ndim > 1 else 0.0
-        groups.setdefault((lr, decay), []).append(p)
-    params = [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True)
-    return torch.optim.AdamW(params, lr=cfg.lr)
-
-
-def make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
-    warmup = int(cfg.warmup_epochs * steps_per_epoch)
-    total = max(cfg.epochs * steps_per_epoch, 1)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(total - warmup, 1)
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -400,32 +354,6 @@ def load_splits(ckpt: dict, data: str | None = None) -> Splits:
             "pass the --data the model was trained on"
         )
     return splits
-
-
-def _restore(path, ckpt, model, optimizer, scheduler, scaler, meta) -> RunState:
-    if ckpt["arch"] != meta["arch"] or ckpt["classes"] != meta["classes"]:
-        raise EdgetuneError(
-            f"--resume: {path} holds {ckpt['arch']} for classes {ckpt['classes']}, not this run's "
-            f"{meta['arch']}; resume with the same --model and --data, or use --overwrite"
-        )
-    if [list(s) for s in ckpt.get("schedule", meta["schedule"])] != meta["schedule"]:
-        raise EdgetuneError(
-            f"--resume: {path} was trained with other settings (unfreezing schedule "
-            f"{ckpt['schedule']}); resume without changing --unfreeze or --unfreeze-schedule, "
-            "or use --overwrite"
-        )
-    try:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-    except (RuntimeError, ValueError, KeyError) as exc:
-        raise EdgetuneError(
-            f"--resume: {path} was trained with other settings ({str(exc).splitlines()[0][:80]}); "
-            "resume without changing --model, --weights, --unfreeze, --optimizer or --dropout, or use --overwrite"
-        ) from None
-    checkpoint.set_rng_state(ckpt["rng"])
-    return RunState.from_checkpoint(ckpt)
 
 
 def _progress(batches, epoch: int, epochs: int, total: int):

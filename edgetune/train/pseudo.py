@@ -29,7 +29,7 @@ from edgetune.train import checkpoint
 from edgetune.train.bn_adapt import adapt_bn, all_batchnorms
 from edgetune.train.data import ImageDataset, image_loader, make_loader, train_transform
 from edgetune.train.freeze import FreezePlan
-from edgetune.train.loop import make_optimizer
+from edgetune.train.optim import make_optimizer
 
 LR_SCALE = 0.1  # a fine-tune of a trained model: a tenth of the training rate
 
