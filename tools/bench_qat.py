@@ -51,7 +51,7 @@ def bench_row(row: str, args, data: str, work: Path, log) -> list[dict]:
                                                  calib_samples=args.calib_samples, bench_runs=10),
                   data=data, log=log)
     label = f"{arch} ({'random init, ' + str(args.size) + ' px' if scratch else 'ImageNet'})"
-    return read_rows(out, label, cfg.epochs, train_s)
+    return read_rows(out, label, result.config.epochs, train_s)
 
 
 def read_rows(out: Path, label: str, epochs: int, train_s: float) -> list[dict]:

@@ -57,7 +57,8 @@ def train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--skip-bad-images", action="store_true", default=None,
                    help="leave unreadable images out, with a warning, instead of stopping")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, help="training epochs (default 10)")
+    g.add_argument("--epochs", type=int, help="training epochs (default 10; 20 for a new head alone on pretrained "
+                   "features of under 10 images a class)")
     g.add_argument("--batch-size", type=int, help="images per step, per process under torchrun (default 32; "
                    "fewer, down to 8, where the training set would make fewer than 4 steps an epoch)")
     g.add_argument("--lr", type=float,

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from edgetune import config as cfgmod
-from edgetune.config import TrainConfig
+from edgetune.config import DEFAULT_EPOCHS, TrainConfig
 from edgetune.data.scan import Splits
 from edgetune.data.sources import scan_sources
 from edgetune.data.subsets import adaptation_subset
@@ -35,7 +35,7 @@ from edgetune.train.inputs import Sources
 from edgetune.train.interrupt import Interrupted, SaveOnInterrupt
 from edgetune.train.model import create_model, preprocess_for
 from edgetune.train.optim import make_optimizer, make_scheduler
-from edgetune.train.prepare import RunSetup, build_stage, resolve_batch, resolve_lr, resolve_unfreeze
+from edgetune.train.prepare import RunSetup, build_stage, resolve_batch, resolve_for_depth, resolve_unfreeze
 from edgetune.train.resume import RunState, restore
 from edgetune.train.schedule import check_depths, default_unfreeze, random_frozen, stage_at
 from edgetune.unfreeze_schedule import UnfreezeStage, parse_schedule
@@ -113,7 +113,7 @@ def _train(cfg, out, resume, log, command, world, device, target_labels=None, on
     saved = checkpoint.load(out / LAST) if resume and (out / LAST).is_file() else None
     setup = RunSetup(cfg, model, out, pre, world, workers, device, log)
     stages = _stages(setup, splits, saved)
-    cfg = resolve_lr(cfg, stages, log)
+    cfg = resolve_for_depth(cfg, stages, len(splits.train) / max(len(splits.classes), 1), log)
     setup = dataclasses.replace(setup, cfg=cfg)
     plans = [FreezePlan.build(cfg.model, model, s.unfreeze) for s in stages]
     log(f"edgetune: {cfg.model} ({cfg.weights}) on {device}"
@@ -231,7 +231,7 @@ def _stages(setup: RunSetup, splits, saved) -> tuple[UnfreezeStage, ...]:
 def _chosen_stages(setup: RunSetup, splits, saved, groups: int) -> tuple[UnfreezeStage, ...]:
     cfg = setup.cfg
     if cfg.unfreeze_schedule:
-        stages = parse_schedule(cfg.unfreeze_schedule, cfg.epochs)
+        stages = parse_schedule(cfg.unfreeze_schedule, cfg.epochs or DEFAULT_EPOCHS)
         check_depths(stages, groups, cfg.model, "--unfreeze-schedule")
         return stages
     if cfg.unfreeze is None and cfg.from_scratch:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from edgetune import files
-from edgetune.config import DEFAULT_BATCH, DEFAULT_LR, TrainConfig
+from edgetune.config import DEFAULT_BATCH, DEFAULT_EPOCHS, DEFAULT_LR, TrainConfig
 from edgetune.data.subsets import stratified_sample
 from edgetune.train.cache import CacheSettings, FeatureCache, Request, feature_shape, memory_budget
 from edgetune.train.data import eval_transform
@@ -169,16 +169,20 @@ def resolve_batch(cfg: TrainConfig, train_images: int, world: World, log) -> Tra
     return replace(cfg, batch_size=batch)
 
 
-def resolve_lr(cfg: TrainConfig, stages, log) -> TrainConfig:
-    """`cfg` with the head's learning rate resolved for the depth the run trains at (after
-    `--unfreeze auto` chose it): `TrainConfig.lr_for`, said when it is not the usual rate."""
-    if cfg.lr is not None:
-        return cfg
-    lr = cfg.lr_for(head_only=len(stages) == 1 and stages[0].unfreeze == "head")
-    if lr != DEFAULT_LR:
+def resolve_for_depth(cfg: TrainConfig, stages, per_class: float, log) -> TrainConfig:
+    """`cfg` with the head's learning rate and the epochs resolved for the depth the run trains
+    at (after `--unfreeze auto` chose it) and its images a class (`TrainConfig.lr_for`,
+    `TrainConfig.epochs_for`), each said when it is not the usual value."""
+    head_only = len(stages) == 1 and stages[0].unfreeze == "head"
+    lr = cfg.lr_for(head_only)
+    if cfg.lr is None and lr != DEFAULT_LR:
         log(f"edgetune: lr {lr:g}, not {DEFAULT_LR:g}: a new head alone on pretrained features takes larger "
             "steps (--lr sets it)")
-    return replace(cfg, lr=lr)
+    epochs = cfg.epochs_for(head_only and per_class < TINY_IMAGES)
+    if cfg.epochs is None and epochs != DEFAULT_EPOCHS:
+        log(f"edgetune: {epochs} epochs, not {DEFAULT_EPOCHS}: a new head alone on under {TINY_IMAGES} images a "
+            "class learns from each epoch's fresh augmented view of them (--epochs sets it)")
+    return replace(cfg, lr=lr, epochs=epochs)
 
 
 def _steps(images: int, batch: int) -> int:

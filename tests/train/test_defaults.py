@@ -54,18 +54,31 @@ def test_the_default_batch_shrinks_so_that_a_small_set_still_makes_steps():
     assert TrainConfig(batch_size=32).batch_for(25) == 32  # --batch-size stands
 
 
-def test_the_default_lr_follows_what_trains():
-    """3e-3 for a new head alone on pretrained features, 1e-3 where blocks train (a schedule
-    that unfreezes any) or the weights are random; --lr stands (BENCHMARKS.md, Transfer from
-    ImageNet on few photographs)."""
-    from edgetune.train.prepare import resolve_lr
+def test_the_default_lr_and_epochs_follow_what_trains():
+    """lr 3e-3 for a new head alone on pretrained features, 1e-3 where blocks train (a schedule
+    that unfreezes any) or the weights are random; 20 epochs for such a head under 10 images a
+    class, else 10; --lr and --epochs stand (BENCHMARKS.md, Transfer from ImageNet on few
+    photographs)."""
+    from edgetune.train.prepare import resolve_for_depth
     from edgetune.unfreeze_schedule import UnfreezeStage
 
     head, blocks = (UnfreezeStage("head", 0),), (UnfreezeStage("2", 0),)
     gradual = (UnfreezeStage("head", 0), UnfreezeStage("1", 2))
-    quiet = [].append
-    assert resolve_lr(TrainConfig(), head, quiet).lr == 3e-3
-    assert resolve_lr(TrainConfig(), blocks, quiet).lr == 1e-3
-    assert resolve_lr(TrainConfig(), gradual, quiet).lr == 1e-3
-    assert resolve_lr(TrainConfig(weights="none", image_size=32), head, quiet).lr == 1e-3
-    assert resolve_lr(TrainConfig(lr=0.01), head, quiet).lr == 0.01
+    scratch = TrainConfig(weights="none", image_size=32)
+
+    def resolved(cfg, stages, per_class=50):
+        c = resolve_for_depth(cfg, stages, per_class, [].append)
+        return c.lr, c.epochs
+
+    assert resolved(TrainConfig(), head) == (3e-3, 10)
+    assert resolved(TrainConfig(), head, per_class=5) == (3e-3, 20)
+    assert resolved(TrainConfig(), blocks, per_class=5) == (1e-3, 10)
+    assert resolved(TrainConfig(), gradual) == (1e-3, 10)
+    assert resolved(scratch, head, per_class=5) == (1e-3, 10)
+    assert resolved(TrainConfig(lr=0.01, epochs=3), head, per_class=5) == (0.01, 3)
+    logs: list[str] = []
+    resolve_for_depth(TrainConfig(), head, 5, logs.append)
+    assert logs == ["edgetune: lr 0.003, not 0.001: a new head alone on pretrained features takes larger steps "
+                    "(--lr sets it)",
+                    "edgetune: 20 epochs, not 10: a new head alone on under 10 images a class learns from each "
+                    "epoch's fresh augmented view of them (--epochs sets it)"]
