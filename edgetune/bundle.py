@@ -21,7 +21,9 @@ FORMAT = "edgetune-bundle"
 # 2: the cpu target's artifacts may be run by any CPU engine (`backend`), each names the pip
 # extra its engine needs (`extra`) and the candidate it ships (`candidate`), and the cpu
 # recommendation lists the fallbacks (`order`). Version 1 bundles still load.
-VERSION = 2
+# 3: an artifact whose bytes another artifact's file holds names that file (`graph`) instead of
+# shipping a second copy. Older bundles still load.
+VERSION = 3
 
 
 @dataclass
@@ -52,6 +54,9 @@ class Artifact:
     # Written at an older opset for the TensorRT the device runs (--tensorrt-version 8.6):
     # {"opset", "from", "for", "parity"}, parity against the graph at the exporter's opset
     opset: dict | None = None
+    # The bundle file holding its bytes when another artifact's file already does (OpenVINO's
+    # bf16 run of model.onnx; an INT8 graph both engines run): one copy ships. None: `file`.
+    graph: str | None = None
 
 
 @dataclass
@@ -113,10 +118,11 @@ def serving_name(bundle: str | Path, name: str | None = None) -> str:
     return name
 
 
-def artifact_record(bundle: Path, file: str, **fields) -> Artifact:
-    """Describe a file already inside `bundle`, with its hash and size."""
-    path = bundle / file
-    return Artifact(file=file, sha256=sha256_file(path), size_bytes=path.stat().st_size, **fields)
+def artifact_record(bundle: Path, file: str, graph: str | None = None, **fields) -> Artifact:
+    """Describe a file already inside `bundle` (or `graph`, the file holding its bytes), with
+    its hash and size."""
+    path = bundle / (graph or file)
+    return Artifact(file=file, sha256=sha256_file(path), size_bytes=path.stat().st_size, graph=graph, **fields)
 
 
 def write_manifest(bundle: str | Path, manifest: Manifest) -> Path:
@@ -152,6 +158,7 @@ def read_manifest(bundle: str | Path) -> Manifest:
         raise BundleError(f"{path} is malformed ({exc}); re-run `edgetune export`") from None
     for a in manifest.artifacts:
         safe_member(bundle, a.file)
+        artifact_path(bundle, a)
     if manifest.checkpoint:
         safe_member(bundle, manifest.checkpoint)
     return manifest
@@ -170,15 +177,21 @@ def safe_member(bundle: Path, name: str) -> Path:
     return path
 
 
+def artifact_path(bundle: str | Path, artifact: Artifact) -> Path:
+    """Where the artifact's bytes are: its own file, or the file it shares (`graph`)."""
+    return safe_member(Path(bundle), artifact.graph or artifact.file)
+
+
 def verify_artifact(bundle: str | Path, artifact: Artifact) -> Path:
     """The artifact's path, after checking it exists and matches its recorded sha256."""
-    path = safe_member(Path(bundle), artifact.file)
+    path = artifact_path(bundle, artifact)
+    shared = f" (its bytes are {artifact.graph}'s)" if artifact.graph else ""
     if not path.is_file():
-        raise BundleError(f"artifact {artifact.file} listed in the manifest is missing from {bundle}")
+        raise BundleError(f"artifact {artifact.file}{shared} listed in the manifest is missing from {bundle}")
     digest = sha256_file(path)
     if digest != artifact.sha256:
         raise BundleError(
-            f"artifact {artifact.file} fails its integrity check (sha256 {digest[:12]}… != "
+            f"artifact {artifact.file}{shared} fails its integrity check (sha256 {digest[:12]}… != "
             f"manifest {artifact.sha256[:12]}…); the file was changed or corrupted: "
             "re-copy the bundle or re-run `edgetune export`"
         )

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edgetune import ranking
-from edgetune.atomic import atomic_path
+from edgetune.atomic import atomic_path, sha256_file
 from edgetune.bundle import Artifact, artifact_record
 from edgetune.config import ExportConfig
 from edgetune.evaluate import EvalSet, top1
@@ -110,8 +110,9 @@ def build_cpu(out: Path, cal, val: EvalSet, calib_batch: np.ndarray, pre: Prepro
     files = {id(c): name for c, name in shipped}
     rows = [{**c.row(), "file": files.get(id(c))} for c in everyone]
     # fp32 first, as in every bundle; then the rest in the order of need.
-    artifacts = [_record(out, fp32, c, name, options[c.name], cal, cfg, floor, log)
-                 for c, name in sorted(shipped, key=lambda s: s[1] != FP32)]
+    artifacts = []
+    for c, name in sorted(shipped, key=lambda s: s[1] != FP32):
+        artifacts.append(_record(out, fp32, c, name, options[c.name], cal, cfg, floor, log, artifacts))
     shutil.rmtree(work, ignore_errors=True)
     log("cpu: the bundle ships " + ", ".join(f"{name} ({c.name})" for c, name in shipped)
         + " for `edgetune bench --choose` on the device")
@@ -165,14 +166,22 @@ def _file(c) -> str:
 
 
 def _record(out: Path, fp32: Artifact, c, name: str, options: dict, cal, cfg: ExportConfig, floor: float,
-            log) -> Artifact:
-    """The manifest's record of a shipped candidate; fp32's own record gains its timing."""
+            log, held: list[Artifact]) -> Artifact:
+    """The manifest's record of a shipped candidate; fp32's own record gains its timing. A graph
+    whose bytes an artifact in `held` already ships (OpenVINO's bf16 run of model.onnx, an INT8
+    graph both engines run) names that file instead of copying it."""
     extra = backends.extra(c.backend)
     if name == FP32:
         fp32.latency_ms, fp32.session, fp32.extra, fp32.candidate = c.latency, options, extra, c.name
         return fp32
-    with atomic_path(out / name) as tmp:
-        shutil.copyfile(c.path, tmp)
+    digest = sha256_file(c.path)
+    same = next((a.graph or a.file for a in held if a.sha256 == digest), None)
+    if same is None:
+        with atomic_path(out / name) as tmp:
+            shutil.copyfile(c.path, tmp)
+    else:
+        (out / name).unlink(missing_ok=True)  # an earlier export's copy
+        log(f"cpu: {name} ({c.name}) is the same graph as {same}: the bundle holds it once")
     notes = "" if c.within(floor) else \
         f"over the {cfg.max_drop:g}-point budget even with layers in float; fp32 is recommended"
     if c.backend == "openvino":
@@ -181,9 +190,10 @@ def _record(out: Path, fp32: Artifact, c, name: str, options: dict, cal, cfg: Ex
                  "Intel validates OpenVINO on Intel CPUs only")
     recipe = "openvino" if c.name == f"{OV}{OPENVINO_RECIPE}" else "cpu-s8s8" if name == INT8_S8S8_CPU else "cpu"
     return artifact_record(
-        out, name, backend=c.backend, target="cpu", precision=c.precision, top1=c.top1, latency_ms=c.latency,
-        session=options, calibration=_calibration_record(cal, c, recipe) if c.precision == "int8" else None,
-        notes=notes, extra=extra, candidate=c.name)
+        out, name, graph=same, backend=c.backend, target="cpu", precision=c.precision, top1=c.top1,
+        latency_ms=c.latency, session=options,
+        calibration=_calibration_record(cal, c, recipe) if c.precision == "int8" else None, notes=notes,
+        extra=extra, candidate=c.name)
 
 
 def _why(winner, ort: list, floor: float) -> str:

@@ -41,14 +41,14 @@ def add_engine(bundle: str | Path, source: str | None = None, max_batch: int = 8
             "export with --targets tensorrt (int8) or --targets gpu (fp16)"
         )
     src = files[source]
-    verify_artifact(bundle, src)
+    graph = verify_artifact(bundle, src)
     version = trt_version()
     build_mode(version, src.precision, device)  # refuses a version/device/graph that cannot build
-    _preflight(bundle / source, version, log)
+    _preflight(graph, version, log)
     name = engine_name(source, device)
     log(f"tensorrt {version}: building {name} from {source} on {device} (batch 1..{max_batch}, opt {opt_batch})")
     pre = manifest.preprocess
-    built = build_engine(bundle / source, bundle / name, pre.size, src.precision, max_batch=max_batch,
+    built = build_engine(graph, bundle / name, pre.size, src.precision, max_batch=max_batch,
                          opt_batch=opt_batch, workspace_gb=workspace_gb, device=device, builder=builder,
                          log=log)
     info = built.info

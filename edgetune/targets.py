@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetune.bundle import Artifact, artifact_record
+from edgetune.bundle import Artifact, artifact_path, artifact_record
 from edgetune.config import ExportConfig
 from edgetune.evaluate import EvalSet, top1
 from edgetune.files import CALIB, FP16, FP32, INT8_TENSORRT, folded_name
@@ -129,8 +129,9 @@ def fold_artifacts(out: Path, artifacts: list[Artifact], recommended: dict, pre:
         if a.file not in wanted:
             continue
         name = folded_name(a.file, layout)
-        fold_preprocessing(out / a.file, out / name, pre, layout)
-        parity = check_fold(out / a.file, out / name, pre, pixels_nhwc, layout, a.precision)
+        source = artifact_path(out, a)
+        fold_preprocessing(source, out / name, pre, layout)
+        parity = check_fold(source, out / name, pre, pixels_nhwc, layout, a.precision)
         record = artifact_record(out, name, backend=a.backend, target=a.target, precision=a.precision)
         records[name] = {"source": a.file, "layout": layout, "pixels": "uint8", "precision": a.precision,
                          "sha256": record.sha256, "size_bytes": record.size_bytes, "parity": parity.to_dict()}

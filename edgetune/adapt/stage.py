@@ -82,6 +82,7 @@ def measure_domains(out: Path, artifacts: list, source_val, target: TargetData |
                     threads: int | None, log=print) -> dict:
     """Each artifact's top-1 on `--target-val` and, when artifacts were judged on target images,
     on the source val split; recorded on the artifacts. Returns the evaluation record's additions."""
+    from edgetune.bundle import artifact_path
     from edgetune.evaluate import top1
     from edgetune.runtime.ort_backend import OrtSession
 
@@ -89,7 +90,7 @@ def measure_domains(out: Path, artifacts: list, source_val, target: TargetData |
             "top1_target": EvalSet(target.val, pre) if target is not None and target.val else None}
     for a in artifacts:
         if a.file.endswith(".onnx"):
-            session = OrtSession(out / a.file, device="cpu", threads=threads)
+            session = OrtSession(artifact_path(out, a), device="cpu", threads=threads)
             for name, data in sets.items():
                 if data is not None:
                     setattr(a, name, top1(session, data))

@@ -55,10 +55,14 @@ def shipped_lines(out: Path, manifest: Manifest) -> list[str]:
     cpu = [a for a in manifest.artifacts if a.target == "cpu"]
     if len(cpu) < 2:
         return []
-    total = sum(a.size_bytes for a in cpu) / 1e6
+    total = sum(a.size_bytes for a in cpu if not a.graph) / 1e6  # a shared file counts once
+
+    def held(a) -> str:
+        return f"the same file as {a.graph}" if a.graph else f"{a.size_bytes / 1e6:.1f} MB"
+
     return [f"shipped   {len(cpu)} CPU artifacts, {total:.1f} MB, for the device to choose from "
             f"(edgetune bench {_q(out)} --choose, on it): "
-            + ", ".join(f"{a.file} ({a.backend} {a.precision}, {a.size_bytes / 1e6:.1f} MB)" for a in cpu)]
+            + ", ".join(f"{a.file} ({a.backend} {a.precision}, {held(a)})" for a in cpu)]
 
 
 def judged_lines(raw: dict) -> list[str]:

@@ -251,6 +251,11 @@ def test_every_installed_engine_is_weighed_and_one_choice_ships(trained_run):
         row = rows[a.candidate]
         assert (row["file"], row["backend"], row["precision"], row["top1"]) == (a.file, a.backend, a.precision, a.top1)
         assert a.extra == {"onnxruntime": "runtime", "openvino": "openvino"}[a.backend]
+    held = [a for a in cpu if a.graph is None]  # each graph's bytes in one file
+    assert len({a.sha256 for a in held}) == len(held)
+    for a in cpu:
+        assert (out / a.file).is_file() == (a.graph is None)
+        assert a.graph is None or a.sha256 == next(h.sha256 for h in held if h.file == a.graph)
     order = m.recommended["cpu"]["order"]
     assert order[0] == m.recommended["cpu"]["file"] and set(order) <= {a.file for a in cpu}
     assert runtime.load(out).artifact.file == order[0]  # both engines installed here

@@ -105,6 +105,34 @@ def test_tampered_artifact_is_refused(tiny, tmp_path):
     runtime.load(bundle, artifact=FP32)  # the untouched artifact still loads
 
 
+def test_an_artifact_sharing_another_files_bytes_is_held_once(tiny, fp32_model, tmp_path):
+    """Two records, one file: an artifact whose graph another artifact ships (OpenVINO's bf16
+    run of model.onnx, an INT8 graph both engines run) names that file (`graph`) instead of a
+    second copy. It loads and verifies through that file, the summary counts the bytes once, and
+    tampering with the shared file is refused for both."""
+    from edgetune.bundle import artifact_record
+    from edgetune.report.summary import shipped_lines
+
+    bundle = clone(tiny.bundle, tmp_path / "b", copy=(FP32,))
+    m = read_manifest(bundle)
+    m.artifacts.append(artifact_record(bundle, "model.again.onnx", graph=FP32, backend="onnxruntime",
+                                       target="cpu", precision="fp32"))
+    write_manifest(bundle, m)
+    assert not (bundle / "model.again.onnx").exists()
+    again = runtime.load(bundle, artifact="model.again.onnx")
+    assert again.artifact.graph == FP32 and again.predict(tiny.images) == fp32_model.predict(tiny.images)
+    m = read_manifest(bundle)
+    cpu = [a for a in m.artifacts if a.target == "cpu"]
+    line = shipped_lines(bundle, m)[0]
+    assert "model.again.onnx (onnxruntime fp32, the same file as model.onnx)" in line
+    assert f"{sum(a.size_bytes for a in cpu if not a.graph) / 1e6:.1f} MB" in line
+    data = bytearray((bundle / FP32).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (bundle / FP32).write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="model.again.onnx .its bytes are model.onnx's. fails its integrity"):
+        runtime.load(bundle, artifact="model.again.onnx")
+
+
 def test_newer_manifest_version_is_refused(tiny, tmp_path):
     bundle = clone(tiny.bundle, tmp_path / "b")
     edit_manifest(bundle, version=99)
