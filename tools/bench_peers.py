@@ -96,7 +96,7 @@ def openvino_int8(fp32: Path, calib, out: Path) -> Path:
 def bench_model(arch: str, args, console: Console) -> dict:
     from edgetune.adapt.stage import calibration_pool
     from edgetune.atomic import sha256_file
-    from edgetune.bundle import read_manifest
+    from edgetune.bundle import artifact_path, read_manifest
     from edgetune.data.demo import ensure_digits
     from edgetune.data.scan import scan
     from edgetune.evaluate import EvalSet, top1
@@ -119,13 +119,14 @@ def bench_model(arch: str, args, console: Console) -> dict:
 
     rec = m.recommended["cpu"]["file"]  # what `load` picks here, both engines installed
     rec_art = m.artifact(rec)
+    rec_path = artifact_path(bundle, rec_art)  # its own file, or the one whose bytes it shares
     rec_name = rec_art.candidate or "fp32"
     ort = dict(device="cpu", threads=args.threads, spinning=args.spinning == "on")
 
     def recommended():
         if rec_art.backend == "openvino":
-            return OvSession(bundle / rec, threads=args.threads, precision=rec_art.precision)
-        return OrtSession(bundle / rec, **ort)
+            return OvSession(rec_path, threads=args.threads, precision=rec_art.precision)
+        return OrtSession(rec_path, **ort)
 
     rows = {  # name -> (engine, precision, session factory)
         "pytorch eager": ("pytorch", "fp32", lambda: TorchSession(bundle)),
@@ -160,7 +161,7 @@ def bench_model(arch: str, args, console: Console) -> dict:
     # "openvino fp32"/"openvino bf16" row itself (same engine, options and bytes): any
     # difference between the two is noise.
     same = (rec_art.backend == "openvino" and rec_art.precision in ("fp32", "bf16")
-            and sha256_file(bundle / rec) == sha256_file(bundle / "model.onnx"))
+            and sha256_file(rec_path) == sha256_file(bundle / "model.onnx"))
     return {"model": arch, "cpu": host.cpu_model(), "recommended": rec, "recommended_candidate": rec_name,
             "same_as": f"openvino {rec_art.precision}" if same else None,
             "why": m.recommended["cpu"]["why"], "ort_session": options,

@@ -111,7 +111,7 @@ def evaluate(out: Path, manifest: dict, val) -> dict:
     file = (manifest.get("recommended", {}).get("cpu") or {}).get("file") or FP32
     art = next((a for a in manifest["artifacts"] if a["file"] == file), {})
     # In the engine and precision it runs in (an OpenVINO artifact in OpenVINO, bf16 in bf16).
-    session = backends.open_session(art.get("backend", "onnxruntime"), out / file, "cpu",
+    session = backends.open_session(art.get("backend", "onnxruntime"), out / (art.get("graph") or file), "cpu",
                                     precision=art.get("precision"))
     probs = softmax(logits_of(session, val, desc=f"report: evaluate {file}"))
     y, pred = np.asarray(val.y), probs.argmax(1)
