@@ -126,6 +126,15 @@ def test_an_artifact_sharing_another_files_bytes_is_held_once(tiny, fp32_model, 
     line = shipped_lines(bundle, m)[0]
     assert "model.again.onnx (onnxruntime fp32, the same file as model.onnx)" in line
     assert f"{sum(a.size_bytes for a in cpu if not a.graph) / 1e6:.1f} MB" in line
+    # The report judges the recommended artifact through the file it shares (the demo's crashed).
+    from edgetune.data.scan import Sample
+    from edgetune.evaluate import EvalSet
+    from edgetune.report.html.collect import evaluate
+
+    raw = json.loads((bundle / MANIFEST).read_text())
+    raw["recommended"]["cpu"]["file"] = "model.again.onnx"
+    ev = evaluate(bundle, raw, EvalSet([Sample(p, 0) for p in tiny.images], m.preprocess))
+    assert ev["artifact"] == "model.again.onnx" and ev["images"] == len(tiny.images)
     data = bytearray((bundle / FP32).read_bytes())
     data[len(data) // 2] ^= 0xFF
     (bundle / FP32).write_bytes(bytes(data))
