@@ -28,7 +28,7 @@ def describe(bundle: str | Path) -> dict:
         "input": m.input,
         "artifacts": [{
             "file": a.file, "target": a.target, "backend": a.backend, "precision": a.precision,
-            "size_bytes": a.size_bytes, "top1": a.top1, "extra": a.extra,
+            "size_bytes": a.size_bytes, "graph": a.graph, "top1": a.top1, "extra": a.extra,
             "p50_ms": (a.latency_ms or {}).get("p50"), "measured_on": (a.latency_ms or {}).get("device"),
             "recommended_for": for_file.get(a.file, []),
         } for a in m.artifacts],
@@ -68,7 +68,8 @@ def render(info: dict):
     for col in ("artifact", "target", "engine", "precision", "size MB", judged, "p50 ms (b=1)", "recommended for"):
         arts.add_column(col, justify="right" if col in ("size MB", judged, "p50 ms (b=1)") else "left")
     for a in info["artifacts"]:
-        arts.add_row(a["file"], a["target"], a["backend"], a["precision"], f"{a['size_bytes'] / 1e6:.1f}",
+        size = f"= {a['graph']}" if a.get("graph") else f"{a['size_bytes'] / 1e6:.1f}"  # one file, two records
+        arts.add_row(a["file"], a["target"], a["backend"], a["precision"], size,
                      f"{a['top1']:.2%}" if a["top1"] is not None else "-",
                      f"{a['p50_ms']:.2f}" if a["p50_ms"] is not None else "on device",
                      ", ".join(a["recommended_for"]))

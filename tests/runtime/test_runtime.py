@@ -126,6 +126,10 @@ def test_an_artifact_sharing_another_files_bytes_is_held_once(tiny, fp32_model, 
     line = shipped_lines(bundle, m)[0]
     assert "model.again.onnx (onnxruntime fp32, the same file as model.onnx)" in line
     assert f"{sum(a.size_bytes for a in cpu if not a.graph) / 1e6:.1f} MB" in line
+    from edgetune.report.info import describe
+
+    shown = next(a for a in describe(bundle)["artifacts"] if a["file"] == "model.again.onnx")
+    assert shown["graph"] == FP32  # `edgetune info` prints "= model.onnx" for its size
     # The report judges the recommended artifact through the file it shares (the demo's crashed).
     from edgetune.data.scan import Sample
     from edgetune.evaluate import EvalSet
