@@ -88,7 +88,8 @@ def main(argv=None) -> int:
     watch = Stopwatch()
     import edgetune.export.onnx as onnxmod
 
-    watch.wrap(onnxmod, "export_onnx", "export (torch.export to ONNX)")
+    watch.wrap(featmod, "export_graphs", "export (torch.export to ONNX, a process a core)")
+    watch.wrap(onnxmod, "export_onnx", "export in this process (a worker's failure)")
     watch.wrap(featmod, "_through_graph", "features (ONNX Runtime, decoding included)")
     watch.wrap(featmod, "create_model", "model creation (weights loaded)")
     for name in ("logme", "linear_probe"):

@@ -61,10 +61,22 @@ def choose(cfg: ChooseConfig, out: str | Path, log=print) -> list[Row]:
 
 def _score_all(pairs, sizes, splits, cfg: ChooseConfig, cache_dir: Path, graphs: Path, known: dict,
                log) -> list[Row]:
-    from edgetune.choose.features import extract
+    from edgetune.choose.features import export_graphs, extract
     from edgetune.choose.scores import linear_probe, logme
     from edgetune.train.model import preprocess_for
 
+    # The graphs the device's files do not time, exported first, side by side (a size None is
+    # the weights' own). Weights that cannot load are left to the loop below, which says why.
+    wanted = []
+    for arch, weights in pairs:
+        for size in sizes:
+            try:
+                at = size or preprocess_for(arch, weights, None).size[0]
+            except EdgetuneError:
+                continue
+            if timing.shipped(known, arch, at) is None:
+                wanted.append(cands.Candidate(arch, weights, at))
+    export_graphs(wanted, len(splits.classes), cache_dir, log)
     rows, skipped = [], []
     for arch, weights in pairs:
         for size in sizes:

@@ -161,18 +161,25 @@ def test_the_graph_features_come_from_is_the_model_and_its_pooled_features(arch)
 
 
 def test_timed_here_the_features_come_from_the_graph_that_ships(small_digits, tmp_path):
-    """Without --latency-from, choose exports each model and size once: its features run through
-    that graph in ONNX Runtime (the same as PyTorch's through the cache), and the graph, its
-    features output dropped, is what is timed and left in OUT/graphs for the device."""
+    """Without --latency-from, choose exports each model and size once, the graphs side by side in
+    a process a core: its features run through that graph in ONNX Runtime (the same as PyTorch's
+    through the cache), and the graph, its features output dropped, is what is timed and left in
+    OUT/graphs for the device."""
     import onnx
 
     from edgetune.choose.candidates import Candidate
     from edgetune.choose.features import extract
     from edgetune.data.scan import scan
+    from edgetune.host import usable_cpus
 
-    cfg = ChooseConfig(data=str(small_digits), models="resnet18", weights="none", image_sizes="32", batch_size=16)
-    (row,) = choose(cfg, tmp_path / "out", log=lambda *_: None)
-    assert row.latency_from == "here" and row.p50_ms > 0
+    cfg = ChooseConfig(data=str(small_digits), models="resnet18", weights="none", image_sizes="32,40", batch_size=16)
+    logs: list[str] = []
+    rows = choose(cfg, tmp_path / "out", log=logs.append)
+    row = next(r for r in rows if r.size == 32)
+    assert all(r.latency_from == "here" and r.p50_ms > 0 for r in rows) and len(rows) == 2
+    if usable_cpus() >= 2:  # both graphs came from the worker processes, none exported again here
+        assert "choose: exporting 2 graph(s) in 2 processes" in logs
+        assert not any("trying again in this process" in line for line in logs), logs
     shipped = onnx.load(tmp_path / "out" / "graphs" / "resnet18-32.onnx")
     assert [o.name for o in shipped.graph.output] == ["logits"]
     # The same candidate through PyTorch and the feature cache (float16): LogME agrees.
