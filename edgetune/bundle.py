@@ -118,11 +118,13 @@ def serving_name(bundle: str | Path, name: str | None = None) -> str:
     return name
 
 
-def artifact_record(bundle: Path, file: str, graph: str | None = None, **fields) -> Artifact:
+def artifact_record(bundle: Path, file: str, graph: str | None = None, sha256: str | None = None,
+                    **fields) -> Artifact:
     """Describe a file already inside `bundle` (or `graph`, the file holding its bytes), with
-    its hash and size."""
+    its hash (`sha256` when the caller hashed those bytes already) and size."""
     path = bundle / (graph or file)
-    return Artifact(file=file, sha256=sha256_file(path), size_bytes=path.stat().st_size, graph=graph, **fields)
+    return Artifact(file=file, sha256=sha256 or sha256_file(path), size_bytes=path.stat().st_size, graph=graph,
+                    **fields)
 
 
 def write_manifest(bundle: str | Path, manifest: Manifest) -> Path:

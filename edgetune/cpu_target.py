@@ -110,9 +110,14 @@ def build_cpu(out: Path, cal, val: EvalSet, calib_batch: np.ndarray, pre: Prepro
     files = {id(c): name for c, name in shipped}
     rows = [{**c.row(), "file": files.get(id(c))} for c in everyone]
     # fp32 first, as in every bundle; then the rest in the order of need.
+    # ONNX Runtime's files are recorded first: where an OpenVINO artifact is the same graph, it
+    # names their file, so model.onnx and model.int8.cpu.onnx are always real files in a bundle
+    # that ships them. The manifest then lists fp32 first and the rest in the order of need.
+    need = {name: i for i, (_, name) in enumerate(sorted(shipped, key=lambda s: s[1] != FP32))}
     artifacts = []
-    for c, name in sorted(shipped, key=lambda s: s[1] != FP32):
+    for c, name in sorted(shipped, key=lambda s: (s[1] != FP32, s[0].backend == "openvino")):
         artifacts.append(_record(out, fp32, c, name, options[c.name], cal, cfg, floor, log, artifacts))
+    artifacts.sort(key=lambda a: need[a.file])
     shutil.rmtree(work, ignore_errors=True)
     log("cpu: the bundle ships " + ", ".join(f"{name} ({c.name})" for c, name in shipped)
         + " for `edgetune bench --choose` on the device")
@@ -190,7 +195,7 @@ def _record(out: Path, fp32: Artifact, c, name: str, options: dict, cal, cfg: Ex
                  "Intel validates OpenVINO on Intel CPUs only")
     recipe = "openvino" if c.name == f"{OV}{OPENVINO_RECIPE}" else "cpu-s8s8" if name == INT8_S8S8_CPU else "cpu"
     return artifact_record(
-        out, name, graph=same, backend=c.backend, target="cpu", precision=c.precision, top1=c.top1,
+        out, name, graph=same, sha256=digest, backend=c.backend, target="cpu", precision=c.precision, top1=c.top1,
         latency_ms=c.latency, session=options,
         calibration=_calibration_record(cal, c, recipe) if c.precision == "int8" else None, notes=notes,
         extra=extra, candidate=c.name)

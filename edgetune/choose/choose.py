@@ -65,42 +65,42 @@ def _score_all(pairs, sizes, splits, cfg: ChooseConfig, cache_dir: Path, graphs:
     from edgetune.choose.scores import linear_probe, logme
     from edgetune.train.model import preprocess_for
 
-    # The graphs the device's files do not time, exported first, side by side (a size None is
-    # the weights' own). Weights that cannot load are left to the loop below, which says why.
-    wanted = []
-    for arch, weights in pairs:
-        for size in sizes:
-            try:
-                at = size or preprocess_for(arch, weights, None).size[0]
-            except EdgetuneError:
-                continue
-            if timing.shipped(known, arch, at) is None:
-                wanted.append(cands.Candidate(arch, weights, at))
-    export_graphs(wanted, len(splits.classes), cache_dir, log)
+    def resolve(arch: str, weights: str, size: int | None):
+        """The input size (without --image-sizes, the weights' own) and whether the device's
+        files time it, or the error that skips the candidate."""
+        try:
+            at = size or preprocess_for(arch, weights, None).size[0]
+        except EdgetuneError as exc:
+            return exc, False
+        return at, timing.shipped(known, arch, at) is not None
+
+    planned = [(cands.Candidate(arch, weights, size), *resolve(arch, weights, size))
+               for arch, weights in pairs for size in sizes]
+    # A graph is exported only for a model and size the device's files do not time: those
+    # first, side by side. Weights that cannot load are left to the loop, which says why.
+    export_graphs([cands.Candidate(c.arch, c.weights, at) for c, at, timed in planned
+                   if not timed and not isinstance(at, EdgetuneError)], len(splits.classes), cache_dir, log)
     rows, skipped = [], []
-    for arch, weights in pairs:
-        for size in sizes:
-            cand = cands.Candidate(arch, weights, size)
-            t0 = time.perf_counter()
-            try:
-                # A graph is exported only for a model and size the device's files do not time
-                # (without --image-sizes, the size is the weights' own).
-                at = size or preprocess_for(arch, weights, None).size[0]
-                timed = timing.shipped(known, arch, at) is not None
-                got = extract(cand, splits, cfg.data, cache_dir, None if timed else graphs, cfg.batch_size, log)
-            except EdgetuneError as exc:  # weights that cannot load here: skip, say why
-                skipped.append(cand.name)
-                log(f"choose: skipping {cand.name}: {exc}")
-                continue
-            cand = cands.Candidate(arch, weights, got.size)
-            score = logme(got.features, got.labels)
-            probe = linear_probe(got.features, got.labels, seed=cfg.seed)
-            rows.append(Row(cand.name, arch, weights, got.size, round(score, 4),
-                            None if probe is None else round(probe, 4),
-                            seconds=round(time.perf_counter() - t0, 1)))
-            probe_text = "" if probe is None else f", probe top-1 {probe:.1%}"
-            log(f"choose: {cand.name} {got.size} px: LogME {score:.3f}{probe_text} "
-                f"({got.features.shape[1]} features, {rows[-1].seconds:.1f} s)")
+    for cand, at, timed in planned:
+        arch, weights = cand.arch, cand.weights
+        t0 = time.perf_counter()
+        try:
+            if isinstance(at, EdgetuneError):
+                raise at
+            got = extract(cand, splits, cfg.data, cache_dir, None if timed else graphs, cfg.batch_size, log)
+        except EdgetuneError as exc:  # weights that cannot load here: skip, say why
+            skipped.append(cand.name)
+            log(f"choose: skipping {cand.name}: {exc}")
+            continue
+        cand = cands.Candidate(arch, weights, got.size)
+        score = logme(got.features, got.labels)
+        probe = linear_probe(got.features, got.labels, seed=cfg.seed)
+        rows.append(Row(cand.name, arch, weights, got.size, round(score, 4),
+                        None if probe is None else round(probe, 4),
+                        seconds=round(time.perf_counter() - t0, 1)))
+        probe_text = "" if probe is None else f", probe top-1 {probe:.1%}"
+        log(f"choose: {cand.name} {got.size} px: LogME {score:.3f}{probe_text} "
+            f"({got.features.shape[1]} features, {rows[-1].seconds:.1f} s)")
     # Two weights files of one name (run-a/best.pt, run-b/best.pt) are told apart by their paths.
     shared = [r for r in rows if sum(o.candidate == r.candidate and o.size == r.size for o in rows) > 1]
     for r in shared:

@@ -104,6 +104,7 @@ def labelled(manifest: dict, ev: dict | None) -> dict | None:
 def evaluate(out: Path, manifest: dict, val) -> dict:
     """Confusion matrix and worst-classified images of the artifact recommended for the CPU,
     on `val`: labelled source val images, never fp32's own predictions."""
+    from edgetune.bundle import Artifact, artifact_path
     from edgetune.evaluate import logits_of
     from edgetune.runtime import backends
     from edgetune.runtime.classifier import softmax
@@ -111,7 +112,8 @@ def evaluate(out: Path, manifest: dict, val) -> dict:
     file = (manifest.get("recommended", {}).get("cpu") or {}).get("file") or FP32
     art = next((a for a in manifest["artifacts"] if a["file"] == file), {})
     # In the engine and precision it runs in (an OpenVINO artifact in OpenVINO, bf16 in bf16).
-    session = backends.open_session(art.get("backend", "onnxruntime"), out / (art.get("graph") or file), "cpu",
+    path = artifact_path(out, Artifact(**art)) if art else out / file  # a shared graph: the file holding it
+    session = backends.open_session(art.get("backend", "onnxruntime"), path, "cpu",
                                     precision=art.get("precision"))
     probs = softmax(logits_of(session, val, desc=f"report: evaluate {file}"))
     y, pred = np.asarray(val.y), probs.argmax(1)
