@@ -203,8 +203,8 @@ class ExportConfig:
     fold_preprocessing: str | None = None  # nhwc | nchw: also graphs that take uint8 pixels
     tensorrt_version: str | None = None  # 8.6 | 10 | 11: the TensorRT the device runs (None: any)
     qat: Qat = "auto"  # quantization-aware fine-tuning: auto (where no INT8 candidate is within budget)
-    qat_epochs: int | None = None  # None: 10% of the training's epochs, at least 1
-    qat_lr: float | None = None  # None: 1% of the training's lr
+    qat_epochs: int | None = None  # None: edgetune.train.qat.default_epochs
+    qat_lr: float | None = None  # None: edgetune.train.qat.default_lr
 
     def __post_init__(self):
         _check_choices(self)
@@ -213,7 +213,8 @@ class ExportConfig:
             raise ConfigError(f"--qat-epochs {self.qat_epochs} must be at least 1; use --qat off to skip "
                               "quantization-aware fine-tuning")
         if self.qat_lr is not None and self.qat_lr <= 0:
-            raise ConfigError(f"--qat-lr {self.qat_lr:g} must be positive (default: 1% of the training lr)")
+            raise ConfigError(f"--qat-lr {self.qat_lr:g} must be positive (or leave it out: the default follows "
+                              "the training's lr and weights)")
         if self.fold_preprocessing is not None and str(self.fold_preprocessing).lower() not in ("nhwc", "nchw"):
             raise ConfigError(f"--fold-preprocessing {self.fold_preprocessing!r} is not allowed; choose "
                               "nhwc or nchw, the layout of the uint8 pixels the folded graphs take")

@@ -212,7 +212,7 @@ def _qat_job(ckpt: dict, splits, pool: list, cfg: ExportConfig, log, state_dir: 
     and its source data. Its unfinished epochs wait in `state_dir` for the run to go on."""
     if cfg.qat == "off":
         return None
-    from edgetune.train.qat import QatJob, default_epochs, default_lr
+    from edgetune.train.qat import QatJob
 
     trained = ckpt.get("config") or {}
     if splits is None or not trained.get("epochs"):
@@ -223,8 +223,7 @@ def _qat_job(ckpt: dict, splits, pool: list, cfg: ExportConfig, log, state_dir: 
                               "with its --data, or use --qat off")
         log(f"qat: skipped ({why})")
         return None
-    return QatJob(ckpt, splits.train, pool, cfg.qat_epochs or default_epochs(trained["epochs"]),
-                  cfg.qat_lr or default_lr(trained["lr"]), state_dir)
+    return QatJob(ckpt, splits.train, pool, cfg.qat_epochs, cfg.qat_lr, state_dir)
 
 
 def _calibrate(out: Path, sample, pre: Preprocess, cfg: ExportConfig, log):

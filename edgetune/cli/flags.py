@@ -121,8 +121,9 @@ def export_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--qat", metavar="auto|off|always",
                    help="quantization-aware fine-tuning of the trained layers, exported as the target's QDQ graph: "
                         "auto (default) where no INT8 candidate is within --max-drop, always, or off")
-    g.add_argument("--qat-epochs", type=int, help="QAT epochs (default: 10%% of the training's, at least 1)")
-    g.add_argument("--qat-lr", type=float, help="QAT learning rate (default: 1%% of the training's --lr)")
+    g.add_argument("--qat-epochs", type=int, help="QAT epochs (default: 10%% of the training's, and at least 20 steps)")
+    g.add_argument("--qat-lr", type=float, help="QAT learning rate (default: 1%% of the training's --lr, or more where "
+                   "its steps would not move a weight one int8 step)")
 
 
 def out_flags(p: argparse.ArgumentParser, required: bool = True, training: bool = True) -> None:

@@ -32,15 +32,39 @@ from edgetune.preprocess import Preprocess
 RECIPES = ("cpu", "tensorrt")  # the targets with a fake-quant recipe here; openvino runs the cpu graph
 EPOCH_SHARE = 0.1  # ModelOpt's rule of thumb: about 10% of the original schedule...
 LR_SHARE = 0.01  # ...starting at 1% of the initial learning rate
+# ...which on a few hundred images is a handful of steps that cannot change what int8 rounds
+# to. AdamW moves a weight by about its lr each step, a cosine schedule by half that on average:
+# the default schedule takes at least MIN_STEPS steps and moves a weight by about one int8 step
+# (the median over the trainable weights' channels, max |w| / 127). Measured on MobileNetV3-Large's
+# TensorRT recipe (BENCHMARKS.md, "The default schedule"): 4 and 20 steps at 1% of the
+# training's lr recovered nothing; 20 steps moving about one int8 step recovered it all.
+MIN_STEPS = 20
+INT8_STEPS_MOVED = 1.0
 LIBRARY = f"torch.ao.quantization (FX QAT), torch {torch.__version__.split('+')[0]}"
 
 
-def default_epochs(train_epochs: int) -> int:
+def steps_per_epoch(images: int, batch_size: int) -> int:
+    """Optimizer steps in one QAT epoch: its loader drops the last partial batch when there is
+    more than one batch."""
+    return images // batch_size if images > batch_size else 1
+
+
+def share_epochs(train_epochs: int) -> int:
+    """ModelOpt's share of the training's epochs, at least one."""
     return max(1, round(EPOCH_SHARE * train_epochs))
 
 
-def default_lr(train_lr: float) -> float:
-    return LR_SHARE * train_lr
+def default_epochs(train_epochs: int, steps: int) -> int:
+    """10% of training's epochs, and enough for MIN_STEPS steps of `steps` an epoch."""
+    return max(share_epochs(train_epochs), math.ceil(MIN_STEPS / steps))
+
+
+def default_lr(train_lr: float, weights: list[torch.Tensor], steps: int) -> float:
+    """1% of training's lr, or enough for `steps` cosine-scheduled AdamW steps to move a weight
+    by about one int8 step of its channel, whichever is larger."""
+    channel_steps = torch.cat([w.detach().flatten(1).abs().amax(1) / 127 for w in weights])
+    moves = 2 * INT8_STEPS_MOVED * float(channel_steps.median()) / steps
+    return max(LR_SHARE * train_lr, moves)
 
 
 def _qconfig_mapping(recipe: str):
@@ -151,8 +175,8 @@ class QatJob:
     ckpt: dict
     train: list  # edgetune.data.scan.Sample
     calibration: list  # the same images that calibrated PTQ
-    epochs: int
-    lr: float
+    epochs: int | None = None  # None: default_epochs
+    lr: float | None = None  # None: default_lr, from the weights the stage trains
     state_dir: Path | None = None
 
     @property
@@ -175,23 +199,41 @@ class QatJob:
             p.requires_grad_(False)
         for p in params:
             p.requires_grad_(True)
-        log(f"qat: {recipe} recipe, {self.epochs} epoch(s) at lr {self.lr:g} on {len(self.train)} train "
+        epochs, lr = self._schedule([p for p in params if p.dim() >= 2], log)
+        log(f"qat: {recipe} recipe, {epochs} epoch(s) at lr {lr:g} on {len(self.train)} train "
             f"images; {described} ({sum(p.numel() for p in params):,} parameters)")
         state = None
         if self.state_dir is not None:
-            state = EpochState(self.state_dir / f"qat-{recipe}.pt", self._key(recipe, model), t0)
-        losses = _finetune(qat, params, self.train, pre, self.epochs, self.lr, self.ckpt["config"], log, state)
+            state = EpochState(self.state_dir / f"qat-{recipe}.pt", self._key(recipe, model, epochs, lr), t0)
+        losses = _finetune(qat, params, self.train, pre, epochs, lr, self.ckpt["config"], log, state)
         seconds = time.perf_counter() - t0 + (state.seconds_before if state else 0.0)
-        return QatResult(qat, {"epochs": self.epochs, "lr": self.lr, "trained": described,
+        return QatResult(qat, {"epochs": epochs, "lr": lr, "trained": described,
                                 "parameters": sum(p.numel() for p in params), "images": len(self.train),
                                 "loss": [round(x, 4) for x in losses], "seconds": round(seconds, 1),
                                 "library": LIBRARY, "batchnorm": "folded into the convs, frozen"})
 
 
-    def _key(self, recipe: str, model: nn.Module) -> str:
+    def _schedule(self, weights: list[torch.Tensor], log) -> tuple[int, float]:
+        """(epochs, lr): the job's where given, else the defaults for the images, the batch and
+        the weights the stage trains; a default above ModelOpt's rule says why."""
+        trained = self.ckpt["config"]
+        steps = steps_per_epoch(len(self.train), trained["batch_size"])
+        epochs = self.epochs or default_epochs(trained["epochs"], steps)
+        if self.epochs is None and epochs > share_epochs(trained["epochs"]):
+            log(f"qat: {epochs} epochs, not 10% of the training's {trained['epochs']}: {steps} step(s) an epoch, "
+                f"and QAT takes at least {MIN_STEPS} (--qat-epochs sets it)")
+        if self.lr is not None:
+            return epochs, self.lr
+        lr = default_lr(trained["lr"], weights, epochs * steps)
+        if lr > LR_SHARE * trained["lr"]:
+            log(f"qat: lr {lr:.2g}, not 1% of the training's {trained['lr']:g}: {epochs * steps} steps at it "
+                "move a weight about one int8 step (--qat-lr sets it)")
+        return epochs, lr
+
+    def _key(self, recipe: str, model: nn.Module, epochs: int, lr: float) -> str:
         """What makes two QAT stages the same: the starting weights, the recipe, the schedule
         and the images it trains and calibrates on."""
-        h = hashlib.sha256(json.dumps([recipe, self.epochs, self.lr, self.ckpt["config"],
+        h = hashlib.sha256(json.dumps([recipe, epochs, lr, self.ckpt["config"],
                                        [str(getattr(s, "path", s)) for s in self.train],
                                        [str(getattr(s, "path", s)) for s in self.calibration]]).encode())
         for name, t in sorted(model.state_dict().items()):

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import onnx
+import pytest
 
 from edgetune.calib.lint import lint_tensorrt_qdq
 from edgetune.config import ExportConfig
@@ -89,7 +90,7 @@ def test_qat_brings_back_the_budget_ptq_misses(trained_run, digits_dir, tmp_path
     out, log = tmp_path / "run", []
     run(TrainConfig(data=str(data), model="resnet18", weights=str(tmp_path / "backbone.pt"), image_size=32,
                     unfreeze="head", epochs=1, batch_size=64, workers=0),
-        ExportConfig(targets=("tensorrt",), qat="auto", qat_epochs=2, qat_lr=1e-3, calib_samples=64),
+        ExportConfig(targets=("tensorrt",), qat="auto", calib_samples=64),  # QAT's default schedule
         out, log=log.append)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["evaluation"]["images"] == 359
@@ -172,3 +173,21 @@ def test_tensorflow_same_padding_is_made_traceable_for_qat():
         static = static_same_padding(model, x)
         assert torch.equal(static(x), before)
         assert fake_quantize(static, "tensorrt", x).eval()(x).shape == (2, 3)
+
+
+def test_the_default_schedule_is_modelopts_on_much_data_and_moves_a_weight_on_little():
+    """ModelOpt's rule (10% of the epochs at 1% of the lr) where the data set makes it many
+    steps; on a few hundred images, at least MIN_STEPS steps that move a weight about one int8
+    step of its channel (cosine AdamW: half the lr a step on average)."""
+    import torch
+
+    from edgetune.train.qat import MIN_STEPS, default_epochs, default_lr, steps_per_epoch
+
+    weights = [torch.full((4, 8), 0.127), torch.full((2, 3, 3, 3), -0.127)]  # every channel's int8 step: 1e-3
+    many = steps_per_epoch(100_000, 32)
+    assert many == 3125 and default_epochs(10, many) == 1
+    assert default_lr(1e-3, weights, many) == pytest.approx(1e-5)
+    few = steps_per_epoch(137, 32)
+    assert few == 4 and default_epochs(4, few) == 5 and 5 * few >= MIN_STEPS
+    assert default_lr(2e-3, weights, 5 * few) == pytest.approx(2 * 1e-3 / 20)  # 5x ModelOpt's 2e-5
+    assert steps_per_epoch(20, 32) == 1 and default_epochs(1, 1) == MIN_STEPS
