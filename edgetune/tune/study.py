@@ -133,11 +133,23 @@ def load(plan: Plan, storage, number: int = 0):
             study.enqueue_trial({k: v for k, v in plan.first.items() if v is not None},
                                 user_attrs={RUN_OWN: [k for k, v in plan.first.items() if v is None]})
     elif saved != plan.settings:
-        key = next(k for k in sorted(set(saved) | set(plan.settings)) if saved.get(k) != plan.settings.get(k))
-        raise ConfigError(f"study {plan.name!r} was started with other settings ({key}: "
-                          f"{saved.get(key)!r}, now {plan.settings.get(key)!r}); rerun the same command to "
-                          "continue it, or pass another --out (or --study-name) to start a new study")
+        path, was, now = first_difference(saved, plan.settings)
+        # A flag the run now resolves itself (its default None) that the study started with a
+        # value for: an older edgetune wrote the value; the flag given again continues the study.
+        hint = (f"pass --{path[-1].replace('_', '-')} {was} to continue it"
+                if now is None and path[0] == "train" and len(path) == 2 else "rerun the same command to continue it")
+        raise ConfigError(f"study {plan.name!r} was started with other settings ({'.'.join(path)}: {was!r}, now "
+                          f"{now!r}); {hint}, or pass another --out (or --study-name) to start a new study")
     return study
+
+
+def first_difference(a: dict, b: dict, path: tuple = ()) -> tuple[tuple, object, object]:
+    """(the path to the first setting that differs, its value in `a`, in `b`), nested dicts
+    followed down to the flag, keys in sorted order."""
+    key = next(k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+    if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+        return first_difference(a[key], b[key], (*path, key))
+    return (*path, key), a.get(key), b.get(key)
 
 
 class FileLock:

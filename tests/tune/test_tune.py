@@ -196,6 +196,25 @@ def test_a_rerun_with_other_settings_is_refused(base_args, tmp_path):
     assert len(read_trials(out)) == 1
 
 
+def test_a_study_started_with_a_value_the_run_now_resolves_names_the_flag_to_pass(tmp_path):
+    """A study an older edgetune started with `lr: 0.001` (today's default is None: the run
+    resolves it) is refused with the flag that continues it, not two whole dicts."""
+    from edgetune.errors import ConfigError
+    from edgetune.tune import study as studymod
+
+    storage = studymod.open_storage(None, tmp_path)
+
+    def plan(lr):
+        return studymod.Plan("old", trials=1, sampler="random", grid=None, seed=0,
+                             settings={"train": {"epochs": 3, "lr": lr}, "objective": "top1"})
+
+    studymod.load(plan(0.001), storage)
+    with pytest.raises(ConfigError) as refused:
+        studymod.load(plan(None), storage)
+    assert "(train.lr: 0.001, now None); pass --lr 0.001 to continue it" in str(refused.value)
+    studymod.load(plan(0.001), storage)  # the flag given again continues it
+
+
 def test_a_run_may_hold_its_search_in_a_subfolder(tmp_path):
     """`tune --out runs/a/search`, then `run --out runs/a`: the bundle's report shows the search."""
     from edgetune.errors import ConfigError
