@@ -144,6 +144,34 @@ def static_same_padding(model: nn.Module, example: torch.Tensor) -> nn.Module:
     return model
 
 
+def plain_batchnorm(model: nn.Module) -> nn.Module:
+    """`model` with timm's BatchNormAct2d (BatchNorm, dropout and activation in one module) made
+    a plain BatchNorm2d followed by the same dropout and activation, so that folding finds it
+    after its conv. FX traces through timm's module into a functional batch_norm that no fold
+    matches: QAT then quantized the unfolded conv weights, which the PTQ graphs (BatchNorm
+    folded before quantization) never hold. The same function, in eval mode as in training."""
+    try:
+        from timm.layers import BatchNormAct2d
+    except ImportError:  # no timm: no such layer
+        return model
+    found = [(n, m) for n, m in model.named_modules() if type(m) is BatchNormAct2d]
+    for name, m in found:
+        bn = nn.BatchNorm2d(m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats)
+        bn.load_state_dict(m.state_dict())
+        bn.train(m.training)
+        parent, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, leaf, nn.Sequential(bn, m.drop, m.act))
+    return model
+
+
+def unfolded_batchnorms(model: torch.fx.GraphModule) -> int:
+    """BatchNorm left in a fake-quantized graph: one that follows no conv (or one folding missed)."""
+    norms = nn.modules.batchnorm._BatchNorm
+    return sum(1 for n in model.graph.nodes
+               if (n.op == "call_function" and "batch_norm" in getattr(n.target, "__name__", ""))
+               or (n.op == "call_module" and isinstance(model.get_submodule(n.target), norms)))
+
+
 def _module_of(name: str) -> str:
     return name.rsplit(".", 1)[0]
 
@@ -190,7 +218,7 @@ class QatJob:
         t0 = time.perf_counter()
         pre = Preprocess.from_dict(self.ckpt["preprocess"])
         example = torch.zeros(2, 3, *pre.size)
-        model = static_same_padding(build_from_checkpoint(self.ckpt), example)
+        model = plain_batchnorm(static_same_padding(build_from_checkpoint(self.ckpt), example))
         modules, described = trainable_modules(model, self.ckpt)
         qat = fake_quantize(model, recipe, example)
         _observe(qat, self.calibration, pre)
@@ -210,7 +238,7 @@ class QatJob:
         return QatResult(qat, {"epochs": epochs, "lr": lr, "trained": described,
                                 "parameters": sum(p.numel() for p in params), "images": len(self.train),
                                 "loss": [round(x, 4) for x in losses], "seconds": round(seconds, 1),
-                                "library": LIBRARY, "batchnorm": "folded into the convs, frozen"})
+                                "library": LIBRARY, "batchnorm": _batchnorm_record(qat)})
 
 
     def _schedule(self, weights: list[torch.Tensor], log) -> tuple[int, float]:
@@ -240,6 +268,14 @@ class QatJob:
             h.update(name.encode())
             h.update(t.detach().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()
+
+
+
+def _batchnorm_record(qat: torch.fx.GraphModule) -> str:
+    left = unfolded_batchnorms(qat)
+    if not left:
+        return "folded into the convs, frozen"
+    return f"folded into the convs where one precedes it, frozen; {left} left as BatchNormalization, frozen"
 
 
 class EpochState:

@@ -191,3 +191,31 @@ def test_the_default_schedule_is_modelopts_on_much_data_and_moves_a_weight_on_li
     assert few == 4 and default_epochs(4, few) == 5 and 5 * few >= MIN_STEPS
     assert default_lr(2e-3, weights, 5 * few) == pytest.approx(2 * 1e-3 / 20)  # 5x ModelOpt's 2e-5
     assert steps_per_epoch(20, 32) == 1 and default_epochs(1, 1) == MIN_STEPS
+
+
+def test_timm_batchnorm_is_folded_into_its_conv_as_the_ptq_graphs_hold_it():
+    """timm's BatchNormAct2d traced into a functional batch_norm that no fold matched, so QAT
+    quantized unfolded conv weights (EfficientNet-Lite0: 49 BatchNorms left). As a plain
+    BatchNorm2d it folds, and the network computes the same function."""
+    import torch
+    from torch import nn
+
+    from edgetune.train.qat import fake_quantize, plain_batchnorm, unfolded_batchnorms
+
+    timm_layers = pytest.importorskip("timm.layers")
+
+    def net():
+        torch.manual_seed(0)
+        m = nn.Sequential(nn.Conv2d(3, 8, 3), timm_layers.BatchNormAct2d(8, act_layer=nn.ReLU6),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
+        with torch.no_grad():
+            m[1].running_mean.uniform_(-1, 1)
+            m[1].running_var.uniform_(0.5, 2)
+        return m.eval()
+
+    x = torch.randn(2, 3, 9, 9)
+    assert unfolded_batchnorms(fake_quantize(net(), "tensorrt", x)) == 1
+    plain = plain_batchnorm(net())
+    with torch.no_grad():
+        assert torch.allclose(plain(x), net()(x))
+    assert unfolded_batchnorms(fake_quantize(plain, "tensorrt", x)) == 0
