@@ -9,6 +9,8 @@ worker measures its own tests and the figure travels to the controller with the 
 
 from __future__ import annotations
 
+import json
+import os
 import resource
 
 import pytest
@@ -54,3 +56,6 @@ def pytest_terminal_summary(terminalreporter):
                                     "in all")
     for nodeid, seconds in slowest:
         terminalreporter.write_line(f"{seconds:8.1f}s cpu  {nodeid}")
+    if os.environ.get("EDGETUNE_CPU_REPORT"):  # every test's figure, for finding the next cut
+        with open(os.environ["EDGETUNE_CPU_REPORT"], "w") as f:
+            json.dump(dict(sorted(_spent.items(), key=lambda kv: -kv[1])), f, indent=1)
