@@ -52,14 +52,15 @@ demo: $(STAMP)
 # -n (pytest-xdist), a file per worker: run one after another the suite kept 1.1 of the 2
 # cores busy (689 CPU-s in 626 s), waiting on subprocesses, servers and single-threaded steps.
 # The heaviest folders are handed out first (torchrun, the searches, adaptation), so the last
-# minutes are short files on every worker rather than one long file on one. Three workers on the
+# minutes are short files on every worker rather than one long file on one. Four workers on the
 # 2 cores: with one PyTorch thread a process (tests/conftest.py) two workers kept the cores 87%
-# busy (waiting on servers and subprocesses); a third took the same suite from 448 to 415 s.
+# busy (waiting on servers and subprocesses); a third took the same suite from 448 to 415 s, a
+# fourth from 472 to 439 s (back to back in one hour, 2026-12-02).
 # The two environments install side by side (-j2): one after another they took 2 min 37 s and
 # 34 s of a fresh clone's make test, mostly waiting on unpacking and the package index.
 test:
 	$(MAKE) --no-print-directory -j2 lint serve-env
-	EDGETUNE_SERVE_PYTHON=$(CURDIR)/$(SERVE_BIN)/python $(BIN)/python -m pytest -q -n 3 --dist loadfile \
+	EDGETUNE_SERVE_PYTHON=$(CURDIR)/$(SERVE_BIN)/python $(BIN)/python -m pytest -q -n 4 --dist loadfile \
 		--durations=10 tests/train tests/tune tests/adapt tests
 
 # ruff: lint and import order. lint-imports: the contracts in pyproject.toml, read from a
