@@ -109,10 +109,10 @@ def build_cpu(out: Path, cal, val: EvalSet, calib_batch: np.ndarray, pre: Prepro
     shipped = ship(ort, peers, winner, floor, cfg.ship_candidates)
     files = {id(c): name for c, name in shipped}
     rows = [{**c.row(), "file": files.get(id(c))} for c in everyone]
-    # fp32 first, as in every bundle; then the rest in the order of need.
     # ONNX Runtime's files are recorded first: where an OpenVINO artifact is the same graph, it
     # names their file, so model.onnx and model.int8.cpu.onnx are always real files in a bundle
-    # that ships them. The manifest then lists fp32 first and the rest in the order of need.
+    # that ships them. The manifest then lists fp32 first, as in every bundle, and the rest in
+    # the order of need.
     need = {name: i for i, (_, name) in enumerate(sorted(shipped, key=lambda s: s[1] != FP32))}
     artifacts = []
     for c, name in sorted(shipped, key=lambda s: (s[1] != FP32, s[0].backend == "openvino")):

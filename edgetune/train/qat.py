@@ -43,10 +43,14 @@ INT8_STEPS_MOVED = 1.0
 LIBRARY = f"torch.ao.quantization (FX QAT), torch {torch.__version__.split('+')[0]}"
 
 
+def drops_last(images: int, batch_size: int) -> bool:
+    """Whether QAT's loader drops the last partial batch: only where there is more than one."""
+    return images > batch_size
+
+
 def steps_per_epoch(images: int, batch_size: int) -> int:
-    """Optimizer steps in one QAT epoch: its loader drops the last partial batch when there is
-    more than one batch."""
-    return images // batch_size if images > batch_size else 1
+    """Optimizer steps in one QAT epoch (its loader: `drops_last`)."""
+    return images // batch_size if drops_last(images, batch_size) else 1
 
 
 def share_epochs(train_epochs: int) -> int:
@@ -62,6 +66,8 @@ def default_epochs(train_epochs: int, steps: int) -> int:
 def default_lr(train_lr: float, weights: list[torch.Tensor], steps: int) -> float:
     """1% of training's lr, or enough for `steps` cosine-scheduled AdamW steps to move a weight
     by about one int8 step of its channel, whichever is larger."""
+    if not weights:  # nothing with a per-channel int8 step trains: ModelOpt's rule alone
+        return LR_SHARE * train_lr
     channel_steps = torch.cat([w.detach().flatten(1).abs().amax(1) / 127 for w in weights])
     moves = 2 * INT8_STEPS_MOVED * float(channel_steps.median()) / steps
     return max(LR_SHARE * train_lr, moves)
@@ -340,7 +346,7 @@ def _finetune(qat, params, train: list, pre: Preprocess, epochs: int, lr: float,
     tcfg = TrainConfig(**config)
     ds = ImageDataset(train, train_transform(pre, tcfg.augment), tcfg.skip_bad_images)
     workers = loader_processes() if tcfg.workers is None else tcfg.workers  # as training decodes
-    loader = make_loader(ds, tcfg.batch_size, workers, drop_last=len(ds) > tcfg.batch_size,
+    loader = make_loader(ds, tcfg.batch_size, workers, drop_last=drops_last(len(ds), tcfg.batch_size),
                          sampler=torch.utils.data.RandomSampler(ds, generator=torch.Generator().manual_seed(tcfg.seed)))
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     total = max(1, epochs * len(loader))

@@ -57,5 +57,7 @@ def pytest_terminal_summary(terminalreporter):
     for nodeid, seconds in slowest:
         terminalreporter.write_line(f"{seconds:8.1f}s cpu  {nodeid}")
     if os.environ.get("EDGETUNE_CPU_REPORT"):  # every test's figure, for finding the next cut
-        with open(os.environ["EDGETUNE_CPU_REPORT"], "w") as f:
-            json.dump(dict(sorted(_spent.items(), key=lambda kv: -kv[1])), f, indent=1)
+        from edgetune.atomic import write_text
+
+        write_text(os.environ["EDGETUNE_CPU_REPORT"], json.dumps(dict(sorted(_spent.items(), key=lambda kv: -kv[1])),
+                                                                 indent=1))
