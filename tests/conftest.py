@@ -23,6 +23,14 @@ pytest_plugins = ["tests.support.cputime"]  # CPU seconds per test, beside --dur
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+def pytest_unconfigure(config):
+    """Each pytest-xdist worker holds every test's models at the end: the exit's cyclic
+    collection over them is skipped, as `edgetune.cli.main.console` skips its own."""
+    import gc
+
+    gc.freeze()
+
+
 @pytest.fixture(scope="session")
 def shared_root(tmp_path_factory, worker_id) -> Path:
     """The folder every worker of this session sees (pytest-xdist), or this process's own."""

@@ -2,6 +2,6 @@
 
 import sys
 
-from edgetune.cli.main import main
+from edgetune.cli.main import console
 
-sys.exit(main())
+sys.exit(console())
