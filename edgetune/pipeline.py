@@ -122,7 +122,7 @@ def export_bundle(ckpt_path: str | Path, out: str | Path, cfg: ExportConfig, dat
     cpu = "cpu" in cfg.targets or "openvino" in cfg.targets  # openvino: the cpu target, OpenVINO required
     if cpu or "tensorrt" in cfg.targets:
         cal, calib_batch = _calibrate(out, pool, pre, cfg, log)
-    qat = _qat_job(ckpt, splits, pool, cfg, log, out / files.CALIB) if cpu or "tensorrt" in cfg.targets else None
+    qat = _qat_job(ckpt, splits, pool, cfg, log, out) if cpu or "tensorrt" in cfg.targets else None
     floor = fp32.top1 - cfg.max_drop / 100.0
     if cpu:
         shipped, candidates["cpu"], chosen = cpu_target.build_cpu(
@@ -206,10 +206,11 @@ def adapt_bundle(bundle: str | Path, out: str | Path, cfg: AdaptConfig, export_c
                          adaptation=record)
 
 
-def _qat_job(ckpt: dict, splits, pool: list, cfg: ExportConfig, log, state_dir: Path):
+def _qat_job(ckpt: dict, splits, pool: list, cfg: ExportConfig, log, out: Path):
     """What quantization-aware fine-tuning needs, or None with --qat off. It trains on the
     train split only (val judges every artifact), so it needs the checkpoint's training config
-    and its source data. Its unfinished epochs wait in `state_dir` for the run to go on."""
+    and its source data. Its unfinished epochs wait in OUT/calib for the run to go on; its
+    frozen prefix's outputs may be memory-mapped where training keeps its feature cache."""
     if cfg.qat == "off":
         return None
     from edgetune.train.qat import QatJob
@@ -223,7 +224,8 @@ def _qat_job(ckpt: dict, splits, pool: list, cfg: ExportConfig, log, state_dir: 
                               "with its --data, or use --qat off")
         log(f"qat: skipped ({why})")
         return None
-    return QatJob(ckpt, splits.train, pool, cfg.qat_epochs, cfg.qat_lr, state_dir)
+    cache_dir = Path(trained["cache_dir"]) if trained.get("cache_dir") else out / files.CACHE
+    return QatJob(ckpt, splits.train, pool, cfg.qat_epochs, cfg.qat_lr, out / files.CALIB, cache_dir)
 
 
 def _calibrate(out: Path, sample, pre: Preprocess, cfg: ExportConfig, log):

@@ -54,13 +54,7 @@ class FreezePlan:
             p.requires_grad_(name in trainable)
 
     def set_train_mode(self, model) -> None:
-        """model.train(), then eval() for every module whose parameters are all frozen, so
-        frozen BatchNorm keeps its running statistics and frozen dropout stays off."""
-        model.train()
-        for module in model.modules():
-            params = list(module.parameters())
-            if params and not any(p.requires_grad for p in params):
-                module.eval()
+        train_unfrozen(model)
 
     def describe(self) -> str:
         n = len(self.groups)
@@ -69,3 +63,13 @@ class FreezePlan:
         if self.trainable_groups == 0:
             return f"head only trainable ({n} blocks frozen)"
         return f"head + top {self.trainable_groups} of {n} blocks trainable"
+
+
+def train_unfrozen(model: nn.Module) -> None:
+    """model.train(), then eval() for every module whose parameters are all frozen, so frozen
+    BatchNorm keeps its running statistics and frozen dropout stays off."""
+    model.train()
+    for module in model.modules():
+        params = list(module.parameters())
+        if params and not any(p.requires_grad for p in params):
+            module.eval()

@@ -23,11 +23,15 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from edgetune.config import TrainConfig
+from edgetune.host import loader_processes
 from edgetune.preprocess import Preprocess
+from edgetune.train.freeze import train_unfrozen
+from edgetune.train.qat_prefix import PrefixFeatures, prefix_features
 
 RECIPES = ("cpu", "tensorrt")  # the targets with a fake-quant recipe here; openvino runs the cpu graph
 EPOCH_SHARE = 0.1  # ModelOpt's rule of thumb: about 10% of the original schedule...
@@ -182,14 +186,15 @@ def _module_of(name: str) -> str:
     return name.rsplit(".", 1)[0]
 
 
-def trainable_modules(model: nn.Module, ckpt: dict) -> tuple[set[str], str]:
-    """The modules whose weights training left trainable (the depth it ended at), and in words."""
+def trainable_modules(model: nn.Module, ckpt: dict):
+    """The modules whose weights training left trainable (the depth it ended at), and its
+    edgetune.train.freeze.FreezePlan."""
     from edgetune.train.freeze import FreezePlan
 
     tcfg = TrainConfig(**ckpt["config"])
     unfreeze = (ckpt.get("schedule") or [[tcfg.resolved_unfreeze]])[-1][0]
     plan = FreezePlan.build(tcfg.model, model, unfreeze)
-    return {_module_of(n) for n in plan.trainable}, plan.describe()
+    return {_module_of(n) for n in plan.trainable}, plan
 
 
 @dataclass(frozen=True)
@@ -212,6 +217,7 @@ class QatJob:
     epochs: int | None = None  # None: default_epochs
     lr: float | None = None  # None: default_lr, from the weights the stage trains
     state_dir: Path | None = None
+    cache_dir: Path | None = None  # where the frozen prefix's outputs may be memory-mapped (training's cache)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -225,7 +231,8 @@ class QatJob:
         pre = Preprocess.from_dict(self.ckpt["preprocess"])
         example = torch.zeros(2, 3, *pre.size)
         model = plain_batchnorm(static_same_padding(build_from_checkpoint(self.ckpt), example))
-        modules, described = trainable_modules(model, self.ckpt)
+        modules, plan = trainable_modules(model, self.ckpt)
+        described = plan.describe()
         qat = fake_quantize(model, recipe, example)
         _observe(qat, self.calibration, pre)
         params = [p for n, p in qat.named_parameters() if _module_of(n) in modules]
@@ -239,12 +246,20 @@ class QatJob:
         state = None
         if self.state_dir is not None:
             state = EpochState(self.state_dir / f"qat-{recipe}.pt", self._key(recipe, model, epochs, lr), t0)
-        losses = _finetune(qat, params, self.train, pre, epochs, lr, self.ckpt["config"], log, state)
+        tcfg = TrainConfig(**self.ckpt["config"])
+        workers = loader_processes() if tcfg.workers is None else tcfg.workers  # as training decodes
+        train_unfrozen(qat)  # the frozen part in eval mode, as training ran it
+        cached = prefix_features(qat, modules, plan.trainable_groups == 0, recipe, self.train, pre, tcfg, epochs,
+                                 workers, self.cache_dir, log)
+        if cached is not None:
+            log(f"qat: {cached.why}")
+        losses = _finetune(qat, params, self.train, pre, epochs, lr, tcfg, workers, log, state, cached)
         seconds = time.perf_counter() - t0 + (state.seconds_before if state else 0.0)
         return QatResult(qat, {"epochs": epochs, "lr": lr, "trained": described,
                                 "parameters": sum(p.numel() for p in params), "images": len(self.train),
                                 "loss": [round(x, 4) for x in losses], "seconds": round(seconds, 1),
-                                "library": LIBRARY, "batchnorm": _batchnorm_record(qat)})
+                                "library": LIBRARY, "batchnorm": _batchnorm_record(qat),
+                                "inputs": cached.why if cached else "the whole graph every step"})
 
 
     def _schedule(self, weights: list[torch.Tensor], log) -> tuple[int, float]:
@@ -338,16 +353,20 @@ def _observe(qat: torch.fx.GraphModule, calibration: list, pre: Preprocess) -> N
             m.disable_observer()
 
 
-def _finetune(qat, params, train: list, pre: Preprocess, epochs: int, lr: float, config: dict, log,
-              state: EpochState | None = None) -> list[float]:
-    from edgetune.host import loader_processes
+def _finetune(qat, params, train: list, pre: Preprocess, epochs: int, lr: float, tcfg: TrainConfig, workers: int,
+              log, state: EpochState | None = None, cached: PrefixFeatures | None = None) -> list[float]:
+    """QAT's epochs: on the cached prefix outputs through `cached.suffix`, or on decoded images
+    through the whole graph. Both draw the same batches of the same images in the same order."""
     from edgetune.train.data import ImageDataset, make_loader, train_transform
 
-    tcfg = TrainConfig(**config)
     ds = ImageDataset(train, train_transform(pre, tcfg.augment), tcfg.skip_bad_images)
-    workers = loader_processes() if tcfg.workers is None else tcfg.workers  # as training decodes
-    loader = make_loader(ds, tcfg.batch_size, workers, drop_last=drops_last(len(ds), tcfg.batch_size),
-                         sampler=torch.utils.data.RandomSampler(ds, generator=torch.Generator().manual_seed(tcfg.seed)))
+    sampler = torch.utils.data.RandomSampler(ds, generator=torch.Generator().manual_seed(tcfg.seed))
+    drop = drops_last(len(ds), tcfg.batch_size)
+    if cached is None:
+        loader = make_loader(ds, tcfg.batch_size, workers, drop_last=drop, sampler=sampler)
+    else:
+        loader = torch.utils.data.BatchSampler(sampler, tcfg.batch_size, drop_last=drop)
+        labels = torch.from_numpy(cached.features.labels)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     total = max(1, epochs * len(loader))
     # Cosine from the small starting rate: the network is already trained, QAT only adjusts it.
@@ -355,12 +374,18 @@ def _finetune(qat, params, train: list, pre: Preprocess, epochs: int, lr: float,
     criterion = nn.CrossEntropyLoss(label_smoothing=tcfg.label_smoothing)
     start, losses = state.restore(qat, optimizer, scheduler, log) if state else (0, [])
     for _ in range(start):  # the sampler's generator where the saved epochs left it
-        list(loader.sampler)
+        list(sampler)
     for epoch in range(start, epochs):
-        qat.train()
+        train_unfrozen(qat)
         running, n = 0.0, 0
-        for x, y in loader:
-            loss = criterion(qat(x), y)
+        for batch in loader:
+            if cached is None:
+                x, y = batch
+                logits = qat(x)
+            else:
+                index = np.asarray(batch)
+                logits, y = cached.suffix(cached.batch(index, epoch)), labels[index]
+            loss = criterion(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -102,6 +102,7 @@ def test_qat_brings_back_the_budget_ptq_misses(trained_run, digits_dir, tmp_path
     assert qat["top1"] >= floor, (fp32, ptq["top1"], qat["top1"])  # ...and QAT brings it back
     assert qat["verdict"].startswith("chosen") and not ptq["verdict"].startswith("chosen")
     assert qat["qat"]["ptq_top1"] == ptq["top1"] and qat["qat"]["trained"].startswith("head only")
+    assert qat["qat"]["inputs"].startswith("the frozen prefix cached")  # run once, not every step
     art = next(a for a in manifest["artifacts"] if a["file"] == "model.int8.tensorrt.onnx")
     assert art["top1"] == qat["top1"] and art["calibration"]["candidate"] == "int8-qat"
     assert art["calibration"]["lint"] == "passed" and all(v.startswith("passed") for v in art["preflight"].values())
@@ -122,16 +123,17 @@ print(json.dumps({{"top1": round(hits / len(paths), 4), "torch": sys.modules.get
     assert got == {"top1": qat["top1"], "torch": False}
 
 
-def test_an_interrupted_qat_stage_continues_from_its_last_epoch(adapted_run, small_digits, tmp_path):
+@pytest.mark.parametrize("unfreeze", ["all", "head"])  # the whole graph every step; the cached prefix
+def test_an_interrupted_qat_stage_continues_from_its_last_epoch(adapted_run, small_digits, tmp_path, unfreeze):
     """Stopped after its first of two epochs (as Ctrl-C stops it), the same QAT job run again
     (`--resume`, or the same export) trains the second epoch only, and ends where an
     uninterrupted stage ends; the saved state goes once the stage is done."""
-    import pytest
-
     from edgetune.train import checkpoint, load_splits
     from edgetune.train.qat import QatJob
 
     ckpt = checkpoint.load(adapted_run.out / "checkpoints" / "best.pt")
+    if unfreeze == "head":
+        ckpt = {**ckpt, "schedule": None, "config": {**ckpt["config"], "unfreeze": "head"}}
     train = load_splits(ckpt, str(small_digits)).train[::2]  # 29 images: two steps an epoch
     job = QatJob(ckpt, train, train[:8], epochs=2, lr=1e-4, state_dir=tmp_path / "calib")
 
@@ -149,6 +151,37 @@ def test_an_interrupted_qat_stage_continues_from_its_last_epoch(adapted_run, sma
     assert not (tmp_path / "calib" / "qat-cpu.pt").exists()
     whole = QatJob(ckpt, train, train[:8], epochs=2, lr=1e-4).run("cpu", lambda *_: None)
     assert resumed.record["loss"] == whole.record["loss"]
+    assert resumed.record["inputs"].startswith("the frozen prefix cached") == (unfreeze == "head")
+
+
+def test_a_frozen_prefix_runs_once_and_the_head_trains_as_on_the_whole_graph(adapted_run, small_digits):
+    """Head only, without augmentation: QAT on the frozen prefix's cached outputs trains the
+    same weights, to the same losses, as QAT running the whole fake-quantized graph every step
+    (`--cache off`), and the exported graph holds what the suffix trained."""
+    import torch
+
+    from edgetune.train import checkpoint, load_splits
+    from edgetune.train.qat import QatJob
+
+    ckpt = checkpoint.load(adapted_run.out / "checkpoints" / "best.pt")
+    ckpt = {**ckpt, "schedule": None, "config": {**ckpt["config"], "unfreeze": "head", "augment": "none"}}
+    train = load_splits(ckpt, str(small_digits)).train
+    log: list[str] = []
+    cached = QatJob(ckpt, train, train[:8], epochs=3, lr=1e-3).run("cpu", log.append)
+    whole = QatJob({**ckpt, "config": {**ckpt["config"], "cache": "off"}}, train, train[:8], epochs=3,
+                   lr=1e-3).run("cpu", lambda *_: None)
+    assert cached.record["inputs"].startswith("the frozen prefix cached, 1 view(s)"), cached.record
+    assert whole.record["inputs"] == "the whole graph every step"
+    assert sum("filling 1 view(s)" in line for line in log) == 1
+    assert cached.record["loss"] == pytest.approx(whole.record["loss"], abs=1e-5)
+    assert cached.record["loss"][0] != cached.record["loss"][-1]  # it trained
+    a, b = cached.model.state_dict(), whole.model.state_dict()
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.allclose(a[name].float(), b[name].float(), atol=1e-5), name
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(cached.model(x), whole.model(x), atol=1e-5)
 
 
 def test_tensorflow_same_padding_is_made_traceable_for_qat():
