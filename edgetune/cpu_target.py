@@ -80,6 +80,10 @@ def build_cpu(out: Path, cal, val: EvalSet, calib_batch: np.ndarray, pre: Prepro
     def run(path: Path, batch: np.ndarray) -> np.ndarray:
         return OrtSession(path, device="cpu").run(batch)
 
+    def evaluate_in_openvino(path: Path) -> float:  # a graph made for OpenVINO alone
+        return top1(ov_backend.OvSession(path, device="cpu", threads=cfg.threads, precision="int8"), val,
+                    desc=f"evaluate {path.stem} in openvino")
+
     engines = cpu_engines(cfg, log)
     floor = fp32.top1 - cfg.max_drop / 100.0
     work = out / CALIB / "candidates"
@@ -87,12 +91,17 @@ def build_cpu(out: Path, cal, val: EvalSet, calib_batch: np.ndarray, pre: Prepro
     ort = [Candidate("fp32", out / FP32, "fp32", top1=fp32.top1)]
     ort += int8_candidates(cal, work, evaluate, floor, calib_batch, run, log, threads=cfg.threads, measure=measure)
     ptq = [c for c in ort if c.precision == "int8"]
+    ov_own = []  # graphs made for OpenVINO alone: its zero-point-0 recipe, PTQ and QAT
+    if "openvino" in engines:
+        ov_own.append(openvino_recipe_candidate(cal, work, calib_batch, run))
     if qat is not None and wants_qat(cfg, any(c.within(floor) for c in ptq)):
-        ort.append(qat_candidate(qat, "cpu", work, evaluate, max(c.top1 for c in ptq), log))
+        ptq_best = max(c.top1 for c in ptq)
+        ort.append(qat_candidate(qat, "cpu", work, evaluate, ptq_best, log))
+        if "openvino" in engines:
+            ov_own.append(qat_candidate(qat, "openvino", work, evaluate_in_openvino, ptq_best, log))
     peers, sessions = [], {}
     if "openvino" in engines:
-        zp0 = openvino_recipe_candidate(cal, work, calib_batch, run)
-        peers, sessions = openvino_candidates(ort + [zp0], val, cfg, log)
+        peers, sessions = openvino_candidates(ort + ov_own, val, cfg, log)
     everyone = ort + peers
     # Timed in turns with spinning off: an idle session's spinning threads would steal the
     # cores from the one being timed. The options are recorded with the latency. OpenVINO's

@@ -13,6 +13,7 @@ from pathlib import Path
 from edgetune.config import ExportConfig
 
 QAT = "int8-qat"  # the candidate quantization-aware fine-tuning made
+QAT_ZP0 = "int8-qat-zp0"  # the same for OpenVINO, zero-points 0 (its PTQ peer: cpu_target.OPENVINO_RECIPE)
 
 
 def wants_qat(cfg: ExportConfig, ptq_within: bool) -> bool:
@@ -21,13 +22,15 @@ def wants_qat(cfg: ExportConfig, ptq_within: bool) -> bool:
 
 
 def qat_candidate(qat, recipe: str, work: Path, evaluate, ptq_top1: float, log):
-    """The "int8-qat" candidate for `recipe`, evaluated; `qat` is an edgetune.train.qat.QatJob."""
+    """The "int8-qat" candidate for `recipe` ("int8-qat-zp0" for openvino), evaluated; `qat`
+    is an edgetune.train.qat.QatJob."""
     from edgetune.calib.select import Candidate
     from edgetune.export.onnx import export_qdq
 
+    name = QAT_ZP0 if recipe == "openvino" else QAT
     result = qat.run(recipe, log)
-    path = export_qdq(result.model, qat.size, work / f"{QAT}.{recipe}.onnx")
-    c = Candidate(QAT, path, "int8", qat={**result.record, "ptq_top1": ptq_top1})
+    path = export_qdq(result.model, qat.size, work / f"{name}.{recipe}.onnx")
+    c = Candidate(name, path, "int8", qat={**result.record, "ptq_top1": ptq_top1})
     c.top1 = evaluate(c.path)
     log(f"qat: {recipe} top-1 {c.top1:.2%} against the best PTQ {ptq_top1:.2%} ({result.record['seconds']:.0f} s)")
     return c

@@ -33,7 +33,7 @@ from edgetune.preprocess import Preprocess
 from edgetune.train.freeze import train_unfrozen
 from edgetune.train.qat_prefix import PrefixFeatures, prefix_features
 
-RECIPES = ("cpu", "tensorrt")  # the targets with a fake-quant recipe here; openvino runs the cpu graph
+RECIPES = ("cpu", "tensorrt", "openvino")  # openvino: the cpu target's graph for OpenVINO, zero-points 0
 EPOCH_SHARE = 0.1  # ModelOpt's rule of thumb: about 10% of the original schedule...
 LR_SHARE = 0.01  # ...starting at 1% of the initial learning rate
 # ...which on a few hundred images is a handful of steps that cannot change what int8 rounds
@@ -81,8 +81,9 @@ def _qconfig_mapping(recipe: str):
     """Fake-quantization as `calib.quantize`'s recipe for `recipe` quantizes: per-channel
     symmetric int8 weights everywhere; activations u8 asymmetric for ONNX Runtime's CPU
     kernels (`quantize_cpu`), s8 symmetric with zero-point 0 for TensorRT (`quantize_tensorrt`).
-    Activation ranges are min/max (the default --calib-method) over the calibration sample,
-    then frozen; weight ranges follow the weights as they train."""
+    OpenVINO's starts as the CPU's; once calibrated its signed activations turn s8 symmetric
+    (`zero_points_zero`). Activation ranges are min/max (the default --calib-method) over the
+    calibration sample, then frozen; weight ranges follow the weights as they train."""
     from torch.ao.quantization import (
         FakeQuantize,
         MinMaxObserver,
@@ -235,6 +236,8 @@ class QatJob:
         described = plan.describe()
         qat = fake_quantize(model, recipe, example)
         _observe(qat, self.calibration, pre)
+        if recipe == "openvino":
+            zero_points_zero(qat)
         params = [p for n, p in qat.named_parameters() if _module_of(n) in modules]
         for p in qat.parameters():
             p.requires_grad_(False)
@@ -351,6 +354,34 @@ def _observe(qat: torch.fx.GraphModule, calibration: list, pre: Preprocess) -> N
     for name, m in qat.named_modules():
         if isinstance(m, FakeQuantize) and not name.endswith("weight_fake_quant"):
             m.disable_observer()
+
+
+def zero_points_zero(qat: torch.fx.GraphModule) -> int:
+    """OpenVINO's recipe (calib.quantize.quantize_openvino, NNCF's scheme) on calibrated
+    activations: zero-point 0 everywhere. A non-negative range (after ReLU) has it already as
+    u8 (an observer's range always holds 0, so its minimum is 0); a signed one becomes s8
+    symmetric over the same range, as the PTQ recipe's overrides make it. Returns how many
+    activations turned signed."""
+    from torch.ao.quantization import FakeQuantize, MinMaxObserver
+
+    signed = 0
+    for name, fq in qat.named_modules():
+        if not isinstance(fq, FakeQuantize) or name.endswith("weight_fake_quant"):
+            continue
+        observed = fq.activation_post_process
+        if float(observed.min_val) >= 0:
+            continue
+        symmetric = MinMaxObserver(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric, quant_min=-128,
+                                   quant_max=127)
+        symmetric.min_val.copy_(observed.min_val)
+        symmetric.max_val.copy_(observed.max_val)
+        fq.activation_post_process = symmetric
+        fq.dtype, fq.qscheme, fq.quant_min, fq.quant_max = torch.qint8, torch.per_tensor_symmetric, -128, 127
+        scale, zero_point = symmetric.calculate_qparams()
+        fq.scale.copy_(scale.reshape(fq.scale.shape))
+        fq.zero_point.copy_(zero_point.reshape(fq.zero_point.shape))
+        signed += 1
+    return signed
 
 
 def _finetune(qat, params, train: list, pre: Preprocess, epochs: int, lr: float, tcfg: TrainConfig, workers: int,

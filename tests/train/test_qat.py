@@ -42,6 +42,43 @@ def test_export_qat_always_makes_a_linted_evaluated_listed_candidate(adapted_run
     assert not list((out / "calib").glob("int8-qat*"))  # the losing graph is not left behind
 
 
+def test_openvino_weighs_a_zero_point_zero_qat_graph_of_its_own(adapted_run, small_digits, tmp_path):
+    """With OpenVINO among the CPU engines, QAT also makes OpenVINO's recipe (zero-points 0:
+    s8 symmetric where an activation is signed, u8 from 0 where it is not, as its PTQ peer
+    int8-zp0), judged and timed in OpenVINO beside the CPU recipe's QAT graph."""
+    from onnx import numpy_helper
+
+    from edgetune.export.onnx import export_qdq
+    from edgetune.runtime.ov_backend import OvSession
+    from edgetune.train import checkpoint, load_splits
+    from edgetune.train.qat import QatJob
+
+    out = tmp_path / "bundle"
+    export_bundle(adapted_run.out / "checkpoints" / "best.pt", out,
+                  ExportConfig(targets=("cpu",), cpu_engines=("onnxruntime", "openvino"), qat="always",
+                               qat_epochs=1, calib_samples=20, eval_max=20, bench_runs=3),
+                  data=str(small_digits), log=lambda *_: None)
+    rows = {r["candidate"]: r for r in json.loads((out / "manifest.json").read_text())["candidates"]["cpu"]}
+    assert {"int8-qat", "openvino-int8-qat", "openvino-int8-qat-zp0"} <= set(rows)
+    assert "int8-qat-zp0" not in rows  # made for OpenVINO: ONNX Runtime does not weigh it
+    own = rows["openvino-int8-qat-zp0"]
+    assert own["backend"] == "openvino" and 0.0 <= own["top1"] <= 1.0 and own["p50_ms"] > 0
+    assert own["qat"]["epochs"] == 1 and own["qat"]["ptq_top1"] == rows["int8-qat"]["qat"]["ptq_top1"]
+
+    ckpt = checkpoint.load(adapted_run.out / "checkpoints" / "best.pt")
+    train = load_splits(ckpt, str(small_digits)).train
+    result = QatJob(ckpt, train, train[:8], epochs=1, lr=1e-4).run("openvino", lambda *_: None)
+    path = export_qdq(result.model, (32, 32), tmp_path / "ov.onnx")
+    graph = onnx.load(path)
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.graph.initializer}
+    points = [inits[n.input[2]] for n in graph.graph.node if n.op_type == "QuantizeLinear"]
+    assert points and all(int(np.abs(z).max()) == 0 for z in points)
+    assert {z.dtype for z in points} == {np.dtype("int8"), np.dtype("uint8")}  # the input is signed, ReLU's not
+    x = np.random.default_rng(0).random((2, 3, 32, 32), dtype=np.float32)
+    assert OvSession(path, device="cpu", precision="int8").run(x).shape == (2, 3)
+    assert OrtSession(path, device="cpu").run(x).shape == (2, 3)
+
+
 # Every ResNet-18 block's second conv reads its block's first channel after BatchNorm and ReLU.
 BLOCKS = [f"layer{i}.{j}" for i in range(1, 5) for j in range(2)]
 
