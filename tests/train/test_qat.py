@@ -18,10 +18,19 @@ def test_export_qat_always_makes_a_linted_evaluated_listed_candidate(adapted_run
     # tests/cli/test_errors.py's): a subprocess would double the test's time importing torch.
     out = tmp_path / "bundle"
     log: list[str] = []
+    # With OpenVINO among the CPU engines, QAT also makes OpenVINO's recipe (zero-points 0, as
+    # its PTQ peer int8-zp0), judged and timed in OpenVINO beside the CPU recipe's QAT graph.
     export_bundle(adapted_run.out / "checkpoints" / "best.pt", out,
-                  ExportConfig(targets=("tensorrt",), qat="always", qat_epochs=1, calib_samples=20, eval_max=20),
+                  ExportConfig(targets=("cpu", "tensorrt"), cpu_engines=("onnxruntime", "openvino"), qat="always",
+                               qat_epochs=1, calib_samples=20, eval_max=20, bench_runs=3),
                   data=str(small_digits), log=log.append)
     manifest = json.loads((out / "manifest.json").read_text())
+    cpu = {r["candidate"]: r for r in manifest["candidates"]["cpu"]}
+    assert {"int8-qat", "openvino-int8-qat", "openvino-int8-qat-zp0"} <= set(cpu)
+    assert "int8-qat-zp0" not in cpu  # made for OpenVINO: ONNX Runtime does not weigh it
+    own = cpu["openvino-int8-qat-zp0"]
+    assert own["backend"] == "openvino" and 0.0 <= own["top1"] <= 1.0 and own["p50_ms"] > 0
+    assert own["qat"]["epochs"] == 1 and own["qat"]["ptq_top1"] == cpu["int8-qat"]["qat"]["ptq_top1"]
     rows = {r["candidate"]: r for r in manifest["candidates"]["tensorrt"]}
     assert set(rows) == {"int8", "int8-qat"}  # PTQ against QAT, both judged on the same val images
     qat = rows["int8-qat"]
@@ -42,28 +51,15 @@ def test_export_qat_always_makes_a_linted_evaluated_listed_candidate(adapted_run
     assert not list((out / "calib").glob("int8-qat*"))  # the losing graph is not left behind
 
 
-def test_openvino_weighs_a_zero_point_zero_qat_graph_of_its_own(adapted_run, small_digits, tmp_path):
-    """With OpenVINO among the CPU engines, QAT also makes OpenVINO's recipe (zero-points 0:
-    s8 symmetric where an activation is signed, u8 from 0 where it is not, as its PTQ peer
-    int8-zp0), judged and timed in OpenVINO beside the CPU recipe's QAT graph."""
+def test_openvinos_qat_graph_has_zero_points_zero(adapted_run, small_digits, tmp_path):
+    """OpenVINO's recipe, as NNCF makes it: s8 symmetric where an activation is signed, u8
+    from 0 where it is not; the graph loads in OpenVINO and ONNX Runtime."""
     from onnx import numpy_helper
 
     from edgetune.export.onnx import export_qdq
     from edgetune.runtime.ov_backend import OvSession
     from edgetune.train import checkpoint, load_splits
     from edgetune.train.qat import QatJob
-
-    out = tmp_path / "bundle"
-    export_bundle(adapted_run.out / "checkpoints" / "best.pt", out,
-                  ExportConfig(targets=("cpu",), cpu_engines=("onnxruntime", "openvino"), qat="always",
-                               qat_epochs=1, calib_samples=20, eval_max=20, bench_runs=3),
-                  data=str(small_digits), log=lambda *_: None)
-    rows = {r["candidate"]: r for r in json.loads((out / "manifest.json").read_text())["candidates"]["cpu"]}
-    assert {"int8-qat", "openvino-int8-qat", "openvino-int8-qat-zp0"} <= set(rows)
-    assert "int8-qat-zp0" not in rows  # made for OpenVINO: ONNX Runtime does not weigh it
-    own = rows["openvino-int8-qat-zp0"]
-    assert own["backend"] == "openvino" and 0.0 <= own["top1"] <= 1.0 and own["p50_ms"] > 0
-    assert own["qat"]["epochs"] == 1 and own["qat"]["ptq_top1"] == rows["int8-qat"]["qat"]["ptq_top1"]
 
     ckpt = checkpoint.load(adapted_run.out / "checkpoints" / "best.pt")
     train = load_splits(ckpt, str(small_digits)).train
