@@ -433,6 +433,14 @@ def build(cls, *layers: dict):
         raise ConfigError(f"bad configuration: {exc}") from None
 
 
+def yaml_word(value):
+    """A YAML value given to a flag that takes words: YAML 1.1 reads a bare `off` or `no` as
+    False (`cache: off`, `qat: off`), and `on` or `yes` as True; the word comes back."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return value
+
+
 def load_yaml(path: str | Path, allowed: set[str] | None = None) -> dict:
     """A YAML file of flag names (dashes or underscores) -> settings; keys outside `allowed`
     are refused (None: every key is kept, for a file whose keys were checked already)."""

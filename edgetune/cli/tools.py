@@ -113,11 +113,14 @@ def _config_path(argv: list[str]) -> str | None:
 
 def _coerce(action: argparse.Action, value, path: str):
     """A YAML value as the flag would have given it."""
+    from edgetune.config import yaml_word
+
     flag = action.option_strings[-1]
     if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
         if not isinstance(value, bool):
             raise ConfigError(f"--config {path}: {flag.lstrip('-')}: {value!r} is not allowed; use true or false")
         return value
+    value = yaml_word(value)  # `cache: off` reads as False
     if isinstance(value, (list, tuple)):
         value = ",".join(map(str, value))  # comma-list flags: --targets, --batch, --artifact
     if action.type is None or isinstance(value, str):

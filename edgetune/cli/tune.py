@@ -54,6 +54,9 @@ def run_tune(args: argparse.Namespace) -> int:
     from edgetune.tune.search import tune
 
     cfg = build(TuneConfig, {k: v for k, v in vars(args).items() if k in field_names(TuneConfig)})
-    fixed = {k for k, v in vars(args).items() if k in field_names(TrainConfig) and v is not None}
+    from edgetune.tune.space import EXPORT_FLAGS
+
+    searchable = field_names(TrainConfig) | set(EXPORT_FLAGS)
+    fixed = {k for k, v in vars(args).items() if k in searchable and v is not None}
     tune(train_config(args), export_config(args), cfg, args.out, fixed, overwrite=args.overwrite)
     return 0

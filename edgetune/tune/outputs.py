@@ -94,7 +94,8 @@ def write_best(out: Path, study, settings: dict, export_settings: dict, objectiv
     header = (f"# edgetune tune: the best of {len(study.trials)} trials, trial {best.number}, {what} "
               f"{value_of(best):.2%}{within}.\n# Retrain and ship it: edgetune run --config {out / BEST_YAML} "
               "--out DIR\n")
-    body = yaml.safe_dump({**settings, **best.user_attrs["config"], **export_settings}, sort_keys=False)
+    # The trial's own values last: a searched export flag (--qat) is the trial's, not the command's.
+    body = yaml.safe_dump({**settings, **export_settings, **best.user_attrs["config"]}, sort_keys=False)
     write_text(out / BEST_YAML, header + body)
     return out / BEST_YAML
 

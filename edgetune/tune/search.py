@@ -43,6 +43,10 @@ def tune(base: TrainConfig, export_cfg: ExportConfig, cfg: TuneConfig, out: str 
                     for name, text in (("model", cfg.models), ("image_size", cfg.image_sizes)) if text)
     if len({p.name for p in params}) != len(params):
         raise ConfigError("--space and --models/--image-sizes both search the same flag; search it in one place")
+    searched_export = [p.name for p in params if p.name in spacemod.EXPORT_FLAGS]
+    if searched_export and cfg.objective != "int8":
+        raise ConfigError(f"--space searches {searched_export[0]}, an export flag, but --objective "
+                          f"{cfg.objective} trials export nothing; pass --objective int8 or drop it from the space")
     if not params:
         raise ConfigError("nothing to search: the command line fixes every flag of the default space; "
                           "drop some flags or pass --space FILE")
@@ -59,7 +63,7 @@ def tune(base: TrainConfig, export_cfg: ExportConfig, cfg: TuneConfig, out: str 
                 "objective": cfg.objective, "sampler": cfg.sampler}
     if cfg.multi:
         settings.update(objectives=list(directions), latency_budget=cfg.latency_budget)
-    first = spacemod.first_trial(params, base) if grid is None else None
+    first = spacemod.first_trial(params, base, export_cfg) if grid is None else None
     plan = studymod.Plan(cfg.study_name or out.resolve().name, cfg.trials, cfg.sampler, grid, base.seed,
                          settings, pruner, directions, cfg.latency_budget, first)
     book = _latency_book(base, cfg, out, log) if cfg.multi else None
@@ -155,15 +159,17 @@ class TrialObjective:
             # The first trial leaves the flags the run resolves (space.first_trial) to the run.
             own = trial.user_attrs.get(studymod.RUN_OWN, [])
             values = {p.name: p.suggest(trial) for p in self.params if p.name not in own}
+            exported = {k: values.pop(k) for k in spacemod.EXPORT_FLAGS if k in values}  # --qat: the export's
             cfg = trial_config(self.base, values, trial.number)
-            trial.set_user_attr("config", {**values, "seed": cfg.seed, "cache_seed": cfg.cache_seed})
+            export_cfg = dataclasses.replace(self.export_cfg, **exported)
+            trial.set_user_attr("config", {**values, **exported, "seed": cfg.seed, "cache_seed": cfg.cache_seed})
             # The artifact a trial ships is known after its export (--objective int8, timed here);
             # otherwise the latency is its model's and size's, known before training, so a
             # pruned trial has its latency too. Optuna takes a trial's constraint once.
             after = self.book is not None and self.objective == "int8" and not self.book.from_files
             if self.book is not None:
                 self._set_latency(trial, *self.book.of(cfg.model, _input_size(cfg)), None if after else self.budget)
-            outcome = run_trial(cfg, folder, self.objective, self.export_cfg, report,
+            outcome = run_trial(cfg, folder, self.objective, export_cfg, report,
                                 log=_file_log(folder / "train.log"))
             if own:  # as they ran: trials.csv shows them and best.yaml repeats them
                 trial.set_user_attr("config", {**trial.user_attrs["config"],

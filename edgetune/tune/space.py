@@ -4,7 +4,9 @@ The default is the space that matters when fine-tuning a pretrained classifier: 
 learning rate and the smaller one of the unfrozen blocks, weight decay, how deep to unfreeze,
 label smoothing, dropout and augmentation. A flag given on the command line is fixed and
 leaves the default space. `--space FILE` replaces it: a YAML mapping of train flag names to a
-range (`{low: 1e-4, high: 1e-2, log: true}`, optionally `step`) or a list of choices.
+range (`{low: 1e-4, high: 1e-2, log: true}`, optionally `step`) or a list of choices. One
+export flag is searchable too, under `--objective int8` (whose trials export): `qat`, a list
+of auto, off and always.
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgetune.config import TrainConfig, field_names
+from edgetune.config import TrainConfig, field_names, yaml_word
 from edgetune.errors import ConfigError, did_you_mean
 
 # Flags a search must not vary: the data and its val split (trials must be judged on the same
 # images), the machine, where outputs go, and the seed (each trial derives its own from --seed).
 FIXED = {"data", "val_fraction", "device", "workers", "seed", "cache_dir", "cache_seed", "cache_memory",
          "checkpoint_every", "verify_images", "skip_bad_images", "compile"}
+# Export flags a search may vary, with their values; a trial's export takes them (tune.search).
+EXPORT_FLAGS = {"qat": ("auto", "off", "always")}
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,7 @@ def default_space(fixed: set[str], from_scratch: bool = False) -> tuple[Param, .
     return tuple(p for p in DEFAULT if p.name not in fixed)
 
 
-def first_trial(params: tuple[Param, ...], base: TrainConfig) -> dict:
+def first_trial(params: tuple[Param, ...], base: TrainConfig, export_base=None) -> dict:
     """What a new study runs first: the command's own flags (the defaults, or what the user set)
     for every searched flag whose value lies in its range or choices, the first listed model and
     size; flags outside the space are drawn. A flag the run resolves as it trains (`--lr`: the
@@ -90,7 +94,8 @@ def first_trial(params: tuple[Param, ...], base: TrainConfig) -> dict:
             first[p.name] = p.choices[0]
             continue
         # A flag whose None the config resolves (unfreeze, backbone_lr_scale) as the run resolves it.
-        value = getattr(base, f"resolved_{p.name}", getattr(base, p.name))
+        owner = export_base if p.name in EXPORT_FLAGS else base
+        value = getattr(owner, f"resolved_{p.name}", getattr(owner, p.name, None))
         if value is None:  # resolved by the run itself (lr, from the depth it trains): None here too
             first[p.name] = None
         elif p.choices is not None and value in p.choices:
@@ -134,7 +139,7 @@ def load_space(path: str | Path, base: TrainConfig, fixed: set[str]) -> tuple[Pa
     if not isinstance(raw, dict) or not raw:
         raise ConfigError(f"--space {path} must map train flags to ranges or lists, e.g. "
                           "'lr: {low: 0.0001, high: 0.01, log: true}' or 'unfreeze: [head, 1, 2]'")
-    allowed = field_names(TrainConfig) - FIXED
+    allowed = (field_names(TrainConfig) - FIXED) | set(EXPORT_FLAGS)
     params = []
     for key, spec in raw.items():
         name = str(key).replace("-", "_")
@@ -192,6 +197,11 @@ def _param(name: str, spec, where: str) -> Param:
 
 def _check_values(p: Param, base: TrainConfig, where: str) -> None:
     """Every choice and both ends of a range must make a valid config with the fixed flags."""
+    if p.name in EXPORT_FLAGS:
+        wrong = [v for v in p.choices if v not in EXPORT_FLAGS[p.name]]
+        if wrong:
+            raise ConfigError(f"{where}: {wrong[0]!r} is not allowed; use {', '.join(EXPORT_FLAGS[p.name])}")
+        return
     values = p.choices if p.choices is not None else (_cast(p.name, p.low), _cast(p.name, p.high))
     for v in values:
         try:
@@ -213,6 +223,8 @@ def grid(params: tuple[Param, ...], space_path) -> dict[str, list]:
 
 
 def _kind(name: str):
+    if name in EXPORT_FLAGS:
+        return str
     hint = typing.get_type_hints(TrainConfig)[name]
     args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
     for kind in (bool, int, float):
@@ -233,7 +245,7 @@ def _as_flag_value(name: str, value):
     """A YAML list item as the flag takes it: '2' for --unfreeze, 0.1 for --dropout."""
     kind = _kind(name)
     if kind is str:
-        return str(value)
+        return str(yaml_word(value))
     if kind is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"--space: {name}: {value!r} is not allowed; use true or false")

@@ -68,12 +68,13 @@ def test_non_empty_out_is_refused(small_digits, tmp_path):
 
 def test_yaml_config_sets_defaults_and_flags_override(small_digits, tmp_path):
     cfg = tmp_path / "run.yaml"
-    cfg.write_text("model: resnet18\nweights: none\nimage-size: 32\nepochs: 1\nbatch_size: 32\n")
+    # `cache: off` as a user writes it: YAML 1.1 reads a bare off as False.
+    cfg.write_text("model: resnet18\nweights: none\nimage-size: 32\nepochs: 1\nbatch_size: 32\ncache: off\n")
     proc = edgetune("train", "--config", cfg, "--data", small_digits, "--out", tmp_path / "o",
                     "--unfreeze", "head")
     assert proc.returncode == 0, proc.stderr
     written = (tmp_path / "o" / "config.yaml").read_text()
-    assert "unfreeze: head" in written and "image_size: 32" in written
+    assert "unfreeze: head" in written and "image_size: 32" in written and "cache: 'off'" in written
     cfg.write_text("epohcs: 1\n")
     assert_user_error(edgetune("train", "--config", cfg, "--data", small_digits, "--out", tmp_path / "p"),
                       "did you mean 'epochs'")

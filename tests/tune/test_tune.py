@@ -125,12 +125,20 @@ def test_int8_objective_is_the_artifacts_measured_top1(base_args, three_digits, 
     from edgetune import runtime
 
     out = tmp_path / "study"
-    # One trial proves it: its value is its artifact's top-1, measured again here.
-    proc = edgetune(*base_args, "--space", _space(tmp_path, "lr: [0.01, 0.003]\n"),
+    # One trial proves it: its value is its artifact's top-1, measured again here. QAT is in
+    # the space: the trial's export runs it (always), beside the PTQ candidates.
+    proc = edgetune(*base_args, "--space", _space(tmp_path, "lr: [0.01, 0.003]\nqat: [always]\n"),
                     "--trials", "1", "--objective", "int8", "--calib-samples", "30", "--out", out,
                     timeout=400)
     assert proc.returncode == 0, proc.stderr
-    for row in read_trials(out):
+    rows = read_trials(out)
+    assert [r["params_qat"] for r in rows] == ["always"]
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    assert best["qat"] == "always"  # the trial's, not the command's default
+    for row in rows:
+        candidates = json.loads((out / "trials" / f"{int(row['number']):04d}" / "bundle" / "manifest.json"
+                                 ).read_text())["candidates"]["cpu"]
+        assert "int8-qat" in {c["candidate"] for c in candidates}
         bundle = out / "trials" / f"{int(row['number']):04d}" / "bundle"
         model = runtime.load(bundle, artifact="model.int8.cpu.onnx")
         images = sorted((three_digits / "val").glob("*/*.png"))
@@ -179,6 +187,9 @@ def _space(tmp_path: Path, text: str) -> Path:
     (None, ["--cache-max", "lots"], ["--cache-max 'lots' is not a size", "4GB"]),
     (None, ["--objectives", "top1,size"], ["--objectives 'top1,size' is not allowed", "top1,latency"]),
     (None, ["--latency-budget", "5"], ["add --objectives top1,latency"]),
+    ("qat: [off, always]\n", [], ["searches qat, an export flag", "--objective int8"]),
+    ("qat: [off, sometimes]\n", ["--objective", "int8"], ["qat: 'sometimes' is not allowed", "auto, off, always"]),
+    ("qat: [off, always]\n", ["--objective", "int8", "--qat", "off"], ["also given as --qat"]),
 ])
 def test_bad_input_is_one_line(space, extra, needles, three_digits, tmp_path):
     args = ["tune", "--data", three_digits, "--out", tmp_path / "s", *extra]
