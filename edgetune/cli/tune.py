@@ -19,7 +19,8 @@ def add_parser(sub) -> None:
     g = p.add_argument_group("search")
     g.add_argument("--trials", type=int, help="finished trials the study should hold (default 20)")
     g.add_argument("--sampler", help="tpe (default) | random | grid (needs --space with lists)")
-    g.add_argument("--space", help="YAML: flag: {low: A, high: B, log: true} or flag: [a, b, c]")
+    g.add_argument("--space", help="YAML: flag: {low: A, high: B, log: true} or flag: [a, b, c]; train flags, "
+                                   "and qat with --objective int8")
     g.add_argument("--objective", help="top1 (default): best val top-1 | int8: val top-1 of the CPU INT8 artifact")
     g.add_argument("--pruner", help="median (default with one objective): stop trials below the median from "
                                     "epoch 2 | none (default with --objectives, which Optuna cannot prune)")
