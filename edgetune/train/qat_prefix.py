@@ -78,7 +78,8 @@ def prefix_features(qat: torch.fx.GraphModule, modules: set[str], head_only: boo
 
     parts = split_at_trained(qat, modules)
     if parts is None:
-        log("qat: the whole graph runs every step (no single value between a frozen prefix and the trained layers)")
+        log("qat: the whole graph runs every step (nothing frozen below the trained layers, or more than "
+            "one value crosses to them)")
         return None
     prefix, suffix = parts
     classes = max(len({s.label for s in train}), 1)
