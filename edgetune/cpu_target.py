@@ -80,10 +80,6 @@ def build_cpu(out: Path, cal, val: EvalSet, calib_batch: np.ndarray, pre: Prepro
     def run(path: Path, batch: np.ndarray) -> np.ndarray:
         return OrtSession(path, device="cpu").run(batch)
 
-    def evaluate_in_openvino(path: Path) -> float:  # a graph made for OpenVINO alone
-        return top1(ov_backend.OvSession(path, device="cpu", threads=cfg.threads, precision="int8"), val,
-                    desc=f"evaluate {path.stem} in openvino")
-
     engines = cpu_engines(cfg, log)
     floor = fp32.top1 - cfg.max_drop / 100.0
     work = out / CALIB / "candidates"
@@ -98,7 +94,7 @@ def build_cpu(out: Path, cal, val: EvalSet, calib_batch: np.ndarray, pre: Prepro
         ptq_best = max(c.top1 for c in ptq)
         ort.append(qat_candidate(qat, "cpu", work, evaluate, ptq_best, log))
         if "openvino" in engines:
-            ov_own.append(qat_candidate(qat, "openvino", work, evaluate_in_openvino, ptq_best, log))
+            ov_own.append(qat_candidate(qat, "openvino", work, None, ptq_best, log))
     peers, sessions = [], {}
     if "openvino" in engines:
         peers, sessions = openvino_candidates(ort + ov_own, val, cfg, log)

@@ -52,6 +52,11 @@ ENGINE_SOURCES = (INT8_TENSORRT, FP16)  # the graphs `edgetune build-engine` bui
 DEVICES = "devices"  # `edgetune bench --choose`: one device's choice per file, named by its fingerprint
 
 
+def cache_folder(cache_dir: str | None, out: str | Path) -> Path:
+    """Where the feature cache lives: --cache-dir, else OUT/cache."""
+    return Path(cache_dir) if cache_dir else Path(out) / CACHE
+
+
 def openvino_artifact(precision: str) -> str:
     """The bundle's OpenVINO artifact of `precision` (fp32, bf16 or int8)."""
     return {"fp32": FP32_OPENVINO, "bf16": BF16_OPENVINO, "int8": INT8_OPENVINO}[precision]

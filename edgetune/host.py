@@ -80,8 +80,11 @@ def decode_threads() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def loader_processes() -> int:
-    """DataLoader worker processes for training (0: decode in the training process). On small
-    machines decoding in-process beats fighting the training threads for the cores."""
+def loader_processes(setting: int | None = None) -> int:
+    """DataLoader worker processes for training (0: decode in the training process): `setting`
+    (--workers) where given. On small machines decoding in-process beats fighting the training
+    threads for the cores."""
+    if setting is not None:
+        return setting
     cores = os.cpu_count() or 1
     return 0 if cores <= 2 else min(8, cores - 1)

@@ -224,8 +224,8 @@ def _qat_job(ckpt: dict, splits, pool: list, cfg: ExportConfig, log, out: Path):
                               "with its --data, or use --qat off")
         log(f"qat: skipped ({why})")
         return None
-    cache_dir = Path(trained["cache_dir"]) if trained.get("cache_dir") else out / files.CACHE
-    return QatJob(ckpt, splits.train, pool, cfg.qat_epochs, cfg.qat_lr, out / files.CALIB, cache_dir)
+    return QatJob(ckpt, splits.train, pool, cfg.qat_epochs, cfg.qat_lr, out / files.CALIB,
+                  files.cache_folder(trained.get("cache_dir"), out))
 
 
 def _calibrate(out: Path, sample, pre: Preprocess, cfg: ExportConfig, log):

@@ -22,8 +22,9 @@ def wants_qat(cfg: ExportConfig, ptq_within: bool) -> bool:
 
 
 def qat_candidate(qat, recipe: str, work: Path, evaluate, ptq_top1: float, log):
-    """The "int8-qat" candidate for `recipe` ("int8-qat-zp0" for openvino), evaluated; `qat`
-    is an edgetune.train.qat.QatJob."""
+    """The "int8-qat" candidate for `recipe` ("int8-qat-zp0" for openvino), evaluated by
+    `evaluate(path)`; `qat` is an edgetune.train.qat.QatJob. OpenVINO's graph is judged with
+    OpenVINO's other candidates (cpu_target.openvino_candidates), so `evaluate` is None there."""
     from edgetune.calib.select import Candidate
     from edgetune.export.onnx import export_qdq
 
@@ -31,6 +32,10 @@ def qat_candidate(qat, recipe: str, work: Path, evaluate, ptq_top1: float, log):
     result = qat.run(recipe, log)
     path = export_qdq(result.model, qat.size, work / f"{name}.{recipe}.onnx")
     c = Candidate(name, path, "int8", qat={**result.record, "ptq_top1": ptq_top1})
+    seconds = f"{result.record['seconds']:.0f} s"
+    if evaluate is None:
+        log(f"qat: {recipe} graph made ({seconds}); judged in OpenVINO with its other candidates")
+        return c
     c.top1 = evaluate(c.path)
-    log(f"qat: {recipe} top-1 {c.top1:.2%} against the best PTQ {ptq_top1:.2%} ({result.record['seconds']:.0f} s)")
+    log(f"qat: {recipe} top-1 {c.top1:.2%} against the best PTQ {ptq_top1:.2%} ({seconds})")
     return c

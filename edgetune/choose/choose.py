@@ -37,7 +37,7 @@ def choose(cfg: ChooseConfig, out: str | Path, log=print) -> list[Row]:
     if (out / files.MANIFEST).is_file():
         raise ConfigError(f"--out {out} holds a bundle; choose writes its own folder: pass another --out")
     out.mkdir(parents=True, exist_ok=True)
-    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else out / files.CACHE
+    cache_dir = files.cache_folder(cfg.cache_dir, out)
     log(f"choose: {len(pairs)} model(s) x {len(sizes)} size(s) on {len(splits.train) + len(splits.val)} "
         f"images of {len(splits.classes)} classes ({data}); features cached in {cache_dir}")
     rows = _score_all(pairs, sizes, splits, cfg, cache_dir, out / GRAPHS, known, log)

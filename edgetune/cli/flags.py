@@ -157,7 +157,8 @@ def no_abbrev(add_parser):
 def settings(args, cls) -> tuple[dict, dict]:
     """(file settings, flag settings) for config class `cls`: the file layer holds the saved
     run's config.yaml under --resume, then the --config file; the flag layer what was typed."""
-    from edgetune.config import field_names, load_yaml
+    from edgetune.config import field_names
+    from edgetune.config_file import load_yaml
     from edgetune.files import CONFIG
 
     allowed = field_names(cls) | {"targets", "cpu_engines"}

@@ -89,7 +89,7 @@ def apply_config_file(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     if name is None or path is None:
         return
     require("yaml", "train", "--config")
-    from edgetune.config import load_yaml
+    from edgetune.config_file import load_yaml
 
     settings = load_yaml(path, all_keys(parser))
     sub = subs[name]
@@ -113,7 +113,7 @@ def _config_path(argv: list[str]) -> str | None:
 
 def _coerce(action: argparse.Action, value, path: str):
     """A YAML value as the flag would have given it."""
-    from edgetune.config import yaml_word
+    from edgetune.config_file import yaml_word
 
     flag = action.option_strings[-1]
     if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):

@@ -109,7 +109,7 @@ def _train(cfg, out, resume, log, command, world, device, target_labels=None, on
     model = create_model(cfg.model, cfg.weights, len(splits.classes), cfg.dropout, log).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    workers = loader_processes() if cfg.workers is None else cfg.workers
+    workers = loader_processes(cfg.workers)
     saved = checkpoint.load(out / LAST) if resume and (out / LAST).is_file() else None
     setup = RunSetup(cfg, model, out, pre, world, workers, device, log)
     stages = _stages(setup, splits, saved)

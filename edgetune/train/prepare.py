@@ -115,10 +115,10 @@ class PreparedStage:
 def make_cache(setup: RunSetup, s: Split) -> FeatureCache:
     """The feature cache of split `s`'s frozen prefix."""
     cfg = setup.cfg
-    folder = Path(cfg.cache_dir) if cfg.cache_dir else setup.out / files.CACHE
+    folder = files.cache_folder(cfg.cache_dir, setup.out)
     # Trials of a search train with their own seeds but draw the cached views with one seed,
     # so they share the cache.
-    seed = cfg.seed if cfg.cache_seed is None else cfg.cache_seed
+    seed = cfg.resolved_cache_seed
     parts = cache_parts(cfg, setup.pre, s)
     settings = CacheSettings(folder, memory_budget(cfg.cache_memory), cfg.cache_dtype, cfg.batch_size,
                              setup.workers, setup.device, seed, cfg.skip_bad_images)
@@ -128,7 +128,7 @@ def make_cache(setup: RunSetup, s: Split) -> FeatureCache:
 def cache_parts(cfg: TrainConfig, pre, s: Split) -> dict:
     """What, besides the prefix's weights and the request, keys split `s`'s cached features:
     `edgetune choose` fills its features under the same key as the `--unfreeze auto` probe."""
-    seed = cfg.seed if cfg.cache_seed is None else cfg.cache_seed
+    seed = cfg.resolved_cache_seed
     return {"arch": cfg.model, "weights": cfg.weights, "split": s.where, "split_index": s.index,
             "preprocess": pre.to_dict(), "seed": seed, "dtype": cfg.cache_dtype}
 

@@ -227,7 +227,8 @@ class QatJob:
     def run(self, recipe: str, log=print) -> QatResult:
         from edgetune.train.model import build_from_checkpoint
 
-        torch.manual_seed(TrainConfig(**self.ckpt["config"]).seed)
+        tcfg = TrainConfig(**self.ckpt["config"])
+        torch.manual_seed(tcfg.seed)
         t0 = time.perf_counter()
         pre = Preprocess.from_dict(self.ckpt["preprocess"])
         example = torch.zeros(2, 3, *pre.size)
@@ -249,9 +250,7 @@ class QatJob:
         state = None
         if self.state_dir is not None:
             state = EpochState(self.state_dir / f"qat-{recipe}.pt", self._key(recipe, model, epochs, lr), t0)
-        tcfg = TrainConfig(**self.ckpt["config"])
-        workers = loader_processes() if tcfg.workers is None else tcfg.workers  # as training decodes
-        train_unfrozen(qat)  # the frozen part in eval mode, as training ran it
+        workers = loader_processes(tcfg.workers)  # as training decodes
         cached = prefix_features(qat, modules, plan.trainable_groups == 0, recipe, self.train, pre, tcfg, epochs,
                                  workers, self.cache_dir, log)
         if cached is not None:

@@ -87,7 +87,7 @@ def prefix_features(qat: torch.fx.GraphModule, modules: set[str], head_only: boo
     if not plan.views:
         log(f"qat: the whole graph runs every step ({plan.why})")
         return None
-    seed = tcfg.seed if tcfg.cache_seed is None else tcfg.cache_seed
+    seed = tcfg.resolved_cache_seed
     # float32: the prefix ends in a fake-quantized activation, values on its int8 grid that
     # float16 would round off it.
     settings = CacheSettings(cache_dir, memory_budget(tcfg.cache_memory), "float32", tcfg.batch_size, workers,

@@ -53,7 +53,7 @@ def tune(base: TrainConfig, export_cfg: ExportConfig, cfg: TuneConfig, out: str 
     grid = spacemod.grid(params, cfg.space) if cfg.sampler == "grid" else None
     out = _prepare_out(Path(out), overwrite)
     # Trials share one cache folder, so each frozen prefix is computed once for the search.
-    base = dataclasses.replace(base, cache_dir=base.cache_dir or str(out / files.CACHE))
+    base = dataclasses.replace(base, cache_dir=str(files.cache_folder(base.cache_dir, out)))
     # Optuna cannot prune a study of two objectives: with pruning asked for, top-1 alone is
     # maximised, latency a constraint on it.
     pruner = cfg.pruner or ("none" if cfg.multi else "median")

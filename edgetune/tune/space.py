@@ -17,7 +17,8 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgetune.config import TrainConfig, field_names, yaml_word
+from edgetune.config import ExportConfig, Qat, TrainConfig, field_names
+from edgetune.config_file import yaml_word
 from edgetune.errors import ConfigError, did_you_mean
 
 # Flags a search must not vary: the data and its val split (trials must be judged on the same
@@ -25,7 +26,7 @@ from edgetune.errors import ConfigError, did_you_mean
 FIXED = {"data", "val_fraction", "device", "workers", "seed", "cache_dir", "cache_seed", "cache_memory",
          "checkpoint_every", "verify_images", "skip_bad_images", "compile"}
 # Export flags a search may vary, with their values; a trial's export takes them (tune.search).
-EXPORT_FLAGS = {"qat": ("auto", "off", "always")}
+EXPORT_FLAGS = {"qat": typing.get_args(Qat)}
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def default_space(fixed: set[str], from_scratch: bool = False) -> tuple[Param, .
     return tuple(p for p in DEFAULT if p.name not in fixed)
 
 
-def first_trial(params: tuple[Param, ...], base: TrainConfig, export_base=None) -> dict:
+def first_trial(params: tuple[Param, ...], base: TrainConfig, export_base: ExportConfig | None = None) -> dict:
     """What a new study runs first: the command's own flags (the defaults, or what the user set)
     for every searched flag whose value lies in its range or choices, the first listed model and
     size; flags outside the space are drawn. A flag the run resolves as it trains (`--lr`: the
@@ -94,8 +95,8 @@ def first_trial(params: tuple[Param, ...], base: TrainConfig, export_base=None) 
             first[p.name] = p.choices[0]
             continue
         # A flag whose None the config resolves (unfreeze, backbone_lr_scale) as the run resolves it.
-        owner = export_base if p.name in EXPORT_FLAGS else base
-        value = getattr(owner, f"resolved_{p.name}", getattr(owner, p.name, None))
+        owner = (export_base or ExportConfig()) if p.name in EXPORT_FLAGS else base
+        value = getattr(owner, f"resolved_{p.name}", getattr(owner, p.name))
         if value is None:  # resolved by the run itself (lr, from the depth it trains): None here too
             first[p.name] = None
         elif p.choices is not None and value in p.choices:

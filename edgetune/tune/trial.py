@@ -45,7 +45,7 @@ def trial_config(base: TrainConfig, params: dict, number: int) -> TrainConfig:
     """The base flags with the trial's values and seed. The cached views keep the base seed,
     so trials that freeze the same blocks share one feature cache."""
     return dataclasses.replace(base, **params, seed=trial_seed(base.seed, number),
-                               cache_seed=base.seed if base.cache_seed is None else base.cache_seed)
+                               cache_seed=base.resolved_cache_seed)
 
 
 def run_trial(cfg: TrainConfig, folder: Path, objective: str, export_cfg: ExportConfig,
