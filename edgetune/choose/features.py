@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import multiprocessing
+import re
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,9 +74,9 @@ def extract(cand: Candidate, splits: Splits, data: str, cache_dir: Path, graphs:
         features, labels = _through_cache(model, cand, pre, splits, data, cache_dir, batch_size, log)
         return Extracted(features, labels, size)
     shipped = graphs / Candidate(cand.arch, "none", size).graph
-    own = feature_graph(Candidate(cand.arch, cand.weights, size), cache_dir)
-    if not own.is_file():
-        _export_feature_graph(model, cand.arch, pre.size, own)
+    own, how = ensure_feature_graph(model, Candidate(cand.arch, cand.weights, size), pre.size, cache_dir)
+    if how:
+        log(f"choose: {cand.name} {size} px: {how}")
     if not shipped.is_file():
         _without_features(own, shipped)
     features, labels = _through_graph(own, pre, splits, batch_size)
@@ -88,6 +89,81 @@ def feature_graph(cand: Candidate, cache_dir: Path) -> Path:
     return cache_dir / FEATURE_GRAPHS / f"{Path(cand.graph).stem}-{_weights_key(cand)}.onnx"
 
 
+def ensure_feature_graph(model: nn.Module, cand: Candidate, size: tuple[int, int],
+                         cache_dir: Path) -> tuple[Path, str]:
+    """The candidate's feature graph at `size` (`cand.size` resolved), and how it came when it
+    was not there: from the same network's graph at another size, its input's height and width
+    changed, where that graph agrees with PyTorch at this size; else exported. A convolutional
+    network ending in a global pool holds no spatial size in its graph, so one export serves
+    every size; a graph that does hold one (a Reshape of the map, "same" padding computed at
+    export) fails the parity check or ONNX Runtime's shape checks, and is exported again."""
+    own = feature_graph(cand, cache_dir)
+    if own.is_file():
+        return own, ""
+    how = ""
+    for other in _other_sizes(cand, cache_dir):
+        why = _resized(other, model, cand.arch, size, own)
+        if why is None:
+            return own, (f"the {_size_of(other)} px graph, its input set to {size[0]}x{size[1]} "
+                         "(parity with PyTorch checked)")
+        how = f"exported: the {_size_of(other)} px graph does not serve this size ({why[:160]})"
+    _export_feature_graph(model, cand.arch, size, own)
+    return own, how
+
+
+def _other_sizes(cand: Candidate, cache_dir: Path) -> list[Path]:
+    """The same network's feature graphs at other sizes (same arch and weights key)."""
+    stem, key = Path(cand.graph).stem.rsplit("-", 1)[0], _weights_key(cand)
+    pattern = re.compile(rf"{re.escape(stem)}-(\d+)-{re.escape(key)}\.onnx")
+    folder = cache_dir / FEATURE_GRAPHS
+    return sorted(p for p in folder.glob("*.onnx") if pattern.fullmatch(p.name)) if folder.is_dir() else []
+
+
+def _size_of(graph: Path) -> int:
+    return int(graph.stem.rsplit("-", 2)[1])
+
+
+def _resized(source: Path, model: nn.Module, arch: str, size: tuple[int, int], path: Path) -> str | None:
+    """`source` with its input's height and width set to `size`, written to `path` where it
+    agrees with `model` at that size (logits on two seeded random images, the export's own
+    tolerance); otherwise nothing is written and the reason comes back."""
+    import onnx
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, InvalidGraph, RuntimeException
+
+    from edgetune.atomic import atomic_path
+    from edgetune.export.graph_parity import ParityError, compare
+    from edgetune.export.onnx import OUTPUT
+
+    graph = onnx.load(str(source))
+    dims = graph.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_value, dims[3].dim_value = size
+    # The intermediate shapes were inferred at the export's size: inferred again at this one.
+    del graph.graph.value_info[:]
+    for output in graph.graph.output:
+        output.type.tensor_type.ClearField("shape")
+    graph = onnx.shape_inference.infer_shapes(graph)
+    x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = WithFeatures(model, arch)(x)[0].numpy()
+    try:
+        session = _session(graph.SerializeToString())
+        got = session.run([OUTPUT], {session.get_inputs()[0].name: x.numpy()})[0]
+        compare(want, got, 1e-3, f"{source.name} at {size[0]} px")
+    except (ParityError, Fail, InvalidArgument, InvalidGraph, RuntimeException) as error:
+        return str(error).splitlines()[0]
+    with atomic_path(path) as tmp:
+        onnx.save(graph, str(tmp))
+    return None
+
+
+def _session(graph: Path | bytes):
+    import onnxruntime as ort
+
+    from edgetune.runtime.ort_backend import providers_for
+
+    return ort.InferenceSession(graph if isinstance(graph, bytes) else str(graph), providers=providers_for("cpu"))
+
+
 def _export_feature_graph(model: nn.Module, arch: str, size: tuple[int, int], path: Path) -> None:
     from edgetune.export.onnx import OUTPUT, export_onnx
 
@@ -97,36 +173,51 @@ def _export_feature_graph(model: nn.Module, arch: str, size: tuple[int, int], pa
 
 
 def export_graphs(cands: list[Candidate], classes: int, cache_dir: Path, log) -> None:
-    """The candidates' feature graphs not exported yet, in parallel processes, one a core. An
-    export is single-threaded Python (torch.export), 4-6 s a graph here, so two processes on two
-    cores halve the wait (Lite0 and Lite1 at 160 and 224 px: 32.1 s in one process, 17.1 s in
-    two). A graph that fails in a worker is left to `extract`, which exports it again in this
-    process, where its error is reported as the candidate's."""
-    todo = [(c, feature_graph(c, cache_dir)) for c in cands]
-    todo = [(c, path) for c, path in todo if not path.is_file()]
+    """The candidates' feature graphs not made yet, a network's sizes in one process and the
+    networks side by side, one process a core. An export is single-threaded Python
+    (torch.export), 4-6 s a graph here, so two processes on two cores halve the wait (Lite0 and
+    Lite1 at 160 and 224 px: 32.1 s in one process, 17.1 s in two); a network's other sizes
+    come from its first graph (`ensure_feature_graph`) in well under a second. A graph that
+    fails in a worker is left to `extract`, which makes it again in this process, where its
+    error is reported as the candidate's."""
+    todo: dict[tuple[str, str], list[Candidate]] = {}
+    for c in cands:
+        if not feature_graph(c, cache_dir).is_file():
+            todo.setdefault((c.arch, c.weights), []).append(c)
     workers = min(len(todo), usable_cpus(), MAX_EXPORT_PROCESSES)
     if workers < 2:
         return
-    log(f"choose: exporting {len(todo)} graph(s) in {workers} processes")
+    graphs = sum(len(group) for group in todo.values())
+    log(f"choose: making {graphs} graph(s) of {len(todo)} networks in {workers} processes")
     context = multiprocessing.get_context("spawn")  # never fork a process that holds torch's threads
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        jobs = {c: pool.submit(_export_in_worker, c.arch, c.weights, c.size, classes, str(path))
-                for c, path in todo}
-        for c, job in jobs.items():
+        jobs = {(arch, weights): pool.submit(_graphs_in_worker, arch, weights, [c.size for c in group], classes,
+                                             str(cache_dir))
+                for (arch, weights), group in todo.items()}
+        for (arch, weights), job in jobs.items():
+            name = todo[(arch, weights)][0].name
             error = job.exception()
             if error is not None:
-                log(f"choose: {c.name} {c.size} px: exporting in a worker failed ({str(error).splitlines()[0][:120]}); "
+                log(f"choose: {name}: making its graphs in a worker failed ({str(error).splitlines()[0][:120]}); "
                     "trying again in this process")
+                continue
+            for size, how in job.result():
+                if how:
+                    log(f"choose: {name} {size} px: {how}")
 
 
-def _export_in_worker(arch: str, weights: str, size: int, classes: int, path: str) -> None:
-    """One graph, in a worker process: the model made as `extract` makes it (seeded, so a random
-    initialisation is the same network)."""
+def _graphs_in_worker(arch: str, weights: str, sizes: list[int], classes: int, cache_dir: str) -> list[tuple[int, str]]:
+    """One network's graphs, in a worker process: the model made once, as `extract` makes it
+    (seeded, so a random initialisation is the same network), then each size."""
     torch.set_num_threads(1)
-    pre = preprocess_for(arch, weights, size)
     torch.manual_seed(0)
-    model = create_model(arch, weights, classes, log=lambda *_: None)
-    _export_feature_graph(model.eval(), arch, pre.size, Path(path))
+    model = create_model(arch, weights, classes, log=lambda *_: None).eval()
+    done = []
+    for size in sizes:
+        pre = preprocess_for(arch, weights, size)
+        _, how = ensure_feature_graph(model, Candidate(arch, weights, pre.size[0]), pre.size, Path(cache_dir))
+        done.append((pre.size[0], how))
+    return done
 
 
 class WithFeatures(nn.Module):
@@ -155,11 +246,7 @@ def pooled_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def _through_graph(graph: Path, pre, splits: Splits, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    import onnxruntime as ort
-
-    from edgetune.runtime.ort_backend import providers_for
-
-    session = ort.InferenceSession(str(graph), providers=providers_for("cpu"))
+    session = _session(graph)
     feats, labels = [], []
     for x, y in image_loader([*splits.train, *splits.val], pre, batch=batch_size):
         feats.append(session.run([FEATURES], {session.get_inputs()[0].name: x.numpy()})[0])

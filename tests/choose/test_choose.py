@@ -160,11 +160,12 @@ def test_the_graph_features_come_from_is_the_model_and_its_pooled_features(arch)
         assert features.shape == (2, 1280 if arch.startswith("efficientnet") else 576)
 
 
-def test_timed_here_the_features_come_from_the_graph_that_ships(small_digits, tmp_path):
-    """Without --latency-from, choose exports each model and size once, the graphs side by side in
-    a process a core: its features run through that graph in ONNX Runtime (the same as PyTorch's
-    through the cache), and the graph, its features output dropped, is what is timed and left in
-    OUT/graphs for the device."""
+def test_timed_here_the_features_come_from_the_graph_that_ships(trained_run, small_digits, tmp_path):
+    """Without --latency-from, choose exports each network once, the networks side by side in a
+    process a core, and gives its other sizes the same graph with the input resized, where that
+    graph agrees with PyTorch at the new size. The features run through those graphs in ONNX
+    Runtime (the same as PyTorch's through the cache, at the resized size too), and the graph, its
+    features output dropped, is what is timed and left in OUT/graphs for the device."""
     import onnx
 
     from edgetune.choose.candidates import Candidate
@@ -172,18 +173,25 @@ def test_timed_here_the_features_come_from_the_graph_that_ships(small_digits, tm
     from edgetune.data.scan import scan
     from edgetune.host import usable_cpus
 
-    cfg = ChooseConfig(data=str(small_digits), models="resnet18", weights="none", image_sizes="32,40", batch_size=16)
+    weights = str(trained_run[0] / "model.pt")
+    cfg = ChooseConfig(data=str(small_digits), models=f"resnet18@{weights},resnet18@none", image_sizes="32,40",
+                       batch_size=16)
     logs: list[str] = []
     rows = choose(cfg, tmp_path / "out", log=logs.append)
-    row = next(r for r in rows if r.size == 32)
-    assert all(r.latency_from == "here" and r.p50_ms > 0 for r in rows) and len(rows) == 2
-    if usable_cpus() >= 2:  # both graphs came from the worker processes, none exported again here
-        assert "choose: exporting 2 graph(s) in 2 processes" in logs
+    assert all(r.latency_from == "here" and r.p50_ms > 0 for r in rows) and len(rows) == 4
+    if usable_cpus() >= 2:  # every graph came from the worker processes, none made again here
+        assert "choose: making 4 graph(s) of 2 networks in 2 processes" in logs
         assert not any("trying again in this process" in line for line in logs), logs
-    shipped = onnx.load(tmp_path / "out" / "graphs" / "resnet18-32.onnx")
-    assert [o.name for o in shipped.graph.output] == ["logits"]
-    # The same candidate through PyTorch and the feature cache (float16): LogME agrees.
+    resized = [line for line in logs if "40 px: the 32 px graph, its input set to 40x40" in line]
+    assert len(resized) == 2, logs
+    assert not any("exported: the" in line for line in logs), logs
+    for size in (32, 40):
+        shipped = onnx.load(tmp_path / "out" / "graphs" / f"resnet18-{size}.onnx")
+        assert [o.name for o in shipped.graph.output] == ["logits"]
+        assert [d.dim_value for d in shipped.graph.input[0].type.tensor_type.shape.dim][2:] == [size, size]
+    # The resized graph's features against PyTorch's through the feature cache (float32): LogME agrees.
+    row = next(r for r in rows if r.size == 40 and r.weights == "none")
     splits = scan(str(small_digits), cfg.val_fraction, cfg.seed)
-    torch_side = extract(Candidate("resnet18", "none", 32), splits, str(small_digits), tmp_path / "cache", None,
+    torch_side = extract(Candidate("resnet18", "none", 40), splits, str(small_digits), tmp_path / "cache", None,
                          16, lambda *_: None)
     assert row.logme == pytest.approx(logme(torch_side.features, torch_side.labels), rel=0.02, abs=1e-3)
