@@ -46,10 +46,14 @@ def export_qdq(model: torch.nn.Module, size: tuple[int, int], path: str | Path) 
     while torch.export (the dynamo exporter) refuses FakeQuantize's data-dependent branches
     (torch 2.14). onnxscript's optimizer then folds the exporter's Identity and Constant
     nodes, so zero-points are initializers, as the TensorRT lint and the runtimes read them;
-    each weight's QuantizeLinear is then applied once, here (`_store_int8_weights`)."""
+    each weight's QuantizeLinear is then applied once, here (`_store_int8_weights`), and the
+    graph written as ONNX Runtime's quantizer writes one (`export.qdq_tidy`: the same
+    arithmetic, fused into the same int8 kernels)."""
     import onnx
     import onnxscript
     from torch.ao.quantization import disable_observer
+
+    from edgetune.export.qdq_tidy import tidy
 
     model = model.eval().cpu()
     model.apply(disable_observer)
@@ -58,7 +62,8 @@ def export_qdq(model: torch.nn.Module, size: tuple[int, int], path: str | Path) 
         torch.onnx.export(model, (torch.zeros(2, 3, *size),), str(tmp), input_names=[INPUT],
                           output_names=[OUTPUT], dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
                           dynamo=False, opset_version=QDQ_OPSET)
-        onnx.save(_store_int8_weights(onnxscript.optimizer.optimize(onnx.load(str(tmp)))), str(tmp))
+        graph = _store_int8_weights(onnxscript.optimizer.optimize(onnx.load(str(tmp))))
+        onnx.save(tidy(graph)[0], str(tmp))
     return path
 
 

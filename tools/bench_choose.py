@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     watch = Stopwatch()
     import edgetune.export.onnx as onnxmod
 
-    watch.wrap(featmod, "export_graphs", "graphs (one torch.export a network, a process a core; its other sizes resized)")
+    watch.wrap(featmod, "export_graphs", "graphs (a torch.export a network, a process a core; other sizes resized)")
     watch.wrap(onnxmod, "export_onnx", "export in this process (a worker's failure)")
     watch.wrap(featmod, "_through_graph", "features (ONNX Runtime, decoding included)")
     watch.wrap(featmod, "create_model", "model creation (weights loaded)")

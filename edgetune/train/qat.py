@@ -113,14 +113,49 @@ def fake_quantize(model: nn.Module, recipe: str, example: torch.Tensor) -> torch
     from torch.ao.quantization.quantize_fx import prepare_qat_fx
     from torch.fx.experimental.optimization import fuse as fold_batchnorm
 
-    folded = fold_batchnorm(model.eval())
+    folded = _without_identities(fold_batchnorm(model.eval()))
     folded.train()
-    config = get_tensorrt_backend_config() if recipe == "tensorrt" else get_native_backend_config()
+    config = get_tensorrt_backend_config() if recipe == "tensorrt" else _with_conv_relu6(get_native_backend_config())
     # torch warns, once per op, that fixed-range ops (Hardsigmoid, Sigmoid) stay in float, and
     # that torch.ao is deprecated: both known (the module docstring), neither the user's to act on.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return prepare_qat_fx(folded, _qconfig_mapping(recipe), (example,), backend_config=config)
+
+
+def _without_identities(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """The graph without its nn.Identity calls (timm's empty dropout, attention and
+    squeeze-excite slots): each is a node FX would give a FakeQuantize sharing its input's range,
+    a Q/DQ pair in the graph that changes nothing, and one between a conv and its activation
+    hides the pattern below."""
+    for node in list(graph.graph.nodes):
+        if node.op == "call_module" and isinstance(graph.get_submodule(node.target), nn.Identity):
+            node.replace_all_uses_with(node.args[0])
+            graph.graph.erase_node(node)
+    graph.delete_all_unused_submodules()
+    graph.recompile()
+    return graph
+
+
+def _with_conv_relu6(config):
+    """The native backend config, plus conv then ReLU6 observed as one op: the activation after
+    the ReLU6 only, as ONNX Runtime's PTQ quantizes it (the Clip dropped, its range within
+    [0, 6]). Without this, ReLU6 shares the conv's observer: a range holding the conv's negative
+    outputs, so [0, 6] got a fraction of the 256 levels, and the exported graph kept a Clip in
+    float between two Q/DQ pairs, which ONNX Runtime cannot fuse into QLinearConv (EfficientNet-
+    Lite0: 205 QuantizeLinear against the PTQ graph's 69)."""
+    import torch.ao.nn.qat as nnqat
+    import torch.nn.functional as F
+    from torch.ao.quantization.backend_config import BackendPatternConfig, ObservationType
+
+    dtypes = next(c for c in config.configs if c.pattern is nn.Conv2d).dtype_configs
+    for conv in (nn.Conv2d, nnqat.Conv2d):
+        for relu6 in (nn.ReLU6, F.relu6, F.hardtanh):
+            config.set_backend_pattern_config(
+                BackendPatternConfig((conv, relu6))
+                .set_observation_type(ObservationType.OUTPUT_USE_DIFFERENT_OBSERVER_AS_INPUT)
+                .set_dtype_configs(dtypes))
+    return config
 
 
 def static_same_padding(model: nn.Module, example: torch.Tensor) -> nn.Module:
