@@ -230,7 +230,7 @@ def _qat_job(ckpt: dict, splits, pool: list, cfg: ExportConfig, log, out: Path):
 
 def _calibrate(out: Path, sample, pre: Preprocess, cfg: ExportConfig, log):
     from edgetune.calib.quantize import Calibration, prepare
-    from edgetune.calib.sample import ImageReader, fingerprint
+    from edgetune.calib.sample import ImageReader, calibration_batch, fingerprint
     from edgetune.data.subsets import stratified_sample
 
     prepared = prepare(out / FP32, out / files.CALIB / "model.prep.onnx")
@@ -243,7 +243,7 @@ def _calibrate(out: Path, sample, pre: Preprocess, cfg: ExportConfig, log):
         log(f"calibrate: reusing ranges {cache}")
     else:
         log(f"calibrate: {len(sample)} images, {cfg.calib_method} → {cache}")
-        reader = ImageReader(sample, pre, "input")
+        reader = ImageReader(sample, pre, "input", batch=calibration_batch(cfg.calib_method, len(sample)))
     # A few images of every class for the sensitivity ranking, should INT8 miss the budget.
     batch = EvalSet(stratified_sample(sample, 32, seed=1), pre).x
     return Calibration(prepared, cache, cfg.calib_method, len(sample), reader), batch

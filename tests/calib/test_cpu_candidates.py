@@ -313,3 +313,19 @@ def test_openvino_recipe_has_zero_points_of_zero_signed_where_the_range_is(tiny_
         assert not zp.any(), f"{n.input[0]}: zero-point {zp}"
         assert zp.dtype == (np.int8 if ranges[n.input[0]] < 0 else np.uint8), n.input[0]
     assert np.isfinite(OrtSession(tmp_path / "zp0.onnx", device="cpu").run(tiny_mobile["val"].x[:4])).all()
+
+
+@pytest.mark.parametrize("method", ["percentile", "entropy"])
+def test_histogram_calibration_takes_a_sample_no_batch_size_divides(tiny_mobile, digits_dir, tmp_path, method):
+    """37 images: at 32 a batch, ONNX Runtime's histogram calibrators stacked a batch of 32 with
+    one of 5 and stopped with a traceback; the batches are now of equal size (37 is prime: 1)."""
+    from edgetune.calib.quantize import quantize_tensorrt
+    from edgetune.calib.sample import ImageReader, calibration_batch
+
+    sample = scan(digits_dir).train[:37]
+    assert calibration_batch(method, 37) == 1 and calibration_batch(method, 300) == 30
+    assert calibration_batch("minmax", 37) == 32
+    reader = ImageReader(sample, PRE, "input", batch=calibration_batch(method, len(sample)))
+    cal = Calibration(tiny_mobile["prep"], tmp_path / "ranges.json", method, len(sample), reader)
+    graph = quantize_tensorrt(cal, tmp_path / "int8.tensorrt.onnx")
+    assert {n.op_type for n in onnx.load(str(graph)).graph.node} >= {"QuantizeLinear", "DequantizeLinear"}
