@@ -291,7 +291,7 @@ def test_cache_max_default_is_the_lesser_of_a_fixed_size_and_half_the_room(tmp_p
     # few images a class: the head's augmentation is worth a fill every epoch
     (dict(per_class=5), True, 10, 10, "a fresh view every epoch"),
     (dict(per_class=20), True, 10, 10, "a fresh view every epoch"),
-    (dict(per_class=30), True, 10, 1, "head only"),
+    (dict(per_class=27), True, 10, 1, "head only"),
     (dict(per_class=5, cache_views=2), True, 10, 2, "--cache-views 2"),
 ])
 def test_auto_cache_draws_enough_views_or_stays_off(settings, head_only, epochs, views, why):
