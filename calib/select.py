@@ -138,10 +138,11 @@ def correct_candidate(c: Candidate, fp32: Path, calib_batch: np.ndarray, run, wo
 
 
 def fit_budget(cal: Calibration, work: Path, evaluate, floor: float, calib_batch, run, log,
-               measure: str = "top-1") -> Candidate:
-    """Keep the most sensitive layers in float, 1, 2, 4, … of them, until top-1 ≥ floor."""
+               measure: str = "top-1", quantize: Callable = quantize_cpu) -> Candidate:
+    """Keep the most sensitive layers in float, 1, 2, 4, … of them, until top-1 ≥ floor;
+    `quantize` is the target's recipe (the CPU's by default; `quantize_tensorrt` for TensorRT)."""
     def build(path: Path, exclude: list[str]) -> Path:
-        return quantize_cpu(cal, path, exclude=exclude)
+        return quantize(cal, path, exclude=exclude)
 
     ranking = rank_layers(cal.model, build, calib_batch, run, log)
     k, best = 1, None

@@ -133,9 +133,9 @@ def export_bundle(ckpt_path: str | Path, out: str | Path, cfg: ExportConfig, dat
                                           (3, *pre.size), runs=cfg.bench_runs)
         recommended["cpu"] = {"file": FP32, "why": "the only CPU artifact (--targets has no cpu)"}
     if "tensorrt" in cfg.targets:
-        trt, rows = targets.build_tensorrt(out, cal, val, cfg, log, floor, qat=qat)
+        trt, rows = targets.build_tensorrt(out, cal, val, cfg, log, floor, qat=qat, calib_batch=calib_batch)
         artifacts.append(trt)
-        if len(rows) > 1:  # PTQ against QAT
+        if len(rows) > 1:  # PTQ against QAT, or layers left in float
             candidates["tensorrt"] = rows
     if "gpu" in cfg.targets:
         artifacts.append(targets.build_gpu_fp16(out, val, cfg, log))

@@ -21,12 +21,15 @@ from edgetune.runtime import backends
 from edgetune.runtime.ort_backend import OrtSession
 
 
-def build_tensorrt(out: Path, cal, val: EvalSet, cfg: ExportConfig, log, floor: float, qat=None
-                   ) -> tuple[Artifact, list[dict]]:
+def build_tensorrt(out: Path, cal, val: EvalSet, cfg: ExportConfig, log, floor: float, qat=None,
+                   calib_batch: np.ndarray | None = None) -> tuple[Artifact, list[dict]]:
     """The symmetric QDQ graph, linted and evaluated in ONNX Runtime; with `qat` (a QatJob) and
-    --qat's say, the "int8-qat" candidate beside it. Returns the artifact and the candidate rows."""
+    --qat's say, the "int8-qat" candidate beside it; where neither is within the budget and
+    `calib_batch` ranks the layers, "int8-mixed": the most sensitive layers left without Q/DQ
+    (TensorRT runs them in float), as many as the budget needs. Returns the artifact and the
+    candidate rows."""
     from edgetune.calib.quantize import quantize_tensorrt
-    from edgetune.calib.select import Candidate
+    from edgetune.calib.select import Candidate, fit_budget
     from edgetune.qat_candidate import qat_candidate, wants_qat
 
     name = INT8_TENSORRT
@@ -47,17 +50,31 @@ def build_tensorrt(out: Path, cal, val: EvalSet, cfg: ExportConfig, log, floor: 
         # the budget PTQ missed, or comes closer to it.
         if not ptq.within(floor) and c.top1 > ptq.top1:
             chosen = c
+    if calib_batch is not None and not chosen.within(floor):
+        log(f"quantize: tensorrt INT8 top-1 {chosen.top1:.2%} is below the budget floor {floor:.2%}; "
+            "ranking layers to leave in float")
+        mixed = fit_budget(cal, out / CALIB / "tensorrt", evaluate, floor, calib_batch,
+                           lambda path, batch: OrtSession(path, device="cpu").run(batch), log,
+                           quantize=quantize_tensorrt)
+        _lint(mixed.path)
+        rows.append(mixed)
+        # The fewest layers in float that meet the budget; a fully INT8 graph (PTQ or QAT) that
+        # meets it too would have been chosen above.
+        if mixed.top1 > chosen.top1:
+            chosen = mixed
     for c in rows:
         c.verdict = ("chosen" if c is chosen else "not chosen") + (
             f": {c.top1:.2%} within the budget" if c.within(floor) else f": {c.top1:.2%} < {floor:.2%}")
     table = [{k: v for k, v in c.row().items() if k != "p50_ms"} | {"p50_ms": None} for c in rows]
-    if len(rows) > 1:
-        rows[1].path.replace(out / name) if chosen is rows[1] else rows[1].path.unlink()
+    for c in rows[1:]:  # one graph ships under the usual name
+        c.path.replace(out / name) if c is chosen else c.path.unlink()
     opset = plan_opset(out / name, cfg.tensorrt_version, val.head(cfg.parity_images), log)
     checked = preflight_tensorrt(out / name, log)
     calibration = {**cal.to_dict(), "recipe": "tensorrt", "lint": "passed", "candidate": chosen.name}
     if chosen.qat:
         calibration["qat"] = chosen.qat
+    if chosen.excluded:
+        calibration["float_nodes"] = chosen.excluded  # the cpu artifacts' key: the report lists them
     art = artifact_record(
         out, name, backend="onnxruntime", target="tensorrt", precision="int8", preflight=checked, opset=opset,
         extra=backends.extra("onnxruntime"), top1=chosen.top1, calibration=calibration,

@@ -55,10 +55,10 @@ def artifact_table(raw: dict) -> Table:
 
 def candidate_table(raw: dict, target: str = "cpu") -> Table:
     """A target's candidates, judged by the same figure as the artifacts: the CPU's in every
-    engine, timed side by side on this machine; TensorRT's PTQ against QAT, timed only on the
-    device. A QAT row says what it trained."""
+    engine, timed side by side on this machine; TensorRT's PTQ, QAT and layers-in-float graphs,
+    timed only on the device. A QAT row says what it trained."""
     title = ("cpu candidates, every engine (timed side by side on this machine)" if target == "cpu"
-             else f"{target} candidates (PTQ against QAT; timed on the device)")
+             else f"{target} candidates (PTQ, QAT, layers in float; timed on the device)")
     cand = Table(title=title, title_justify="left")
     for col in ("candidate", "engine", "precision", figures.name("top1", raw), "p50 ms", "size MB", "float nodes",
                 "ships as", "verdict"):

@@ -155,6 +155,23 @@ print(json.dumps({{"top1": round(hits / len(paths), 4), "torch": sys.modules.get
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got == {"top1": qat["top1"], "torch": False}
 
+    # Without QAT, the same miss is met by leaving the most sensitive layers without Q/DQ (TensorRT
+    # runs them in float): as few as the budget needs, linted, and recorded in the manifest.
+    bare = tmp_path / "no-qat"
+    export_bundle(out / "checkpoints" / "best.pt", bare, ExportConfig(targets=("tensorrt",), qat="off",
+                                                                      calib_samples=64),
+                  data=str(data), log=log.append)
+    manifest = json.loads((bare / "manifest.json").read_text())
+    rows = {r["candidate"]: r for r in manifest["candidates"]["tensorrt"]}
+    assert set(rows) == {"int8", "int8-mixed"} and rows["int8"]["top1"] == ptq["top1"]
+    mixed = rows["int8-mixed"]
+    assert mixed["top1"] >= floor and mixed["verdict"].startswith("chosen"), mixed
+    art = next(a for a in manifest["artifacts"] if a["file"] == "model.int8.tensorrt.onnx")
+    assert art["calibration"]["candidate"] == "int8-mixed" and art["calibration"]["lint"] == "passed"
+    assert 0 < len(art["calibration"]["float_nodes"]) == mixed["float_nodes"] < 21  # not every conv
+    graph = onnx.load(bare / "model.int8.tensorrt.onnx")
+    assert {n.op_type for n in graph.graph.node} >= {"QuantizeLinear", "Conv"}
+
 
 @pytest.mark.parametrize("unfreeze", ["all", "head"])  # the whole graph every step; the cached prefix
 def test_an_interrupted_qat_stage_continues_from_its_last_epoch(adapted_run, small_digits, tmp_path, unfreeze):

@@ -179,7 +179,7 @@ def _qat_words(qat: dict | None) -> str:
 def _quantization(manifest: dict) -> str:
     int8 = [a for a in manifest.get("artifacts", []) if a.get("precision") == "int8" and a.get("calibration")]
     cands = (manifest.get("candidates") or {}).get("cpu") or []
-    trt = (manifest.get("candidates") or {}).get("tensorrt") or []  # PTQ against QAT
+    trt = (manifest.get("candidates") or {}).get("tensorrt") or []  # PTQ, QAT, layers in float
     if not int8 and not cands:
         return ""
     parts = []
@@ -199,12 +199,12 @@ def _quantization(manifest: dict) -> str:
                          "layers in float", "ships as", "verdict"],
                         rows, numeric={3, 4, 5, 6}, chosen=chosen)]
     if trt:
-        rows = [[r.get("candidate"), sections.pct(r.get("top1")), _qat_words(r.get("qat")), r.get("verdict", "")]
-                for r in trt]
+        rows = [[r.get("candidate"), sections.pct(r.get("top1")), r.get("float_nodes", ""), _qat_words(r.get("qat")),
+                 r.get("verdict", "")] for r in trt]
         chosen = {k for k, r in enumerate(trt) if r.get("verdict", "").startswith("chosen")}
-        parts += ["<h3>TensorRT: post-training quantization against quantization-aware fine-tuning</h3>",
-                  table(["candidate", figures.name("top1", manifest), "what was trained", "verdict"], rows,
-                        numeric={1}, chosen=chosen)]
+        parts += ["<h3>TensorRT: post-training quantization, quantization-aware fine-tuning, layers in float</h3>",
+                  table(["candidate", figures.name("top1", manifest), "layers in float", "what was trained",
+                         "verdict"], rows, numeric={1, 2}, chosen=chosen)]
     for a in int8:
         how, floats = sections.calibration(a)
         parts.append(f"<h3><code>{esc(a['file'])}</code></h3><p>{esc(how)}.</p>")
