@@ -1,8 +1,9 @@
 """The GPU targets' artifacts after the fp32 graph: build, check, evaluate, and explain.
 
 tensorrt: the symmetric QDQ graph, linted and pre-flighted here and evaluated in ONNX
-Runtime; timed only on the device, so where QAT (`--qat`, edgetune.qat_candidate) made a
-second graph the more accurate ships. gpu: an fp16 graph. The cpu target, which is timed
+Runtime; timed only on the device, so where PTQ misses the budget, the QAT graph (`--qat`,
+edgetune.qat_candidate) and then one with the most sensitive layers in float (`int8-mixed`)
+are made, and the more accurate ships. gpu: an fp16 graph. The cpu target, which is timed
 here, is `edgetune.cpu_target`.
 """
 
