@@ -22,7 +22,7 @@ from edgetune import ranking
 from edgetune.atomic import atomic_path, sha256_file
 from edgetune.bundle import Artifact, artifact_record
 from edgetune.config import ExportConfig
-from edgetune.evaluate import EvalSet, top1
+from edgetune.evaluate import EvalSet, graph_logits, top1
 from edgetune.files import (
     BF16_OPENVINO,
     CALIB,
@@ -77,19 +77,17 @@ def build_cpu(out: Path, cal, val: EvalSet, calib_batch: np.ndarray, pre: Prepro
     def evaluate(path: Path) -> float:
         return top1(OrtSession(path, device="cpu", threads=cfg.threads), val, desc=f"evaluate {path.stem}")
 
-    def run(path: Path, batch: np.ndarray) -> np.ndarray:
-        return OrtSession(path, device="cpu").run(batch)
-
     engines = cpu_engines(cfg, log)
     floor = fp32.top1 - cfg.max_drop / 100.0
     work = out / CALIB / "candidates"
     log(f"quantize: INT8 candidates for cpu ({cal.method}, {cal.samples} images)")
     ort = [Candidate("fp32", out / FP32, "fp32", top1=fp32.top1)]
-    ort += int8_candidates(cal, work, evaluate, floor, calib_batch, run, log, threads=cfg.threads, measure=measure)
+    ort += int8_candidates(cal, work, evaluate, floor, calib_batch, graph_logits, log, threads=cfg.threads,
+                           measure=measure)
     ptq = [c for c in ort if c.precision == "int8"]
     ov_own = []  # graphs made for OpenVINO alone: its zero-point-0 recipe, PTQ and QAT
     if "openvino" in engines:
-        ov_own.append(openvino_recipe_candidate(cal, work, calib_batch, run))
+        ov_own.append(openvino_recipe_candidate(cal, work, calib_batch, graph_logits))
     if qat is not None and wants_qat(cfg, any(c.within(floor) for c in ptq)):
         ptq_best = max(c.top1 for c in ptq)
         ort.append(qat_candidate(qat, "cpu", work, evaluate, ptq_best, log))

@@ -61,6 +61,14 @@ def logits_of(session: Session, data, batch: int = 64, desc: str = "evaluate") -
     return np.concatenate([session.run(x) for _, x in chunks])
 
 
+def graph_logits(path, batch: np.ndarray) -> np.ndarray:
+    """A graph's logits on `batch` in ONNX Runtime's CPU session: how the INT8 candidates'
+    layer ranking and bias correction compare a graph with fp32."""
+    from edgetune.runtime.ort_backend import OrtSession
+
+    return OrtSession(path, device="cpu").run(batch)
+
+
 def top1(session: Session, data, batch: int = 64, desc: str = "evaluate") -> float:
     return round(float((logits_of(session, data, batch, desc).argmax(1) == data.y).mean()), 4)
 

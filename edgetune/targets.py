@@ -15,7 +15,7 @@ import numpy as np
 
 from edgetune.bundle import Artifact, artifact_path, artifact_record
 from edgetune.config import ExportConfig
-from edgetune.evaluate import EvalSet, top1
+from edgetune.evaluate import EvalSet, graph_logits, top1
 from edgetune.files import CALIB, FP16, FP32, INT8_TENSORRT, folded_name
 from edgetune.preprocess import Preprocess
 from edgetune.runtime import backends
@@ -54,8 +54,7 @@ def build_tensorrt(out: Path, cal, val: EvalSet, cfg: ExportConfig, log, floor: 
     if calib_batch is not None and not chosen.within(floor):
         log(f"quantize: tensorrt INT8 top-1 {chosen.top1:.2%} is below the budget floor {floor:.2%}; "
             "ranking layers to leave in float")
-        mixed = fit_budget(cal, out / CALIB / "tensorrt", evaluate, floor, calib_batch,
-                           lambda path, batch: OrtSession(path, device="cpu").run(batch), log,
+        mixed = fit_budget(cal, out / CALIB / "tensorrt", evaluate, floor, calib_batch, graph_logits, log,
                            quantize=quantize_tensorrt)
         _lint(mixed.path)
         rows.append(mixed)

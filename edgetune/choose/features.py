@@ -5,8 +5,10 @@ Where the graph is timed here, it is exported once with the pooled features as a
 output, and the images run through it in ONNX Runtime: the export is needed for the timing
 anyway, and ONNX Runtime runs these backbones several times faster than PyTorch's eager CPU
 kernels (EfficientNet-Lite0 at 224 px, 32 images: 0.5-0.7 s against 4-6 s on this 2-core
-EPYC), so the features cost little beyond the export. The graph the device times,
-`graphs/<arch>-<size>.onnx`, is the same graph without that output: the model as it ships.
+EPYC), so the features cost little beyond the export. A network is exported once; its other
+sizes take that graph with the input resized, checked against PyTorch at each size
+(`ensure_feature_graph`). The graph the device times, `graphs/<arch>-<size>.onnx`, is the same
+graph without that output: the model as it ships.
 
 Where a device's `bench --json` file times the model and size, nothing is exported: the
 features come from PyTorch through the feature cache (filled once, so `choose` again reuses

@@ -242,7 +242,7 @@ def test_tensorflow_same_padding_is_made_traceable_for_qat():
     import torch
     from torch import nn
 
-    from edgetune.train.qat import fake_quantize, static_same_padding
+    from edgetune.train.fake_quant import fake_quantize, static_same_padding
 
     timm_layers = pytest.importorskip("timm.layers")
     torch.manual_seed(0)
@@ -283,7 +283,7 @@ def test_timm_batchnorm_is_folded_into_its_conv_as_the_ptq_graphs_hold_it():
     import torch
     from torch import nn
 
-    from edgetune.train.qat import fake_quantize, plain_batchnorm, unfolded_batchnorms
+    from edgetune.train.fake_quant import fake_quantize, plain_batchnorm, unfolded_batchnorms
 
     timm_layers = pytest.importorskip("timm.layers")
 
@@ -317,7 +317,7 @@ def test_a_qat_graph_runs_on_the_int8_kernels_ptq_graphs_run_on(tmp_path):
     from torch import nn
 
     from edgetune.export.onnx import export_qdq
-    from edgetune.train.qat import fake_quantize, plain_batchnorm, static_same_padding
+    from edgetune.train.fake_quant import fake_quantize, plain_batchnorm, static_same_padding
 
     timm_layers = pytest.importorskip("timm.layers")
 
