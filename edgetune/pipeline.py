@@ -51,15 +51,15 @@ def check_inputs(train_cfg: TrainConfig, out: str | Path, overwrite: bool, resum
 def run(train_cfg: TrainConfig, export_cfg: ExportConfig, out: str | Path, *,
         overwrite: bool = False, resume: bool = False, log=print,
         adapt_cfg: AdaptConfig | None = None) -> Manifest | None:
-    """The whole pipeline; under torchrun every process trains and rank 0 alone exports
-    (the others return None)."""
+    """The whole pipeline; under torchrun every process trains and rank 0 exports, the
+    others joining only its QAT stages (they return None)."""
     adapt_cfg = adapt_cfg or AdaptConfig()
     cpu_target.require_engines(export_cfg)
     splits = check_inputs(train_cfg, out, overwrite, resume, adapt_cfg.target_labels)
     # Bad target folders fail before training too.
     target = adapt_stage.load_target(adapt_cfg, train_cfg, classes=splits.classes)
     from edgetune.train import train
-    from edgetune.train.distributed import from_env
+    from edgetune.train.distributed import initialized
     from edgetune.train.footprint import check_run
     from edgetune.train.model import preprocess_for
 
@@ -67,12 +67,37 @@ def run(train_cfg: TrainConfig, export_cfg: ExportConfig, out: str | Path, *,
                                                          train_cfg.image_size))  # before hours of work
     out = prepare_out(out, overwrite, resume)
     write_config(out, train_cfg, export_cfg, *([adapt_cfg] if adapt_cfg != AdaptConfig() else []))
-    result = train(train_cfg, out, resume=resume, log=log, target_labels=adapt_cfg.target_labels, splits=splits)
-    if not from_env().is_main:
+    with initialized(train_cfg.device) as (world, _):  # one process group from training to the export
+        result = train(train_cfg, out, resume=resume, log=log, target_labels=adapt_cfg.target_labels,
+                       splits=splits)
+
+        def export_best():
+            best, adaptation = adapt_stage.adapt(result.best, out, adapt_cfg, target, train_cfg, log)
+            return export_bundle(best, out, export_cfg, data=train_cfg.data, log=log, target=target,
+                                 adaptation=adaptation)
+
+        return rank0_exports(world, export_best)
+
+
+def export(ckpt_path: str | Path, out: str | Path, cfg: ExportConfig, data: str | None = None) -> Manifest | None:
+    """`edgetune export`: `export_bundle`, which under torchrun rank 0 runs while the others
+    join its QAT stages (they return None)."""
+    from edgetune.train.distributed import initialized
+
+    with initialized("cpu") as (world, _):  # QAT, the one stage they share, runs on the CPU
+        return rank0_exports(world, lambda: export_bundle(ckpt_path, out, cfg, data=data))
+
+
+def rank0_exports(world, export) -> Manifest | None:
+    """`export()` on rank 0 while the other processes run their share of each QAT stage it
+    starts (edgetune.train.qat); on one process, simply `export()`."""
+    from edgetune.train import distributed, qat
+
+    if not world.is_main:
+        qat.follow(world)
         return None
-    best, adaptation = adapt_stage.adapt(result.best, out, adapt_cfg, target, train_cfg, log)
-    return export_bundle(best, out, export_cfg, data=train_cfg.data, log=log, target=target,
-                         adaptation=adaptation)
+    with distributed.leading(world):
+        return export()
 
 
 def write_config(out: Path, *cfgs) -> None:

@@ -20,11 +20,32 @@ DEMO_PRESET = {"weights": "none", "image_size": 64, "unfreeze": "all", "epochs":
 
 
 class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, with a suggestion for a misspelt flag
-        m = re.search(r"unrecognized arguments: (--[\w-]+)", message)
-        if m:
-            message += did_you_mean(m.group(1), all_options(self))
+    def error(self, message):  # one line
         raise ConfigError(f"{message} (see '{self.prog} --help')")
+
+    def parse_args(self, args=None, namespace=None):
+        """argparse's, with a flag it does not know named against the command's own flags: a
+        misspelt one gets the closest, one of another command says which commands take it."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if not extras:
+            return parsed
+        command = _commands(self).get(getattr(parsed, "command", None), self)
+        message = f"unrecognized arguments: {' '.join(extras)}"
+        flag = extras[0].split("=", 1)[0]
+        if re.fullmatch(r"--[\w-]+", flag):
+            others = [name for name, p in _commands(self).items() if p is not command and flag in all_options(p)]
+            if others:
+                message += f" ({flag} belongs to {', '.join(others)}, not to {command.prog})"
+            else:  # the names compared without their dashes, which every flag shares
+                own = all_options(command) + ([] if command is self else list(self._option_string_actions))
+                message += did_you_mean(flag[2:], [o[2:] for o in own if o.startswith("--")]).replace(" '", " '--")
+        command.error(message)
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The sub-commands' parsers by name."""
+    return {name: p for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+            for name, p in action.choices.items()}
 
 
 def all_options(parser: argparse.ArgumentParser) -> list[str]:

@@ -80,8 +80,9 @@ def _cmd_export(args) -> int:
     from edgetune.report.summary import print_summary
 
     cfg = export_config(args)
-    manifest = pipeline.export_bundle(args.checkpoint, args.out, cfg, data=args.data)
-    print_summary(args.out, manifest)
+    manifest = pipeline.export(args.checkpoint, args.out, cfg, data=args.data)
+    if manifest is not None:  # None: a torchrun worker other than rank 0, which exports
+        print_summary(args.out, manifest)
     return 0
 
 

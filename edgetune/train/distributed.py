@@ -4,6 +4,9 @@
 this module turns them into a process group (NCCL on GPUs, gloo on CPUs), a device per
 process, and the few collective helpers the trainer needs. Without torchrun it is a no-op
 world of one, so the trainer has a single code path.
+
+After training, rank 0 exports alone while the others wait (`leading`, `follow`); work the
+export needs from every process, quantization-aware fine-tuning, reaches them through `ask`.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -32,14 +36,15 @@ class World:
     def distributed(self) -> bool:
         return self.size > 1
 
-    def sum(self, *values: float) -> list[float]:
-        """Element-wise sum over all processes (metrics, counts)."""
+    def sum(self, *values: float, group=None) -> list[float]:
+        """Element-wise sum over all processes (metrics, counts), on `group` (default: the
+        training's)."""
         if not self.distributed:
             return list(values)
         t = torch.tensor(values, dtype=torch.float64)
-        if dist.get_backend() == "nccl":
+        if dist.get_backend(group) == "nccl":
             t = t.cuda()
-        dist.all_reduce(t)
+        dist.all_reduce(t, group=group)
         return t.cpu().tolist()
 
     def barrier(self) -> None:
@@ -57,14 +62,73 @@ class World:
         return list(items)[self.rank::self.size]
 
 
+def quiet(*_args, **_kwargs) -> None:
+    """The log of a process other than rank 0: rank 0 speaks for all."""
+
+
 def from_env() -> World:
     return World(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
                  int(os.environ.get("LOCAL_RANK", 0)))
 
 
+def current() -> World:
+    """This process's World where a process group is up (inside `initialized`), else one."""
+    return from_env() if dist.is_available() and dist.is_initialized() else World()
+
+
+# An export can take far longer than a collective's timeout (NCCL's is 10 minutes): the others
+# wait for rank 0's next request on a gloo group of their own, with a timeout to match.
+EXPORT_WAIT = timedelta(days=1)
+_requests = None  # that group, made by every process on entering `leading` or `follow`
+
+
+def cpu_group():
+    """The gloo group rank 0's requests go over. The work they start runs on the CPU and
+    communicates on it too: the training's group may be NCCL's, which takes CUDA tensors only."""
+    global _requests
+    if _requests is None:
+        _requests = dist.new_group(backend="gloo", timeout=EXPORT_WAIT)
+    return _requests
+
+
+def _broadcast(obj=None):
+    box = [obj]
+    dist.broadcast_object_list(box, src=0, group=cpu_group())
+    return box[0]
+
+
+@contextlib.contextmanager
+def leading(world: World):
+    """Rank 0 works alone in the block while the others `follow`; leaving it, by an error too,
+    lets them go."""
+    if not world.distributed:
+        yield
+        return
+    cpu_group()
+    try:
+        yield
+    finally:
+        _broadcast(None)
+
+
+def ask(world: World, request) -> None:
+    """From rank 0 inside `leading`: every other process gets `request` (pickled) in `follow`.
+    A no-op elsewhere, so code that every process runs can call it."""
+    if world.distributed and world.is_main:
+        _broadcast(request)
+
+
+def follow(world: World, work) -> None:
+    """The processes other than rank 0, while it leads: `work(request)` for each request
+    rank 0 `ask`s, until it leaves its block."""
+    while (request := _broadcast()) is not None:
+        work(request)
+
+
 @contextlib.contextmanager
 def initialized(device_choice: str):
-    """(world, device) for this process; the process group lives for the block."""
+    """(world, device) for this process; the process group lives for the block, or for an
+    enclosing one (the pipeline's, which keeps it from training through the export)."""
     world = from_env()
     if device_choice == "cuda" and not torch.cuda.is_available():
         launcher = "torchrun" if world.distributed else "this run"
@@ -76,7 +140,7 @@ def initialized(device_choice: str):
                           f"{torch.cuda.device_count()} GPU(s); use --nproc-per-node "
                           f"{torch.cuda.device_count()}")
     device = torch.device(f"cuda:{world.local_rank}" if use_cuda else "cpu")
-    if not world.distributed:
+    if not world.distributed or dist.is_initialized():
         yield world, device
         return
     if use_cuda:
@@ -85,4 +149,6 @@ def initialized(device_choice: str):
     try:
         yield world, device
     finally:
+        global _requests
+        _requests = None
         dist.destroy_process_group()

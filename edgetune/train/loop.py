@@ -88,12 +88,8 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print,
     `splits`: the data as `scan_sources(cfg, target_labels)` found it, when the caller scanned
     it already (`pipeline.check_inputs` does, before PyTorch loads)."""
     with distributed.initialized(cfg.device) as (world, device):
-        return _train(cfg, Path(out), resume, log if world.is_main else _quiet, command, world, device,
+        return _train(cfg, Path(out), resume, log if world.is_main else distributed.quiet, command, world, device,
                       target_labels, on_epoch, splits)
-
-
-def _quiet(*_args, **_kwargs) -> None:
-    pass
 
 
 def _train(cfg, out, resume, log, command, world, device, target_labels=None, on_epoch=None,

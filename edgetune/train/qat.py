@@ -2,6 +2,8 @@
 recipe quantizes it (`edgetune.train.fake_quant`), a few epochs of the layers training left
 trainable on the train split, at a schedule derived from the training's own (ModelOpt's rule,
 stretched on small data sets), each finished epoch saved so an interrupted stage continues.
+Under torchrun rank 0 exports alone; each QAT stage it starts, every process runs on its
+share of the images, DistributedDataParallel as in training (`follow`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from torch import nn
 from edgetune.config import TrainConfig
 from edgetune.host import loader_processes
 from edgetune.preprocess import Preprocess
+from edgetune.train import distributed
 from edgetune.train.fake_quant import LIBRARY, batchnorm_record, calibrated, traceable
 from edgetune.train.freeze import train_unfrozen
 from edgetune.train.qat_prefix import PrefixFeatures, prefix_features
@@ -108,8 +111,12 @@ class QatJob:
         return Preprocess.from_dict(self.ckpt["preprocess"]).size
 
     def run(self, recipe: str, log=print) -> QatResult:
+        """The stage for `recipe`; under torchrun rank 0 calls it and every process runs it."""
         from edgetune.train.model import build_from_checkpoint
 
+        world = distributed.current()
+        distributed.ask(world, (self, recipe))  # the others start it too (`follow`)
+        share = world.shard(self.train, pad=True)  # DDP steps in lockstep: equal shares
         tcfg = TrainConfig(**self.ckpt["config"])
         torch.manual_seed(tcfg.seed)
         t0 = time.perf_counter()
@@ -124,31 +131,34 @@ class QatJob:
             p.requires_grad_(False)
         for p in params:
             p.requires_grad_(True)
-        epochs, lr = self._schedule([p for p in params if p.dim() >= 2], log)
-        log(f"qat: {recipe} recipe, {epochs} epoch(s) at lr {lr:g} on {len(self.train)} train "
-            f"images; {described} ({sum(p.numel() for p in params):,} parameters)")
+        epochs, lr = self._schedule([p for p in params if p.dim() >= 2], len(share), log)
+        log(f"qat: {recipe} recipe, {epochs} epoch(s) at lr {lr:g} on {len(self.train)} train images"
+            + (f" ({len(share)} in each of {world.size} processes)" if world.distributed else "")
+            + f"; {described} ({sum(p.numel() for p in params):,} parameters)")
         state = None
         if self.state_dir is not None:
             state = EpochState(self.state_dir / f"qat-{recipe}.pt", self._key(recipe, model, epochs, lr), t0)
         workers = loader_processes(tcfg.workers)  # as training decodes
-        cached = prefix_features(qat, modules, plan.trainable_groups == 0, recipe, self.train, pre, tcfg, epochs,
-                                 workers, self.cache_dir, log)
+        tag = f"-r{world.rank}of{world.size}" if world.distributed else ""
+        cached = prefix_features(qat, modules, plan.trainable_groups == 0, recipe, share, pre, tcfg, epochs,
+                                 workers, self.cache_dir, log, tag)
         if cached is not None:
             log(f"qat: {cached.why}")
-        losses = _finetune(qat, params, self.train, pre, epochs, lr, tcfg, workers, log, state, cached)
+        losses = _finetune(qat, params, share, pre, epochs, lr, tcfg, workers, log, state, cached, world)
         seconds = time.perf_counter() - t0 + (state.seconds_before if state else 0.0)
         return QatResult(qat, {"epochs": epochs, "lr": lr, "trained": described,
                                 "parameters": sum(p.numel() for p in params), "images": len(self.train),
                                 "loss": [round(x, 4) for x in losses], "seconds": round(seconds, 1),
-                                "library": LIBRARY, "batchnorm": batchnorm_record(qat),
+                                "processes": world.size, "library": LIBRARY, "batchnorm": batchnorm_record(qat),
                                 "inputs": cached.why if cached else "the whole graph every step"})
 
 
-    def _schedule(self, weights: list[torch.Tensor], log) -> tuple[int, float]:
-        """(epochs, lr): the job's where given, else the defaults for the images, the batch and
-        the weights the stage trains; a default above ModelOpt's rule says why."""
+    def _schedule(self, weights: list[torch.Tensor], images: int, log) -> tuple[int, float]:
+        """(epochs, lr): the job's where given, else the defaults for the `images` a process
+        trains on, the batch and the weights the stage trains; a default above ModelOpt's rule
+        says why."""
         trained = self.ckpt["config"]
-        steps = steps_per_epoch(len(self.train), trained["batch_size"])
+        steps = steps_per_epoch(images, trained["batch_size"])
         epochs = self.epochs or default_epochs(trained["epochs"], steps)
         if self.epochs is None and epochs > share_epochs(trained["epochs"]):
             log(f"qat: {epochs} epochs, not 10% of the training's {trained['epochs']}: {steps} step(s) an epoch, "
@@ -200,8 +210,11 @@ class EpochState:
         return int(saved["epoch"]), [float(x) for x in saved["losses"]]
 
     def save(self, epoch: int, qat, optimizer, scheduler, losses: list[float]) -> None:
+        """Rank 0 writes; every process restores from the file, as training's resume does."""
         from edgetune.train import checkpoint
 
+        if not distributed.current().is_main:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         checkpoint.save(self.path, {"key": self.key, "epoch": epoch, "model": qat.state_dict(),
                                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -209,47 +222,52 @@ class EpochState:
                                     "seconds": self.seconds_before + time.perf_counter() - self.t0})
 
     def done(self) -> None:
-        self.path.unlink(missing_ok=True)
+        if distributed.current().is_main:
+            self.path.unlink(missing_ok=True)
 
 
 def _finetune(qat, params, train: list, pre: Preprocess, epochs: int, lr: float, tcfg: TrainConfig, workers: int,
-              log, state: EpochState | None = None, cached: PrefixFeatures | None = None) -> list[float]:
-    """QAT's epochs: on the cached prefix outputs through `cached.suffix`, or on decoded images
-    through the whole graph. Both draw the same batches of the same images in the same order."""
-    from edgetune.train.data import ImageDataset, make_loader, train_transform
+              log, state: EpochState | None = None, cached: PrefixFeatures | None = None,
+              world: distributed.World | None = None) -> list[float]:
+    """QAT's epochs on this process's `train` share: on the cached prefix outputs through
+    `cached.suffix`, or on decoded images through the whole graph. Both draw the same batches
+    of the same images in the same order, reshuffled every epoch."""
+    from edgetune.train.data import EpochSampler, ImageDataset, make_loader, train_transform
 
+    world = world or distributed.World()
     ds = ImageDataset(train, train_transform(pre, tcfg.augment), tcfg.skip_bad_images)
-    sampler = torch.utils.data.RandomSampler(ds, generator=torch.Generator().manual_seed(tcfg.seed))
+    sampler = EpochSampler(len(ds), tcfg.seed)
     drop = drops_last(len(ds), tcfg.batch_size)
     if cached is None:
         loader = make_loader(ds, tcfg.batch_size, workers, drop_last=drop, sampler=sampler)
     else:
         loader = torch.utils.data.BatchSampler(sampler, tcfg.batch_size, drop_last=drop)
         labels = torch.from_numpy(cached.features.labels)
+    step_module = _wrapped(qat if cached is None else cached.suffix, world)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     total = max(1, epochs * len(loader))
     # Cosine from the small starting rate: the network is already trained, QAT only adjusts it.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
     criterion = nn.CrossEntropyLoss(label_smoothing=tcfg.label_smoothing)
     start, losses = state.restore(qat, optimizer, scheduler, log) if state else (0, [])
-    for _ in range(start):  # the sampler's generator where the saved epochs left it
-        list(sampler)
     for epoch in range(start, epochs):
         train_unfrozen(qat)
+        sampler.set_position(epoch)
         running, n = 0.0, 0
         for batch in loader:
             if cached is None:
                 x, y = batch
-                logits = qat(x)
+                logits = step_module(x)
             else:
                 index = np.asarray(batch)
-                logits, y = cached.suffix(cached.batch(index, epoch)), labels[index]
+                logits, y = step_module(cached.batch(index, epoch)), labels[index]
             loss = criterion(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             running, n = running + loss.item() * len(y), n + len(y)
+        running, n = world.sum(running, n, group=distributed.cpu_group() if world.distributed else None)
         losses.append(running / max(n, 1))
         if state:
             state.save(epoch + 1, qat, optimizer, scheduler, losses)
@@ -258,3 +276,18 @@ def _finetune(qat, params, train: list, pre: Preprocess, epochs: int, lr: float,
         state.done()
     qat.eval()
     return losses
+
+
+def _wrapped(module: nn.Module, world: distributed.World) -> nn.Module:
+    """The module QAT's step calls: DistributedDataParallel on the CPU group under torchrun."""
+    if not world.distributed:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(module, process_group=distributed.cpu_group())
+
+
+def follow(world: distributed.World) -> None:
+    """Under torchrun, a process other than rank 0 while rank 0 exports: it runs its share of
+    each QAT stage rank 0 starts (`QatJob.run`), silently, until the export is over."""
+    distributed.follow(world, lambda request: request[0].run(request[1], log=distributed.quiet))

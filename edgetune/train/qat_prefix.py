@@ -69,10 +69,11 @@ def _within(target: str, modules: set[str]) -> bool:
 
 def prefix_features(qat: torch.fx.GraphModule, modules: set[str], head_only: bool, recipe: str,
                     train: list, pre: Preprocess, tcfg: TrainConfig, epochs: int, workers: int,
-                    cache_dir: Path | None, log) -> PrefixFeatures | None:
+                    cache_dir: Path | None, log, tag: str = "") -> PrefixFeatures | None:
     """The frozen prefix's outputs for `train`, as many views as training's rule gives the
     QAT stage's `epochs`; None where nothing is frozen, the split is not one value, the cache
-    is off, or the features fit neither memory nor disk (QAT then runs the whole graph)."""
+    is off, or the features fit neither memory nor disk (QAT then runs the whole graph).
+    `tag` names a torchrun process's share in the cache, as training's does."""
     from edgetune.train.data import train_transform
     from edgetune.train.prepare import plan_cache
 
@@ -96,7 +97,7 @@ def prefix_features(qat: torch.fx.GraphModule, modules: set[str], head_only: boo
              "split": "the QAT prefix"}
     cache = FeatureCache(prefix, parts, settings, log=lambda *a: log("  qat " + " ".join(map(str, a))))
     shape = feature_shape(prefix, pre.size, torch.device("cpu"))
-    features = cache.get(Request("qat-train", train, train_transform(pre, tcfg.augment), plan.views,
+    features = cache.get(Request(f"qat-train{tag}", train, train_transform(pre, tcfg.augment), plan.views,
                                  tcfg.augment), shape)
     if features is None:
         return None

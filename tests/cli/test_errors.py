@@ -58,6 +58,12 @@ def test_bad_flags(small_digits, tmp_path, args, needle):
     assert_user_error(edgetune("run", "--data", small_digits, "--out", tmp_path / "o", *args), needle)
 
 
+def test_a_flag_of_another_command_is_named_so(tmp_path):
+    # It was "(did you mean '--overwrite'?)": the suggestion came from every command's flags.
+    assert_user_error(edgetune("export", tmp_path / "best.pt", "--out", tmp_path / "o", "--overwrite"),
+                      "--overwrite belongs to run, train", "not to edgetune export", "edgetune export --help")
+
+
 def test_non_empty_out_is_refused(small_digits, tmp_path):
     (tmp_path / "o").mkdir()
     (tmp_path / "o" / "keep.txt").write_text("mine")

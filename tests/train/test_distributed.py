@@ -34,18 +34,23 @@ EXPORT = ["--calib-samples", "50", "--bench-runs", "5", "--cpu-engines", "onnxru
 
 
 def test_two_process_gloo_run_matches_one_process(digits_dir, tmp_path):
-    """Two processes train the model one process trains, and rank 0 alone exports the bundle."""
+    """Two processes train the model one process trains, rank 0 alone exports the bundle, and
+    both run its quantization-aware fine-tuning, each on its share of the images."""
     from edgetune.bundle import read_manifest
     from edgetune.files import FP32, INT8_CPU
     from edgetune.train import checkpoint
 
-    proc = _torchrun("run", "--data", digits_dir, *ARGS, *EXPORT, "--out", tmp_path / "ddp")
+    proc = _torchrun("run", "--data", digits_dir, *ARGS, *EXPORT, "--qat", "always", "--qat-epochs", "1",
+                     "--out", tmp_path / "ddp")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "× 2 processes" in proc.stdout  # rank 0 logs, once
     assert proc.stdout.count("epoch 1/3") == 1
     ddp = read_manifest(tmp_path / "ddp")  # complete, and every artifact's sha256 recorded
     shipped = [a.file for a in ddp.artifacts]
     assert shipped[0] == FP32 and INT8_CPU in shipped, shipped
+    qat = next(r for r in ddp.candidates["cpu"] if r["candidate"] == "int8-qat")
+    assert qat["qat"]["processes"] == 2 and 0.0 <= qat["top1"] <= 1.0, qat
+    assert "in each of 2 processes" in proc.stdout and proc.stdout.count("qat: epoch 1/1") == 1
     # The reference trains in one process with the same flags; its export would be the same
     # stages on one process, which tests/test_pipeline.py covers.
     single = edgetune("train", "--data", digits_dir, *ARGS, "--out", tmp_path / "one", timeout=600)
