@@ -8,7 +8,8 @@ against MediaPipe Model Maker's recipe, on the shipped photographs with k labell
 Rows per k (the val split is the same 57 photographs for every k; `ensure_k_shot`):
 - `edgetune, pretrained`: `edgetune train --model efficientnet_lite0` with every default
   (ImageNet weights from the lite extra; --unfreeze, --cache, --lr and --epochs as they decide:
-  a head alone at lr 3e-3, 20 epochs under 10 images a class, else 10);
+  a head alone starts imprinted from the class means and trains at lr 3e-4, 20 epochs under 10
+  images a class, else 10);
 - `edgetune, from scratch`: the same with `--weights none --image-size 224`;
 - `edgetune, pretrained, --unfreeze auto` (with `--rows auto`): the probe decides what trains;
 - `Model Maker recipe`: MediaPipe Model Maker's image_classifier defaults written in PyTorch on

@@ -90,6 +90,8 @@ def train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weight-decay", type=float, help="weight decay, not applied to norms and biases (default 0.05)")
     g.add_argument("--label-smoothing", type=float, help="label smoothing of the loss (default 0.1)")
     g.add_argument("--dropout", type=float, help="dropout before the new head")
+    g.add_argument("--head-init", help="imprint | random: the new head starts from the class means of the training "
+                   "images' features, or at random (default imprint; random with --weights none)")
     g.add_argument("--warmup-epochs", type=float,
                    help="epochs of linear learning-rate warm-up before the cosine decay (default 1)")
     g.add_argument("--patience", type=int, help="early stop after N epochs without val top-1 gain")

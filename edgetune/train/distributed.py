@@ -39,13 +39,17 @@ class World:
     def sum(self, *values: float, group=None) -> list[float]:
         """Element-wise sum over all processes (metrics, counts), on `group` (default: the
         training's)."""
+        return self.sum_tensor(torch.tensor(values, dtype=torch.float64), group).tolist()
+
+    def sum_tensor(self, t: torch.Tensor, group=None) -> torch.Tensor:
+        """`t` summed element-wise over all processes, on the CPU (`t` itself in one process)."""
         if not self.distributed:
-            return list(values)
-        t = torch.tensor(values, dtype=torch.float64)
+            return t
+        t = t.clone()
         if dist.get_backend(group) == "nccl":
             t = t.cuda()
         dist.all_reduce(t, group=group)
-        return t.cpu().tolist()
+        return t.cpu()
 
     def barrier(self) -> None:
         if self.distributed:

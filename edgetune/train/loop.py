@@ -31,9 +31,10 @@ from edgetune.train.bn_adapt import adapt_batchnorm, slow_batchnorms
 from edgetune.train.cache import check_writable
 from edgetune.train.data import class_weights
 from edgetune.train.freeze import FreezePlan
+from edgetune.train.imprint import head_linear, imprint, imprint_samples
 from edgetune.train.inputs import Sources
 from edgetune.train.interrupt import Interrupted, SaveOnInterrupt
-from edgetune.train.model import create_model, preprocess_for
+from edgetune.train.model import create_model, param_groups, preprocess_for
 from edgetune.train.optim import make_optimizer, make_scheduler
 from edgetune.train.prepare import RunSetup, build_stage, resolve_batch, resolve_for_depth, resolve_unfreeze
 from edgetune.train.resume import RunState, restore
@@ -143,6 +144,8 @@ def _train(cfg, out, resume, log, command, world, device, target_labels=None, on
             log(f"edgetune: {current.why}")
         return current
 
+    if saved is None and cfg.resolved_head_init == "imprint":  # a resumed run has its head
+        _imprint(model, cfg, splits, pre, world, device, log)
     steps_per_epoch = activate(saved["epoch"] if saved else 0).inputs.steps_per_epoch()
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
     criterion = nn.CrossEntropyLoss(weight=weights.to(device) if cfg.balance == "loss" else None,
@@ -210,6 +213,18 @@ def _train(cfg, out, resume, log, command, world, device, target_labels=None, on
                 break
     world.barrier()  # nobody leaves (and exports) before rank 0 has written the checkpoints
     return TrainResult(out / BEST, out / LAST, state.best_top1, state.epoch, state.history, stopped_early, cfg)
+
+
+def _imprint(model, cfg, splits, pre, world, device, log) -> None:
+    """The new head set from the class means of the training images' features."""
+    from edgetune.train.data import image_loader
+
+    samples = world.shard(imprint_samples(splits.train, len(splits.classes), cfg.seed), pad=False)
+    batches = image_loader(samples, pre, batch=cfg.batch_size, skip_bad=cfg.skip_bad_images)
+    head = head_linear(model, param_groups(cfg.model, model).head)
+    done = imprint(model, head, batches, len(splits.classes), cfg.label_smoothing, world, device)
+    log(f"edgetune: {done.describe()}" if done else "edgetune: the head starts at random: a class has no "
+        "training image")
 
 
 def _stages(setup: RunSetup, splits, saved) -> tuple[UnfreezeStage, ...]:

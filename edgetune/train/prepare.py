@@ -177,11 +177,14 @@ def resolve_for_depth(cfg: TrainConfig, stages, per_class: float, log) -> TrainC
     at (after `--unfreeze auto` chose it) and its images a class (`TrainConfig.lr_for`,
     `TrainConfig.epochs_for`), each said when it is not the usual value."""
     head_only = len(stages) == 1 and stages[0].unfreeze == "head"
-    lr = cfg.lr_for(head_only)
+    tiny = per_class < TINY_IMAGES
+    lr = cfg.lr_for(head_only, tiny)
     if cfg.lr is None and lr != DEFAULT_LR:
-        log(f"edgetune: lr {lr:g}, not {DEFAULT_LR:g}: a new head alone on pretrained features takes larger "
-            "steps (--lr sets it)")
-    epochs = cfg.epochs_for(head_only and per_class < TINY_IMAGES)
+        why = (f"smaller steps from its imprinted start on under {TINY_IMAGES} images a class"
+               if cfg.resolved_head_init == "imprint" else "larger steps from its random start")
+        log(f"edgetune: lr {lr:g}, not {DEFAULT_LR:g}: a new head alone on pretrained features takes {why} "
+            "(--lr sets it)")
+    epochs = cfg.epochs_for(head_only and tiny)
     if cfg.epochs is None and epochs != DEFAULT_EPOCHS:
         log(f"edgetune: {epochs} epochs, not {DEFAULT_EPOCHS}: a new head alone on under {TINY_IMAGES} images a "
             "class learns from each epoch's fresh augmented view of them (--epochs sets it)")

@@ -27,8 +27,10 @@ def _torchrun(*args, nproc=2):
 # Without augmentation one cached view serves every epoch, so both runs train the top block on
 # the cache (with --augment light the prefix ran every step: 2x the suite's CPU for this test);
 # uncached DDP training is test_two_process_uncached_and_resume's.
+# --head-init imprint: the class means are summed over the processes, so both start alike.
 ARGS = ["--model", "resnet18", "--weights", "none", "--image-size", "32", "--unfreeze", "1",
-        "--epochs", "3", "--lr", "3e-3", "--batch-size", "32", "--augment", "none", "--workers", "0"]
+        "--epochs", "3", "--lr", "3e-3", "--batch-size", "32", "--augment", "none", "--workers", "0",
+        "--head-init", "imprint"]
 # ONNX Runtime alone: rank 0 exporting is the claim here; which engine wins is tests/calib's.
 EXPORT = ["--calib-samples", "50", "--bench-runs", "5", "--cpu-engines", "onnxruntime"]
 
@@ -44,6 +46,7 @@ def test_two_process_gloo_run_matches_one_process(digits_dir, tmp_path):
                      "--out", tmp_path / "ddp")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "× 2 processes" in proc.stdout  # rank 0 logs, once
+    assert proc.stdout.count("head imprinted from the class means of 1438 training images") == 1
     assert proc.stdout.count("epoch 1/3") == 1
     ddp = read_manifest(tmp_path / "ddp")  # complete, and every artifact's sha256 recorded
     shipped = [a.file for a in ddp.artifacts]
