@@ -220,7 +220,7 @@ def _imprint(model, cfg, splits, pre, world, device, log) -> None:
     from edgetune.train.data import image_loader
 
     samples = world.shard(imprint_samples(splits.train, len(splits.classes), cfg.seed), pad=False)
-    batches = image_loader(samples, pre, batch=cfg.batch_size, skip_bad=cfg.skip_bad_images)
+    batches = image_loader(samples, pre, batch=cfg.batch_size, skip_bad=cfg.skip_bad_images, workers=cfg.workers)
     head = head_linear(model, param_groups(cfg.model, model).head)
     done = imprint(model, head, batches, len(splits.classes), cfg.label_smoothing, world, device)
     log(f"edgetune: {done.describe()}" if done else "edgetune: the head starts at random: a class has no "
