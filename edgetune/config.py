@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, fields
 from typing import Literal, get_args
 
+from edgetune import defaults
 from edgetune.errors import ConfigError, did_you_mean
 from edgetune.unfreeze_schedule import parse_schedule
 
@@ -37,33 +38,6 @@ TENSORRT_FAMILIES = ("8.6", "10", "11")  # the version families of calib/trt_onn
 
 
 DEFAULT_UNFREEZE = "auto"  # with pretrained weights: the data and a head-only probe decide
-# The batch, unless --batch-size sets it: 32 images a step, fewer (never under MIN_BATCH) where the
-# training set would make fewer than MIN_STEPS_PER_EPOCH steps an epoch. At one step an epoch a
-# new head is undertrained after 10 epochs: pretrained EfficientNet-Lite0, 5 photographs a class,
-# head only, 82.5% val top-1 at batch 32 against 93.0% at batch 8 (BENCHMARKS.md).
-DEFAULT_BATCH, MIN_BATCH, MIN_STEPS_PER_EPOCH = 32, 8, 4
-# The head's learning rate, unless --lr sets it: HEAD_ONLY_LR where a new head alone, started at
-# random (--head-init random), trains on pretrained features, DEFAULT_LR where blocks train too
-# (and from scratch). Pretrained EfficientNet-Lite0 on 5-20 photographs a class, a random head
-# alone, three seeds: 3e-3 against 1e-3 was
-# never worse in nine rows and better in four (+1.75 to +7.0 points); 1e-2 was unstable
-# (BENCHMARKS.md, "Transfer from ImageNet on few photographs").
-DEFAULT_LR, HEAD_ONLY_LR = 1e-3, 3e-3
-# A head imprinted from the class means (edgetune.train.imprint) starts where training would
-# take a random one; on very few images a class (under TINY_IMAGES) the means are the best it
-# has, and a larger rate walks it off them: there it trains at TINY_IMPRINTED_LR, elsewhere at
-# DEFAULT_LR. Pretrained EfficientNet-Lite0 on the shipped photographs, twelve seeds, mean val
-# top-1 at 5 / 10 / 20 a class: imprinted at 3e-4 90.35 / 92.25 / 93.42 %, at 1e-3 89.77 /
-# 92.25 / 94.45 %, a random head at 3e-3 88.60 / 91.08 / 93.27 % (BENCHMARKS.md, "Transfer from
-# ImageNet on few photographs").
-TINY_IMPRINTED_LR = 3e-4
-# The epochs, unless --epochs sets them: TINY_HEAD_EPOCHS where a new head alone trains on
-# pretrained features of very few images a class (each epoch a fresh augmented view of them),
-# DEFAULT_EPOCHS otherwise. The same photographs and model, six seeds, head alone: at 5 images a
-# class 20 epochs beat 10 in all six (+1.75 to +5.3 points, mean +2.9); at 10 and 20 a class they
-# did not (mean -0.9 and -0.3), so the rule stops where `--unfreeze auto` stops taking the head
-# alone without a probe (BENCHMARKS.md, "Transfer from ImageNet on few photographs").
-DEFAULT_EPOCHS, TINY_HEAD_EPOCHS = 10, 20
 
 
 @dataclass(frozen=True)
@@ -121,7 +95,7 @@ class TrainConfig:
                 "(e.g. 2), 'head', 'all' or 'auto'"
             )
         if self.unfreeze_schedule is not None:
-            parse_schedule(self.unfreeze_schedule, self.epochs or DEFAULT_EPOCHS)
+            parse_schedule(self.unfreeze_schedule, self.epochs or defaults.DEFAULT_EPOCHS)
         if self.cache_views is not None:
             if self.cache_views < 1:
                 raise ConfigError(f"--cache-views {self.cache_views} must be at least 1 (views "
@@ -178,31 +152,22 @@ class TrainConfig:
         return self.seed if self.cache_seed is None else self.cache_seed
 
     def lr_for(self, head_only: bool, tiny_data: bool = False) -> float:
-        """--lr, or the default for what trains: a new head alone on pretrained features takes
-        larger steps than a head whose blocks train beside it, unless it starts imprinted;
-        imprinted on very few images a class (`tiny_data`), smaller ones still."""
+        """--lr, or `defaults.lr` for what trains and how the head starts."""
         if self.lr is not None:
             return self.lr
-        if not head_only or self.from_scratch:
-            return DEFAULT_LR
-        if self.resolved_head_init == "random":
-            return HEAD_ONLY_LR
-        return TINY_IMPRINTED_LR if tiny_data else DEFAULT_LR
+        return defaults.lr(head_only and not self.from_scratch, self.resolved_head_init, tiny_data)
 
     def epochs_for(self, head_only_on_tiny_data: bool) -> int:
-        """--epochs, or the default: more for a new head alone on pretrained features of very
-        few images a class, where each epoch is one more augmented view of them."""
+        """--epochs, or `defaults.epochs`."""
         if self.epochs is not None:
             return self.epochs
-        return TINY_HEAD_EPOCHS if head_only_on_tiny_data and not self.from_scratch else DEFAULT_EPOCHS
+        return defaults.epochs(head_only_on_tiny_data and not self.from_scratch)
 
     def batch_for(self, train_images: int, processes: int = 1) -> int:
-        """--batch-size, or DEFAULT_BATCH shrunk (to MIN_BATCH at least) so that each process's
-        share of `train_images` makes MIN_STEPS_PER_EPOCH steps an epoch."""
+        """--batch-size, or `defaults.batch` for each process's share of `train_images`."""
         if self.batch_size is not None:
             return self.batch_size
-        share = train_images // max(processes, 1)
-        return max(MIN_BATCH, min(DEFAULT_BATCH, share // MIN_STEPS_PER_EPOCH))
+        return defaults.batch(train_images // max(processes, 1))
 
     @property
     def resolved_backbone_lr_scale(self) -> float:
@@ -418,6 +383,7 @@ _CHOICES = {
     "pruner": Pruner,
     "qat": Qat,
     "rank_by": RankBy,
+    "head_init": HeadInit,
 }
 
 
@@ -426,7 +392,7 @@ def _check_choices(cfg) -> None:
         if not hasattr(cfg, name):
             continue
         value, allowed = getattr(cfg, name), get_args(alias)
-        if value not in allowed and not (value is None and name in ("adapt", "pruner")):
+        if value not in allowed and not (value is None and name in ("adapt", "pruner", "head_init")):
             raise ConfigError(
                 f"--{_flag(name)} {value!r} is not allowed{did_you_mean(str(value), allowed)}; "
                 f"choose one of: {', '.join(allowed)}"

@@ -115,11 +115,11 @@ ADAPT_BATCH = 64  # target images per batch in adaptation: statistics, not steps
 
 
 def image_loader(paths_or_samples, pre: Preprocess, batch: int = ADAPT_BATCH, shuffle_seed: int | None = None,
-                 skip_bad: bool = False, workers: int | None = None):
-    """Images through the eval transform (the deployment preprocessing); `workers` as --workers."""
+                 skip_bad: bool = False):
+    """Target images through the eval transform (the deployment preprocessing)."""
     samples = [s if isinstance(s, Sample) else Sample(Path(s), UNLABELLED) for s in paths_or_samples]
     ds = ImageDataset(samples, eval_transform(pre), skip_bad)
     sampler = None
     if shuffle_seed is not None:
         sampler = torch.utils.data.RandomSampler(ds, generator=torch.Generator().manual_seed(shuffle_seed))
-    return make_loader(ds, batch, loader_processes(workers), sampler=sampler, seed=shuffle_seed or 0)
+    return make_loader(ds, batch, loader_processes(), sampler=sampler, seed=shuffle_seed or 0)

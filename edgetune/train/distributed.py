@@ -39,17 +39,13 @@ class World:
     def sum(self, *values: float, group=None) -> list[float]:
         """Element-wise sum over all processes (metrics, counts), on `group` (default: the
         training's)."""
-        return self.sum_tensor(torch.tensor(values, dtype=torch.float64), group).tolist()
-
-    def sum_tensor(self, t: torch.Tensor, group=None) -> torch.Tensor:
-        """`t` summed element-wise over all processes, on the CPU (`t` itself in one process)."""
         if not self.distributed:
-            return t
-        t = t.clone()
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64)
         if dist.get_backend(group) == "nccl":
             t = t.cuda()
         dist.all_reduce(t, group=group)
-        return t.cpu()
+        return t.cpu().tolist()
 
     def barrier(self) -> None:
         if self.distributed:
@@ -83,16 +79,16 @@ def current() -> World:
 # An export can take far longer than a collective's timeout (NCCL's is 10 minutes): the others
 # wait for rank 0's next request on a gloo group of their own, with a timeout to match.
 EXPORT_WAIT = timedelta(days=1)
-_requests = None  # that group, made by every process on entering `leading` or `follow`
+_cpu_group = None  # that group, made by every process on entering `leading` or `follow`
 
 
 def cpu_group():
     """The gloo group rank 0's requests go over. The work they start runs on the CPU and
     communicates on it too: the training's group may be NCCL's, which takes CUDA tensors only."""
-    global _requests
-    if _requests is None:
-        _requests = dist.new_group(backend="gloo", timeout=EXPORT_WAIT)
-    return _requests
+    global _cpu_group
+    if _cpu_group is None:
+        _cpu_group = dist.new_group(backend="gloo", timeout=EXPORT_WAIT)
+    return _cpu_group
 
 
 def _broadcast(obj=None):
@@ -153,6 +149,6 @@ def initialized(device_choice: str):
     try:
         yield world, device
     finally:
-        global _requests
-        _requests = None
+        global _cpu_group
+        _cpu_group = None
         dist.destroy_process_group()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from edgetune import limits
-from edgetune.config import DEFAULT_BATCH
+from edgetune.defaults import DEFAULT_BATCH
 from edgetune.sizes import parse_size
 
 

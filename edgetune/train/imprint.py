@@ -5,9 +5,11 @@ W f + b, weights μ_c and biases -|μ_c|²/2 rank the classes by the distance of
 means (Qi, Brown and Lowe, "Low-Shot Learning with Imprinted Weights", CVPR 2018; the
 linear-probe start of LP-FT, Kumar et al., ICLR 2022). The means are of the head's inputs
 for the training images as the deployed model sees them (the eval transform, the network in
-eval mode), the same whether the first stage trains on cached features or on images; one
-scale on the logits is fitted to the training loss (label smoothing included), so the head
-starts where a few steps of training would have taken a good one. Training goes on from there.
+eval mode): the `--unfreeze auto` probe's images and cached features
+(`edgetune.train.prepare.probe_features`), the same whether the first stage then trains on
+cached features or on images. One scale on the logits is fitted to the training loss (label
+smoothing included), so the head starts where a few steps of training would have taken a good
+one. Training goes on from there.
 
 Measured on pretrained EfficientNet-Lite0, the shipped photographs, twelve seeds (BENCHMARKS.md,
 "Transfer from ImageNet on few photographs"), mean val top-1 at 5 / 10 / 20 images a class: a
@@ -17,15 +19,11 @@ random head at lr 3e-3 88.60 / 91.08 / 93.27 %; imprinted, then the rates of `Tr
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-# Training images the class means are taken over, at most: plenty for a mean, and a bounded
-# pass (one eval-mode forward of each) on a large set.
-IMAGES_PER_CLASS, MAX_IMAGES = 200, 10_000
 # Rows the logits' scale is fitted on, at most (their features are kept for the fit).
 FIT_ROWS = 4096
 SCALES = torch.logspace(-2, 2, 81, dtype=torch.float64)  # relative to the logits' own spread
@@ -33,7 +31,7 @@ SCALES = torch.logspace(-2, 2, 81, dtype=torch.float64)  # relative to the logit
 
 @dataclass(frozen=True)
 class Imprinted:
-    rows: int  # the inputs the means were taken over (all processes)
+    rows: int  # the inputs the means were taken over
     scale: float
     train_top1: float  # of the nearest-mean head on the fitted rows, before any training
 
@@ -54,11 +52,11 @@ def head_linear(model: nn.Module, head_params: tuple[str, ...]) -> nn.Linear:
 
 
 @torch.no_grad()
-def imprint(module: nn.Module, head: nn.Linear, batches, classes: int, smoothing: float, world,
+def imprint(module: nn.Module, head: nn.Linear, batches, classes: int, smoothing: float,
             device) -> Imprinted | None:
     """Set `head` (a Linear inside `module`) from the class means of its inputs while
-    `module` runs in eval mode on `batches` ((inputs, labels), this process's share), summed
-    over `world`'s processes. None, head untouched, where a class has no input."""
+    `module` runs in eval mode on `batches` ((inputs, labels)). None, head untouched, where
+    a class has no input."""
     inputs: list[torch.Tensor] = []
     hook = head.register_forward_hook(lambda _m, args, _out: inputs.append(args[0].detach().double()))
     was_training = module.training
@@ -78,32 +76,17 @@ def imprint(module: nn.Module, head: nn.Linear, batches, classes: int, smoothing
     finally:
         hook.remove()
         module.train(was_training)
-    sums = world.sum_tensor(sums)
-    counts = world.sum_tensor(counts)
     if (counts == 0).any():
         return None
     means = sums / counts[:, None]
     weight, bias = means, -0.5 * (means * means).sum(1)
-    # A process whose share is empty (more processes than images) still joins every sum.
-    f = torch.cat(kept)[:FIT_ROWS] if kept else torch.zeros(0, head.in_features, dtype=torch.float64)
-    y = torch.cat(kept_labels)[:FIT_ROWS] if kept else torch.zeros(0, dtype=torch.long)
+    f, y = torch.cat(kept)[:FIT_ROWS], torch.cat(kept_labels)[:FIT_ROWS]
     logits = f @ weight.T + bias
     logits = logits - logits.mean(1, keepdim=True)
-    squares, values = world.sum(float(logits.pow(2).sum()), float(logits.numel()))
-    spread = math.sqrt(squares / max(values, 1.0)) or 1.0
-    losses = world.sum_tensor(torch.stack([
-        nn.functional.cross_entropy(s / spread * logits, y, label_smoothing=smoothing, reduction="sum")
-        for s in SCALES]))
+    spread = float(logits.pow(2).mean().sqrt()) or 1.0
+    losses = torch.stack([nn.functional.cross_entropy(s / spread * logits, y, label_smoothing=smoothing)
+                          for s in SCALES])
     scale = float(SCALES[int(losses.argmin())]) / spread
-    right, rows = world.sum(float((logits.argmax(1) == y).sum()), float(len(y)))
     head.weight.copy_((scale * weight).to(head.weight))
     head.bias.copy_((scale * bias).to(head.bias))
-    return Imprinted(int(counts.sum()), scale, right / max(rows, 1.0))
-
-
-def imprint_samples(train: list, classes: int, seed: int) -> list:
-    """The training images the means are taken over: all of them up to IMAGES_PER_CLASS a class
-    and MAX_IMAGES in all, else a seeded stratified draw of that many."""
-    from edgetune.data.subsets import stratified_sample
-
-    return stratified_sample(train, min(IMAGES_PER_CLASS * max(classes, 1), MAX_IMAGES), seed)
+    return Imprinted(int(counts.sum()), scale, float((logits.argmax(1) == y).double().mean()))

@@ -120,13 +120,14 @@ class CachedInputs:
             yield self.train.gather(idx, views[idx]), torch.from_numpy(self.train.labels[idx])
 
     def val_batches(self):
-        return _sequential(self.val, self.batch_size)
+        return sequential(self.val, self.batch_size)
 
     def bn_batches(self):
-        return _sequential(self.bn, self.batch_size) if self.bn is not None else None
+        return sequential(self.bn, self.batch_size) if self.bn is not None else None
 
 
-def _sequential(features: Features, batch_size: int):
+def sequential(features: Features, batch_size: int):
+    """(inputs, labels) of every row of `features`' first view, in order."""
     for start in range(0, len(features), batch_size):
         idx = np.arange(start, min(start + batch_size, len(features)))
         yield features.gather(idx), torch.from_numpy(features.labels[idx])

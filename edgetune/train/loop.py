@@ -18,10 +18,11 @@ import torch
 from torch import nn
 
 from edgetune import config as cfgmod
-from edgetune.config import DEFAULT_EPOCHS, TrainConfig
+from edgetune.config import TrainConfig
 from edgetune.data.scan import Splits
 from edgetune.data.sources import scan_sources
 from edgetune.data.subsets import adaptation_subset
+from edgetune.defaults import DEFAULT_EPOCHS
 from edgetune.errors import DataError, EdgetuneError
 from edgetune.files import CHECKPOINT_BEST as BEST
 from edgetune.files import CHECKPOINT_LAST as LAST
@@ -31,12 +32,19 @@ from edgetune.train.bn_adapt import adapt_batchnorm, slow_batchnorms
 from edgetune.train.cache import check_writable
 from edgetune.train.data import class_weights
 from edgetune.train.freeze import FreezePlan
-from edgetune.train.imprint import head_linear, imprint, imprint_samples
-from edgetune.train.inputs import Sources
+from edgetune.train.imprint import head_linear, imprint
+from edgetune.train.inputs import Sources, sequential
 from edgetune.train.interrupt import Interrupted, SaveOnInterrupt
 from edgetune.train.model import create_model, param_groups, preprocess_for
 from edgetune.train.optim import make_optimizer, make_scheduler
-from edgetune.train.prepare import RunSetup, build_stage, resolve_batch, resolve_for_depth, resolve_unfreeze
+from edgetune.train.prepare import (
+    RunSetup,
+    build_stage,
+    probe_features,
+    resolve_batch,
+    resolve_for_depth,
+    resolve_unfreeze,
+)
 from edgetune.train.resume import RunState, restore
 from edgetune.train.schedule import check_depths, default_unfreeze, random_frozen, stage_at
 from edgetune.unfreeze_schedule import UnfreezeStage, parse_schedule
@@ -145,7 +153,7 @@ def _train(cfg, out, resume, log, command, world, device, target_labels=None, on
         return current
 
     if saved is None and cfg.resolved_head_init == "imprint":  # a resumed run has its head
-        _imprint(model, cfg, splits, pre, world, device, log)
+        _imprint(setup, splits)
     steps_per_epoch = activate(saved["epoch"] if saved else 0).inputs.steps_per_epoch()
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
     criterion = nn.CrossEntropyLoss(weight=weights.to(device) if cfg.balance == "loss" else None,
@@ -215,16 +223,20 @@ def _train(cfg, out, resume, log, command, world, device, target_labels=None, on
     return TrainResult(out / BEST, out / LAST, state.best_top1, state.epoch, state.history, stopped_early, cfg)
 
 
-def _imprint(model, cfg, splits, pre, world, device, log) -> None:
-    """The new head set from the class means of the training images' features."""
-    from edgetune.train.data import image_loader
-
-    samples = world.shard(imprint_samples(splits.train, len(splits.classes), cfg.seed), pad=False)
-    batches = image_loader(samples, pre, batch=cfg.batch_size, skip_bad=cfg.skip_bad_images, workers=cfg.workers)
+def _imprint(setup: RunSetup, splits) -> None:
+    """The new head set from the class means of the probe's training images' features (cached:
+    `--unfreeze auto`'s probe filled them already where it ran). Every process computes the
+    same means from the same images, as every process runs the probe."""
+    cfg, model = setup.cfg, setup.model
+    s, got = probe_features(setup, splits, roles=("train",))
+    if got["train"] is None:
+        setup.log("edgetune: the head starts at random: the features to imprint it from fit neither memory nor disk")
+        return
     head = head_linear(model, param_groups(cfg.model, model).head)
-    done = imprint(model, head, batches, len(splits.classes), cfg.label_smoothing, world, device)
-    log(f"edgetune: {done.describe()}" if done else "edgetune: the head starts at random: a class has no "
-        "training image")
+    done = imprint(s.suffix, head, sequential(got["train"], cfg.batch_size), len(splits.classes),
+                   cfg.label_smoothing, setup.device)
+    setup.log(f"edgetune: {done.describe()}" if done else "edgetune: the head starts at random: a class has no "
+              "training image")
 
 
 def _stages(setup: RunSetup, splits, saved) -> tuple[UnfreezeStage, ...]:

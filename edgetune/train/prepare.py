@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 from edgetune import files
-from edgetune.config import DEFAULT_BATCH, DEFAULT_EPOCHS, DEFAULT_LR, TrainConfig
+from edgetune.config import TrainConfig
 from edgetune.data.subsets import stratified_sample
+from edgetune.defaults import DEFAULT_BATCH, DEFAULT_EPOCHS, DEFAULT_LR
 from edgetune.train.cache import CacheSettings, FeatureCache, Request, feature_shape, memory_budget
 from edgetune.train.data import eval_transform
 from edgetune.train.distributed import World
@@ -221,16 +222,26 @@ def _pooled(features: torch.Tensor) -> torch.Tensor:
     return features.mean((2, 3)) if features.ndim == 4 else features.flatten(1)
 
 
-def _probe(setup: RunSetup, splits) -> float:
-    """Val top-1 of a logistic-regression head on the frozen pooled features (cached)."""
+def probe_features(setup: RunSetup, splits, roles: tuple[str, ...] = ("train", "val")):
+    """(split, {role: Features or None}): the frozen prefix's outputs below the head, in eval
+    mode, for the probe's images of each split in `roles` (`probe_samples`), through the feature
+    cache. The `--unfreeze auto` probe scores them, the new head is imprinted from the train
+    ones (edgetune.train.imprint), and `edgetune choose` fills the same keys: a run computes
+    them once. Leaves the model's freeze plan at "head"; the stage built next sets its own."""
     cfg, pre = setup.cfg, setup.pre
     FreezePlan.build(cfg.model, setup.model, "head").apply(setup.model)
     s = split(setup.model, cfg.model)
     cache = make_cache(setup, s)
     shape = feature_shape(s.prefix, pre.size, setup.device)
-    train_samples, val_samples = probe_samples(splits, cfg.seed)
-    train = cache.get(Request("probe-train", train_samples, eval_transform(pre), 1, "none"), shape)
-    val = cache.get(Request("probe-val", val_samples, eval_transform(pre), 1, "none"), shape)
+    samples = dict(zip(("train", "val"), probe_samples(splits, cfg.seed)))
+    return s, {role: cache.get(Request(f"probe-{role}", samples[role], eval_transform(pre), 1, "none"), shape)
+               for role in roles}
+
+
+def _probe(setup: RunSetup, splits) -> float:
+    """Val top-1 of a logistic-regression head on the frozen pooled features (cached)."""
+    _, got = probe_features(setup, splits)
+    train, val = got["train"], got["val"]
     if train is None or val is None:
         return 0.0
     # Pooled over space: a timm model's head starts at its global pool, so the cached prefix

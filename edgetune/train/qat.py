@@ -243,7 +243,8 @@ def _finetune(qat, params, train: list, pre: Preprocess, epochs: int, lr: float,
     else:
         loader = torch.utils.data.BatchSampler(sampler, tcfg.batch_size, drop_last=drop)
         labels = torch.from_numpy(cached.features.labels)
-    step_module = _wrapped(qat if cached is None else cached.suffix, world)
+    group = distributed.cpu_group() if world.distributed else None  # QAT runs on the CPU: gloo
+    step_module = _wrapped(qat if cached is None else cached.suffix, group)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     total = max(1, epochs * len(loader))
     # Cosine from the small starting rate: the network is already trained, QAT only adjusts it.
@@ -267,7 +268,7 @@ def _finetune(qat, params, train: list, pre: Preprocess, epochs: int, lr: float,
             optimizer.step()
             scheduler.step()
             running, n = running + loss.item() * len(y), n + len(y)
-        running, n = world.sum(running, n, group=distributed.cpu_group() if world.distributed else None)
+        running, n = world.sum(running, n, group=group)
         losses.append(running / max(n, 1))
         if state:
             state.save(epoch + 1, qat, optimizer, scheduler, losses)
@@ -278,13 +279,13 @@ def _finetune(qat, params, train: list, pre: Preprocess, epochs: int, lr: float,
     return losses
 
 
-def _wrapped(module: nn.Module, world: distributed.World) -> nn.Module:
-    """The module QAT's step calls: DistributedDataParallel on the CPU group under torchrun."""
-    if not world.distributed:
+def _wrapped(module: nn.Module, group) -> nn.Module:
+    """The module QAT's step calls: DistributedDataParallel on `group` under torchrun."""
+    if group is None:
         return module
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(module, process_group=distributed.cpu_group())
+    return DistributedDataParallel(module, process_group=group)
 
 
 def follow(world: distributed.World) -> None:

@@ -51,6 +51,7 @@ def test_unreadable_image_is_named(small_digits, tmp_path):
     (["--ship-candidates", "1"], "--ship-candidates 1 must be at least 2"),
     (["--weights", "none"], "--image-size"),
     (["--qat", "sometimes"], "auto, off, always"),
+    (["--head-init", "zeros"], "imprint, random"),
     (["--qat-epochs", "0"], "--qat off"),
     (["--qat", "always", "--targets", "gpu"], "no INT8 recipe"),
 ])

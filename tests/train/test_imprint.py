@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from collections import Counter
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
 
 from edgetune.config import TrainConfig
 from edgetune.data.photos import ensure_k_shot
-from edgetune.data.scan import Sample
-from edgetune.data.subsets import stratified_sample
 from edgetune.train import train
-from edgetune.train.distributed import World
-from edgetune.train.imprint import IMAGES_PER_CLASS, imprint, imprint_samples
+from edgetune.train.imprint import imprint
 
 
 def _clusters(seed=0, classes=3, per_class=40, dim=16):
@@ -33,7 +27,7 @@ def test_the_imprinted_head_ranks_classes_by_the_distance_to_their_means():
     x, y = _clusters()
     model = nn.Sequential(nn.Dropout(0.5), nn.Linear(16, 3))  # dropout: the pass runs in eval mode
     model.train()
-    done = imprint(model, model[1], _batches(x, y), 3, 0.1, World(), torch.device("cpu"))
+    done = imprint(model, model[1], _batches(x, y), 3, 0.1, torch.device("cpu"))
     assert done is not None and done.rows == len(y) and model.training  # its mode restored
     means = torch.stack([x[y == c].mean(0) for c in range(3)])
     nearest = torch.cdist(x, means).argmin(1)
@@ -56,17 +50,22 @@ def test_a_class_without_inputs_leaves_the_head_at_random():
     x, y = _clusters()
     head = nn.Linear(16, 4)
     before = head.weight.clone()
-    assert imprint(head, head, _batches(x, y), 4, 0.1, World(), torch.device("cpu")) is None
+    assert imprint(head, head, _batches(x, y), 4, 0.1, torch.device("cpu")) is None
     assert torch.equal(head.weight, before)
 
 
-def test_the_means_are_taken_over_every_image_up_to_a_limit():
-    few = [Sample(Path(f"{c}/{i}.png"), c) for c in range(5) for i in range(5)]
-    assert imprint_samples(few, 5, seed=0) == stratified_sample(few, 25, 0) and len(few) == 25
-    many = [Sample(Path(f"{c}/{i}.png"), c) for c in range(3) for i in range(500)]
-    drawn = imprint_samples(many, 3, seed=1)
-    assert Counter(s.label for s in drawn) == {c: IMAGES_PER_CLASS for c in range(3)}
-    assert drawn == imprint_samples(many, 3, seed=1)  # seeded
+def test_the_means_come_from_the_probes_cached_features(trained_run, small_digits, tmp_path):
+    """With `--unfreeze auto`'s probe (pretrained weights, 10 or more images a class), the head is
+    imprinted from the features the probe cached: the probe's images run through the network once."""
+    logs: list[str] = []
+    train(TrainConfig(data=str(small_digits), model="resnet18", weights=str(trained_run[0] / "model.pt"),
+                      image_size=32, epochs=1, workers=0), tmp_path / "run", log=logs.append)
+    fills = [line for line in logs if line.startswith("cache: filling") and " probe-train " in line]
+    assert len(fills) == 1, logs
+    assert any(line.startswith("cache: reusing probe-train features") for line in logs), logs
+    images = int(fills[0].split(" × ")[1].split()[0])
+    assert any(line.startswith(f"edgetune: head imprinted from the class means of {images} training images'")
+               for line in logs), logs
 
 
 def test_an_imprinted_head_starts_where_a_random_one_has_not_got_to(tmp_path):
