@@ -11,8 +11,10 @@ train` (--epochs; the pretrained row keeps its own default schedule) on --data (
 photographs: 137 train / 57 val), then the export for the cpu target (ONNX Runtime's u8
 candidates) and the tensorrt target (its symmetric QDQ graph, executed by ONNX Runtime's CPU
 kernels: no GPU here) with `--qat always`: the QAT graph is made and judged on the same val
-images for both recipes, whatever PTQ scored. Per recipe: fp32 top-1, the best PTQ candidate's,
-QAT's, and QAT's wall time as a share of the training's. `recovered`: (QAT - PTQ) / (fp32 -
+images for both recipes, whatever PTQ scored. Calibration as the export's default (300 images)
+unless --calib-samples says otherwise. Per recipe: fp32 top-1, the best PTQ candidate's with
+every layer in int8 (not `int8-mixed`, which keeps layers in float), QAT's, and QAT's wall time
+as a share of the training's. `recovered`: (QAT - PTQ) / (fp32 -
 PTQ) where PTQ lost more than a point (the issue's goal: at least 60%).
 """
 
@@ -46,9 +48,9 @@ def bench_row(row: str, args, data: str, work: Path, log) -> list[dict]:
     t0 = time.perf_counter()
     result = train(cfg, out, log=log)
     train_s = time.perf_counter() - t0
+    calib = {"calib_samples": args.calib_samples} if args.calib_samples else {}
     export_bundle(result.best, out, ExportConfig(targets=("cpu", "tensorrt"), cpu_engines=("onnxruntime",),
-                                                 qat="always", qat_epochs=args.qat_epochs,
-                                                 calib_samples=args.calib_samples, bench_runs=10),
+                                                 qat="always", qat_epochs=args.qat_epochs, bench_runs=10, **calib),
                   data=data, log=log)
     label = f"{arch} ({'random init, ' + str(args.size) + ' px' if scratch else 'ImageNet'})"
     return read_rows(out, label, result.config.epochs, train_s)
@@ -63,7 +65,9 @@ def read_rows(out: Path, label: str, epochs: int, train_s: float) -> list[dict]:
     fp32 = m.artifact("model.onnx").top1
     rows = []
     for recipe, cands in m.candidates.items():
-        ptq = [c for c in cands if c["precision"] == "int8" and c["candidate"] != QAT]
+        # Every layer in int8: a candidate that leaves layers in float (`int8-mixed`) meets a
+        # budget another way, at another speed; QAT's recovery is measured against full INT8.
+        ptq = [c for c in cands if c["precision"] == "int8" and c["candidate"] != QAT and not c.get("float_nodes")]
         qat = next(c for c in cands if c["candidate"] == QAT)
         best = max(ptq, key=lambda c: c["top1"])
         drop = fp32 - best["top1"]
@@ -99,7 +103,7 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=5, help="training epochs of the random-init rows")
     p.add_argument("--lr", type=float, default=2e-3, help="training lr of the random-init rows")
     p.add_argument("--qat-epochs", type=int, default=None, help="default: edgetune's (10%% of training, >= 1)")
-    p.add_argument("--calib-samples", type=int, default=100)
+    p.add_argument("--calib-samples", type=int, default=None, help="default: edgetune's (300)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="keep each row's run folder under this folder (default: a temporary one)")
     p.add_argument("--verbose", action="store_true", help="print edgetune's log")
