@@ -38,7 +38,7 @@ from edgetune.host import loader_processes, usable_cpus
 from edgetune.train.cache import CacheSettings, FeatureCache, Request, feature_shape, memory_budget
 from edgetune.train.data import eval_transform, image_loader
 from edgetune.train.model import create_model, preprocess_for
-from edgetune.train.prepare import cache_parts, probe_samples
+from edgetune.train.prepare import PROBE_ROLES, cache_parts, probe_samples
 from edgetune.train.segments import segments_of, split
 
 FEATURES = "features"  # the second output of the graphs features are taken from
@@ -296,7 +296,7 @@ def _through_cache(model, cand: Candidate, pre, splits: Splits, data: str, cache
     shape = feature_shape(s.prefix, pre.size, device)
     # The roles and transform of the `--unfreeze auto` probe (train/prepare.py): the same key.
     got = [cache.get(Request(role, samples, eval_transform(pre), 1, "none"), shape)
-           for role, samples in (("probe-train", splits.train), ("probe-val", splits.val))]
+           for role, samples in ((PROBE_ROLES["train"], splits.train), (PROBE_ROLES["val"], splits.val))]
     if any(g is None for g in got):
         raise ConfigError(f"{cand.name}: its features fit neither memory nor the disk under {cache_dir}; "
                           "free disk space or pass fewer --models")

@@ -222,6 +222,13 @@ def _pooled(features: torch.Tensor) -> torch.Tensor:
     return features.mean((2, 3)) if features.ndim == 4 else features.flatten(1)
 
 
+# The cache roles of the probe's images. Its val images are the val split itself wherever that
+# holds at most PROBE_IMAGES_PER_CLASS a class, read as training reads val (eval transform, one
+# view): named as training's val request, they make one cache entry, filled once a run, where
+# they were filled twice (57 photographs through Lite0: 10 s each time here).
+PROBE_ROLES = {"train": "probe-train", "val": "val"}
+
+
 def probe_features(setup: RunSetup, splits, roles: tuple[str, ...] = ("train", "val")):
     """(split, {role: Features or None}): the frozen prefix's outputs below the head, in eval
     mode, for the probe's images of each split in `roles` (`probe_samples`), through the feature
@@ -234,7 +241,7 @@ def probe_features(setup: RunSetup, splits, roles: tuple[str, ...] = ("train", "
     cache = make_cache(setup, s)
     shape = feature_shape(s.prefix, pre.size, setup.device)
     samples = dict(zip(("train", "val"), probe_samples(splits, cfg.seed)))
-    return s, {role: cache.get(Request(f"probe-{role}", samples[role], eval_transform(pre), 1, "none"), shape)
+    return s, {role: cache.get(Request(PROBE_ROLES[role], samples[role], eval_transform(pre), 1, "none"), shape)
                for role in roles}
 
 

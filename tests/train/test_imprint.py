@@ -56,13 +56,17 @@ def test_a_class_without_inputs_leaves_the_head_at_random():
 
 def test_the_means_come_from_the_probes_cached_features(trained_run, small_digits, tmp_path):
     """With `--unfreeze auto`'s probe (pretrained weights, 10 or more images a class), the head is
-    imprinted from the features the probe cached: the probe's images run through the network once."""
+    imprinted from the features the probe cached: the probe's images run through the network once,
+    and so do the val images the probe and training both read."""
     logs: list[str] = []
     train(TrainConfig(data=str(small_digits), model="resnet18", weights=str(trained_run[0] / "model.pt"),
                       image_size=32, epochs=1, workers=0), tmp_path / "run", log=logs.append)
     fills = [line for line in logs if line.startswith("cache: filling") and " probe-train " in line]
     assert len(fills) == 1, logs
     assert any(line.startswith("cache: reusing probe-train features") for line in logs), logs
+    # The probe's val images are the val split: training's val reads them from the same entry.
+    assert sum(line.startswith("cache: filling") and " val " in line for line in logs) == 1, logs
+    assert any(line.startswith("cache: reusing val features") for line in logs), logs
     images = int(fills[0].split(" × ")[1].split()[0])
     assert any(line.startswith(f"edgetune: head imprinted from the class means of {images} training images'")
                for line in logs), logs
