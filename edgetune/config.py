@@ -388,11 +388,13 @@ _CHOICES = {
 
 
 def _check_choices(cfg) -> None:
+    # A field whose default is None ("decided later": --adapt, --pruner, --head-init) may stay None.
+    unset_allowed = {f.name for f in fields(cfg) if f.default is None}
     for name, alias in _CHOICES.items():
         if not hasattr(cfg, name):
             continue
         value, allowed = getattr(cfg, name), get_args(alias)
-        if value not in allowed and not (value is None and name in ("adapt", "pruner", "head_init")):
+        if value not in allowed and not (value is None and name in unset_allowed):
             raise ConfigError(
                 f"--{_flag(name)} {value!r} is not allowed{did_you_mean(str(value), allowed)}; "
                 f"choose one of: {', '.join(allowed)}"

@@ -31,12 +31,13 @@ from rich.console import Console
 from rich.table import Table
 
 from edgetune import host
+from edgetune.config import ExportConfig
 
 ROWS = "efficientnet_b0:none,mobilenet_v3_large:none,efficientnet_lite0:DEFAULT"
 
 
 def bench_row(row: str, args, data: str, work: Path, log) -> list[dict]:
-    from edgetune.config import ExportConfig, TrainConfig
+    from edgetune.config import TrainConfig
     from edgetune.pipeline import export_bundle
     from edgetune.train import train
 
@@ -48,9 +49,9 @@ def bench_row(row: str, args, data: str, work: Path, log) -> list[dict]:
     t0 = time.perf_counter()
     result = train(cfg, out, log=log)
     train_s = time.perf_counter() - t0
-    calib = {"calib_samples": args.calib_samples} if args.calib_samples else {}
     export_bundle(result.best, out, ExportConfig(targets=("cpu", "tensorrt"), cpu_engines=("onnxruntime",),
-                                                 qat="always", qat_epochs=args.qat_epochs, bench_runs=10, **calib),
+                                                 qat="always", qat_epochs=args.qat_epochs,
+                                                 calib_samples=args.calib_samples, bench_runs=10),
                   data=data, log=log)
     label = f"{arch} ({'random init, ' + str(args.size) + ' px' if scratch else 'ImageNet'})"
     return read_rows(out, label, result.config.epochs, train_s)
@@ -103,7 +104,8 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=5, help="training epochs of the random-init rows")
     p.add_argument("--lr", type=float, default=2e-3, help="training lr of the random-init rows")
     p.add_argument("--qat-epochs", type=int, default=None, help="default: edgetune's (10%% of training, >= 1)")
-    p.add_argument("--calib-samples", type=int, default=None, help="default: edgetune's (300)")
+    p.add_argument("--calib-samples", type=int, default=ExportConfig.calib_samples,
+                   help="calibration images (default: the export's, %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="keep each row's run folder under this folder (default: a temporary one)")
     p.add_argument("--verbose", action="store_true", help="print edgetune's log")

@@ -69,10 +69,10 @@ def imprint(module: nn.Module, head: nn.Linear, batches, classes: int, smoothing
             module(x.to(device))
             f, y = inputs.pop().cpu(), y.long()
             sums.index_add_(0, y, f)
-            counts += torch.bincount(y, minlength=classes).double()
-            if sum(len(k) for k in kept) < FIT_ROWS:
+            if counts.sum() < FIT_ROWS:  # the rows seen so far are the rows kept so far
                 kept.append(f)
                 kept_labels.append(y)
+            counts += torch.bincount(y, minlength=classes).double()
     finally:
         hook.remove()
         module.train(was_training)
