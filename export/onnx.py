@@ -13,7 +13,8 @@ import torch
 from edgetune.atomic import atomic_path
 from edgetune.export.graph_parity import Parity, ParityError, compare
 
-__all__ = ["Parity", "ParityError", "check_parity", "export_onnx", "export_qdq"]
+__all__ = ["Parity", "ParityError", "check_parity", "disagreement", "export_for_timing", "export_onnx", "export_qdq",
+           "export_traced"]
 
 INPUT, OUTPUT = "input", "logits"
 
@@ -34,6 +35,85 @@ def export_onnx(model: torch.nn.Module, size: tuple[int, int], path: str | Path,
         )
         program.save(str(tmp), external_data=False)
     return path
+
+
+def export_traced(model: torch.nn.Module, size: tuple[int, int], path: str | Path, opset: int = 20,
+                  outputs: tuple[str, ...] = (OUTPUT,)) -> Path:
+    """`export_onnx`'s graph for a graph that is only timed and read here (`choose`'s, `tune`'s
+    latency graphs), from the TorchScript exporter at this input size: 0.6-1.0 s for
+    EfficientNet-Lite0 against 4-10 s of torch.export on the 2-core EPYC. The same Conv, Clip
+    and Add nodes as `export_onnx` writes (timm's "SAME" padding made constant at `size` and
+    folded into the Convs, `export.same_padding`); the pool is GlobalAveragePool where
+    torch.export writes ReduceMean. Valid at `size` (and where no layer's padding depends on
+    it, at others): the caller checks parity where it uses another. The bundle's graph stays
+    `export_onnx`'s, which calibration and the TensorRT lint were built on."""
+    import onnx
+    import onnx_ir as ir
+    from onnxscript import optimizer
+
+    from edgetune.export.same_padding import static_same_padding
+
+    model = model.eval().cpu()
+    path = Path(path)
+    with atomic_path(path) as tmp, _quiet(), _out_of_place(model), static_same_padding(model, size):
+        _torchscript(model, size, tmp, outputs, opset)
+        graph = ir.from_proto(onnx.load(str(tmp)))
+        # F.pad's pads come out of the exporter as ConstantOfShape arithmetic, which onnxscript
+        # keeps unless told (a ConstantOfShape can be large; these hold eight numbers); folded,
+        # the optimizer merges each Pad into its Conv.
+        optimizer.fold_constants(graph, should_fold=lambda node: True if node.op_type == "ConstantOfShape" else None)
+        optimizer.optimize(graph)
+        onnx.save(ir.to_proto(graph), str(tmp))
+    return path
+
+
+def export_for_timing(model: torch.nn.Module, size: tuple[int, int], path: str | Path,
+                      outputs: tuple[str, ...] = (OUTPUT,)) -> str:
+    """A graph that is timed and read here, not shipped: `export_traced`'s where it agrees with
+    the model at `size`, else `export_onnx`'s (a model the tracer refuses or gets wrong: control
+    flow on values). Returns why torch.export made it, or "" where tracing did."""
+    path = Path(path)
+    try:
+        export_traced(model, size, path, outputs=outputs)
+        why = disagreement(path, model, size, f"{path.name}, traced")
+    except Exception as error:  # noqa: BLE001 - whatever the tracer refuses, torch.export may take
+        why = f"the TorchScript exporter failed: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
+    if why is None:
+        return ""
+    path.unlink(missing_ok=True)  # a graph that disagrees is never left to be reused
+    export_onnx(model, size, path, outputs=outputs)
+    return f"exported by torch.export ({why[:160]})"
+
+
+def disagreement(graph: str | Path | bytes, model: torch.nn.Module, size: tuple[int, int], what: str) -> str | None:
+    """Why the graph's first output differs from the model's at `size` (two seeded random
+    images, the export's tolerance; a graph ONNX Runtime cannot run at that size says so), or
+    None where they agree."""
+    import onnxruntime as ort
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, InvalidGraph, RuntimeException
+
+    from edgetune.runtime.ort_backend import providers_for
+
+    x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = model.eval()(x)
+    want = (want[0] if isinstance(want, tuple) else want).numpy()
+    try:
+        source = graph if isinstance(graph, bytes) else str(graph)
+        session = ort.InferenceSession(source, providers=providers_for("cpu"))
+        got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+        compare(want, got, 1e-3, what)
+    except (ParityError, Fail, InvalidArgument, InvalidGraph, RuntimeException) as error:
+        return str(error).splitlines()[0]
+    return None
+
+
+def _torchscript(model: torch.nn.Module, size: tuple[int, int], path: Path, outputs: tuple[str, ...],
+                 opset: int) -> None:
+    """The TorchScript exporter's graph of `model` with a dynamic batch, written to `path`."""
+    torch.onnx.export(model, (torch.zeros(2, 3, *size),), str(path), input_names=[INPUT],
+                      output_names=list(outputs), dynamic_axes={name: {0: "batch"} for name in (INPUT, *outputs)},
+                      dynamo=False, opset_version=opset)
 
 
 QDQ_OPSET = 17  # per-channel Q/DQ needs 13; 17 is the newest TensorRT 8.6 (JetPack 6.0) documents
@@ -59,9 +139,7 @@ def export_qdq(model: torch.nn.Module, size: tuple[int, int], path: str | Path) 
     model.apply(disable_observer)
     path = Path(path)
     with atomic_path(path) as tmp, _quiet():
-        torch.onnx.export(model, (torch.zeros(2, 3, *size),), str(tmp), input_names=[INPUT],
-                          output_names=[OUTPUT], dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
-                          dynamo=False, opset_version=QDQ_OPSET)
+        _torchscript(model, size, tmp, (OUTPUT,), QDQ_OPSET)
         graph = _store_int8_weights(onnxscript.optimizer.optimize(onnx.load(str(tmp))))
         onnx.save(tidy(graph)[0], str(tmp))
     return path

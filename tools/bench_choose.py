@@ -86,10 +86,8 @@ def main(argv=None) -> int:
 
     # 1. choose, with the seconds of each part.
     watch = Stopwatch()
-    import edgetune.export.onnx as onnxmod
-
-    watch.wrap(featmod, "export_graphs", "graphs (a torch.export a network, a process a core; other sizes resized)")
-    watch.wrap(onnxmod, "export_onnx", "export in this process (a worker's failure)")
+    watch.wrap(featmod, "_export_feature_graph", "graphs (a network traced once, parity checked)")
+    watch.wrap(featmod, "_resized", "graphs at other sizes (resized, parity checked)")
     watch.wrap(featmod, "_through_graph", "features (ONNX Runtime, decoding included)")
     watch.wrap(featmod, "create_model", "model creation (weights loaded)")
     for name in ("logme", "linear_probe"):

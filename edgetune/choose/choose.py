@@ -61,7 +61,7 @@ def choose(cfg: ChooseConfig, out: str | Path, log=print) -> list[Row]:
 
 def _score_all(pairs, sizes, splits, cfg: ChooseConfig, cache_dir: Path, graphs: Path, known: dict,
                log) -> list[Row]:
-    from edgetune.choose.features import export_graphs, extract
+    from edgetune.choose.features import extract
     from edgetune.choose.scores import linear_probe, logme
     from edgetune.train.model import preprocess_for
 
@@ -76,10 +76,6 @@ def _score_all(pairs, sizes, splits, cfg: ChooseConfig, cache_dir: Path, graphs:
 
     planned = [(cands.Candidate(arch, weights, size), *resolve(arch, weights, size))
                for arch, weights in pairs for size in sizes]
-    # A graph is exported only for a model and size the device's files do not time: those
-    # first, side by side. Weights that cannot load are left to the loop, which says why.
-    export_graphs([cands.Candidate(c.arch, c.weights, at) for c, at, timed in planned
-                   if not timed and not isinstance(at, EdgetuneError)], len(splits.classes), cache_dir, log)
     rows, skipped = [], []
     for cand, at, timed in planned:
         arch, weights = cand.arch, cand.weights

@@ -5,10 +5,12 @@ Where the graph is timed here, it is exported once with the pooled features as a
 output, and the images run through it in ONNX Runtime: the export is needed for the timing
 anyway, and ONNX Runtime runs these backbones several times faster than PyTorch's eager CPU
 kernels (EfficientNet-Lite0 at 224 px, 32 images: 0.5-0.7 s against 4-6 s on this 2-core
-EPYC), so the features cost little beyond the export. A network is exported once; its other
-sizes take that graph with the input resized, checked against PyTorch at each size
-(`ensure_feature_graph`). The graph the device times, `graphs/<arch>-<size>.onnx`, is the same
-graph without that output: the model as it ships.
+EPYC), so the features cost little beyond the export. A network is exported once, by the
+TorchScript exporter (`export.onnx.export_traced`: about a second where torch.export takes
+4-10), and checked against PyTorch; its other sizes take that graph with the input resized,
+checked at each size (`ensure_feature_graph`). The graph the device times,
+`graphs/<arch>-<size>.onnx`, is that graph without the features output: the shipped model's
+nodes (its pool a GlobalAveragePool where the bundle's is a ReduceMean).
 
 Where a device's `bench --json` file times the model and size, nothing is exported: the
 features come from PyTorch through the feature cache (filled once, so `choose` again reuses
@@ -20,9 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import multiprocessing
 import re
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from edgetune.choose.candidates import Candidate
 from edgetune.config import TrainConfig
 from edgetune.data.scan import Splits
 from edgetune.errors import ConfigError
-from edgetune.host import loader_processes, usable_cpus
+from edgetune.host import loader_processes
 from edgetune.train.cache import CacheSettings, FeatureCache, Request, feature_shape, memory_budget
 from edgetune.train.data import eval_transform, image_loader
 from edgetune.train.model import create_model, preprocess_for
@@ -43,10 +43,6 @@ from edgetune.train.segments import segments_of, split
 
 FEATURES = "features"  # the second output of the graphs features are taken from
 FEATURE_GRAPHS = "graphs"  # under the cache folder: one graph per candidate (its weights) and size
-# Export processes at most: each imports torch and holds a model while torch.export traces it
-# (peak resident 1.0 GB for EfficientNet-Lite2 at 224 px, 1.1 GB for ConvNeXt-Tiny), so a
-# 64-core host still exports four at once.
-MAX_EXPORT_PROCESSES = 4
 
 
 @dataclass
@@ -109,8 +105,8 @@ def ensure_feature_graph(model: nn.Module, cand: Candidate, size: tuple[int, int
             return own, (f"the {_size_of(other)} px graph, its input set to {size[0]}x{size[1]} "
                          "(parity with PyTorch checked)")
         how = f"exported: the {_size_of(other)} px graph does not serve this size ({why[:160]})"
-    _export_feature_graph(model, cand.arch, size, own)
-    return own, how
+    exported = _export_feature_graph(model, cand.arch, size, own)
+    return own, "; ".join(filter(None, (how, exported)))
 
 
 def _other_sizes(cand: Candidate, cache_dir: Path) -> list[Path]:
@@ -130,11 +126,9 @@ def _resized(source: Path, model: nn.Module, arch: str, size: tuple[int, int], p
     agrees with `model` at that size (logits on two seeded random images, the export's own
     tolerance); otherwise nothing is written and the reason comes back."""
     import onnx
-    from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, InvalidGraph, RuntimeException
 
     from edgetune.atomic import atomic_path
-    from edgetune.export.graph_parity import ParityError, compare
-    from edgetune.export.onnx import OUTPUT
+    from edgetune.export.onnx import disagreement
 
     graph = onnx.load(str(source))
     dims = graph.graph.input[0].type.tensor_type.shape.dim
@@ -144,18 +138,11 @@ def _resized(source: Path, model: nn.Module, arch: str, size: tuple[int, int], p
     for output in graph.graph.output:
         output.type.tensor_type.ClearField("shape")
     graph = onnx.shape_inference.infer_shapes(graph)
-    x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        want = WithFeatures(model, arch)(x)[0].numpy()
-    try:
-        session = _session(graph.SerializeToString())
-        got = session.run([OUTPUT], {session.get_inputs()[0].name: x.numpy()})[0]
-        compare(want, got, 1e-3, f"{source.name} at {size[0]} px")
-    except (ParityError, Fail, InvalidArgument, InvalidGraph, RuntimeException) as error:
-        return str(error).splitlines()[0]
-    with atomic_path(path) as tmp:
-        onnx.save(graph, str(tmp))
-    return None
+    why = disagreement(graph.SerializeToString(), WithFeatures(model, arch), size, f"{source.name} at {size[0]} px")
+    if why is None:
+        with atomic_path(path) as tmp:
+            onnx.save(graph, str(tmp))
+    return why
 
 
 def _session(graph: Path | bytes):
@@ -166,60 +153,14 @@ def _session(graph: Path | bytes):
     return ort.InferenceSession(graph if isinstance(graph, bytes) else str(graph), providers=providers_for("cpu"))
 
 
-def _export_feature_graph(model: nn.Module, arch: str, size: tuple[int, int], path: Path) -> None:
-    from edgetune.export.onnx import OUTPUT, export_onnx
+def _export_feature_graph(model: nn.Module, arch: str, size: tuple[int, int], path: Path) -> str:
+    """The graph with the features output at `size` (`export_for_timing`: traced and checked
+    against PyTorch, about a second; else torch.export's). Returns how, where not traced."""
+    from edgetune.export.onnx import OUTPUT, export_for_timing
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
-        export_onnx(WithFeatures(model, arch), size, path, outputs=(OUTPUT, FEATURES))
-
-
-def export_graphs(cands: list[Candidate], classes: int, cache_dir: Path, log) -> None:
-    """The candidates' feature graphs not made yet, a network's sizes in one process and the
-    networks side by side, one process a core. An export is single-threaded Python
-    (torch.export), 4-6 s a graph here, so two processes on two cores halve the wait (Lite0 and
-    Lite1 at 160 and 224 px: 32.1 s in one process, 17.1 s in two); a network's other sizes
-    come from its first graph (`ensure_feature_graph`) in well under a second. A graph that
-    fails in a worker is left to `extract`, which makes it again in this process, where its
-    error is reported as the candidate's."""
-    todo: dict[tuple[str, str], list[Candidate]] = {}
-    for c in cands:
-        if not feature_graph(c, cache_dir).is_file():
-            todo.setdefault((c.arch, c.weights), []).append(c)
-    workers = min(len(todo), usable_cpus(), MAX_EXPORT_PROCESSES)
-    if workers < 2:
-        return
-    graphs = sum(len(group) for group in todo.values())
-    log(f"choose: making {graphs} graph(s) of {len(todo)} networks in {workers} processes")
-    context = multiprocessing.get_context("spawn")  # never fork a process that holds torch's threads
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        jobs = {(arch, weights): pool.submit(_graphs_in_worker, arch, weights, [c.size for c in group], classes,
-                                             str(cache_dir))
-                for (arch, weights), group in todo.items()}
-        for (arch, weights), job in jobs.items():
-            name = todo[(arch, weights)][0].name
-            error = job.exception()
-            if error is not None:
-                log(f"choose: {name}: making its graphs in a worker failed ({str(error).splitlines()[0][:120]}); "
-                    "trying again in this process")
-                continue
-            for size, how in job.result():
-                if how:
-                    log(f"choose: {name} {size} px: {how}")
-
-
-def _graphs_in_worker(arch: str, weights: str, sizes: list[int], classes: int, cache_dir: str) -> list[tuple[int, str]]:
-    """One network's graphs, in a worker process: the model made once, as `extract` makes it
-    (seeded, so a random initialisation is the same network), then each size."""
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    model = create_model(arch, weights, classes, log=lambda *_: None).eval()
-    done = []
-    for size in sizes:
-        pre = preprocess_for(arch, weights, size)
-        _, how = ensure_feature_graph(model, Candidate(arch, weights, pre.size[0]), pre.size, Path(cache_dir))
-        done.append((pre.size[0], how))
-    return done
+        return export_for_timing(WithFeatures(model, arch), size, path, outputs=(OUTPUT, FEATURES))
 
 
 class WithFeatures(nn.Module):

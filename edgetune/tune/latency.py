@@ -40,11 +40,13 @@ class LatencyBook:
         return self.memo[key], "here"
 
     def _measure(self, arch: str, size: int) -> float:
-        from edgetune.export.onnx import export_onnx
+        from edgetune.export.onnx import export_for_timing
         from edgetune.train.model import create_model
 
         graph = self.out / GRAPHS / graph_name(arch, size)
         if not graph.is_file():
             graph.parent.mkdir(parents=True, exist_ok=True)
-            export_onnx(create_model(arch, "none", self.num_classes), (size, size), graph)
+            how = export_for_timing(create_model(arch, "none", self.num_classes), (size, size), graph)
+            if how:
+                self.log(f"tune: {arch} at {size} px: {how}")
         return timing.measure_here({(arch, size): graph})[(arch, size)]
