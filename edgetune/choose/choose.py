@@ -76,14 +76,14 @@ def _score_all(pairs, sizes, splits, cfg: ChooseConfig, cache_dir: Path, graphs:
 
     planned = [(cands.Candidate(arch, weights, size), *resolve(arch, weights, size))
                for arch, weights in pairs for size in sizes]
-    rows, skipped = [], []
+    rows, skipped, last = [], [], {}
     for cand, at, timed in planned:
         arch, weights = cand.arch, cand.weights
         t0 = time.perf_counter()
         try:
             if isinstance(at, EdgetuneError):
                 raise at
-            got = extract(cand, splits, cfg.data, cache_dir, None if timed else graphs, cfg.batch_size, log)
+            got = extract(cand, splits, cfg.data, cache_dir, None if timed else graphs, cfg.batch_size, log, last)
         except EdgetuneError as exc:  # weights that cannot load here: skip, say why
             skipped.append(cand.name)
             log(f"choose: skipping {cand.name}: {exc}")

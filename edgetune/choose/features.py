@@ -53,20 +53,18 @@ class Extracted:
 
 
 def extract(cand: Candidate, splits: Splits, data: str, cache_dir: Path, graphs: Path | None,
-            batch_size: int, log) -> Extracted:
+            batch_size: int, log, last: dict | None = None) -> Extracted:
     """Features of the train and val images (up to 200 a class of each). With `graphs`, through the candidate's graph in
     ONNX Runtime, `graphs/<arch>-<size>.onnx` written when missing; without, through PyTorch
     and the feature cache. A model whose weights cannot load raises ConfigError (the caller
-    skips it and says why)."""
+    skips it and says why). `last`, where the caller keeps one, holds the network this call
+    made, for the next call with the same model and weights (its other sizes) to reuse."""
     # The images the `--unfreeze auto` probe runs (at most 200 a class of each split): the same
     # cache key as its features, and a bounded cost on a large data set.
     train, val = probe_samples(splits, seed=0)
     splits = dataclasses.replace(splits, train=train, val=val)
     pre = preprocess_for(cand.arch, cand.weights, cand.size)
-    # Seeded, so a random initialisation is the same network on every run and its cache is reused.
-    torch.manual_seed(0)
-    model = create_model(cand.arch, cand.weights, len(splits.classes), log=log)
-    model.eval()
+    model = _network(cand, len(splits.classes), log, {} if last is None else last)
     size = pre.size[0]
     if graphs is None:
         features, labels = _through_cache(model, cand, pre, splits, data, cache_dir, batch_size, log)
@@ -79,6 +77,19 @@ def extract(cand: Candidate, splits: Splits, data: str, cache_dir: Path, graphs:
         _without_features(own, shipped)
     features, labels = _through_graph(own, pre, splits, batch_size)
     return Extracted(features, labels, size)
+
+
+def _network(cand: Candidate, classes: int, log, last: dict) -> nn.Module:
+    """The candidate's network in eval mode: the one in `last` where it is the same model and
+    weights (a network's sizes follow one another: its weights loaded once), else made, and kept
+    there alone. Seeded, so a random initialisation is the same network on every run and its
+    cache is reused."""
+    key = (cand.arch, cand.weights)
+    if key not in last:
+        last.clear()
+        torch.manual_seed(0)
+        last[key] = create_model(cand.arch, cand.weights, classes, log=log).eval()
+    return last[key]
 
 
 def feature_graph(cand: Candidate, cache_dir: Path) -> Path:
