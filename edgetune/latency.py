@@ -43,16 +43,21 @@ def measure_latency(
     return _summary(times, batch, session)
 
 
-def measure_interleaved(sessions: dict[str, Session], shape: tuple[int, int, int], batch: int = 1,
-                        rounds: int = 5, runs: int = 10, warmup: int = 5, per_round: bool = False) -> dict[str, dict]:
+def measure_interleaved(sessions: dict[str, Session], shape: tuple[int, int, int] | dict[str, tuple[int, int, int]],
+                        batch: int = 1, rounds: int = 5, runs: int = 10, warmup: int = 5,
+                        per_round: bool = False) -> dict[str, dict]:
     """Latency of several sessions, measured in turns: each round times every session,
     so a burst of load on a shared machine hits all candidates alike, not just one.
-    `per_round` adds each round's p50 ("rounds_p50"): ratios of two sessions round by round
-    show whether a difference outlasts the machine's noise."""
-    x = _inputs(shape, batch, 0)
-    for s in sessions.values():
+    `shape` (C, H, W) is every session's input, or a dict of each one's: models at different
+    input sizes timed in the same turns. `per_round` adds each round's p50 ("rounds_p50"):
+    ratios of two sessions round by round show whether a difference outlasts the machine's
+    noise."""
+    shapes = shape if isinstance(shape, dict) else dict.fromkeys(sessions, shape)
+    made = {s: _inputs(s, batch, 0) for s in set(shapes.values())}
+    inputs = {name: made[shapes[name]] for name in sessions}
+    for name, s in sessions.items():
         for _ in range(warmup):
-            s.run(x)
+            s.run(inputs[name])
     times: dict[str, list[float]] = {name: [] for name in sessions}
     names = list(sessions)
     for r in progress.track(range(rounds), f"time {', '.join(sessions)}", unit="rounds"):
@@ -64,6 +69,7 @@ def measure_interleaved(sessions: dict[str, Session], shape: tuple[int, int, int
             # The previous session's worker threads spin for a while after their last call
             # and steal the cores: let them settle, and re-warm this one, before timing.
             time.sleep(0.05)
+            x = inputs[name]
             s.run(x)
             times[name] += [_time_call(s, x) for _ in range(runs)]
     out = {name: _summary(ts, batch, sessions[name]) for name, ts in times.items()}

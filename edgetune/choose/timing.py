@@ -27,18 +27,15 @@ def shipped(known: dict, arch: str, size: int) -> tuple[float, str] | None:
 
 
 def measure_here(graphs: dict[tuple[str, int], Path]) -> dict[tuple[str, int], float]:
-    """p50 ms at batch 1 of each fp32 graph on this machine, timed in turns so a burst of
-    load from elsewhere hits every candidate alike."""
+    """p50 ms at batch 1 of each fp32 graph on this machine, every model and size timed in the
+    same turns, so a burst of load from elsewhere hits every candidate alike (each size in a
+    run of its own, the default sizes, 224, 240 and 260 px for Lite0/1/2, were each timed
+    alone: Lite1 at 240 px came out slower than Lite2 at 260)."""
     if not graphs:
         return {}
     from edgetune.runtime.ort_backend import OrtSession
 
-    sessions = {f"{a}-{s}": OrtSession(path, device="cpu") for (a, s), path in graphs.items()}
-    shapes = {(3, s, s) for _, s in graphs}
-    out = {}
-    for shape in sorted(shapes):  # one interleaved run per input size
-        group = {k: v for k, v in sessions.items() if int(k.rpartition("-")[2]) == shape[1]}
-        for name, result in measure_interleaved(group, shape, rounds=ROUNDS, runs=RUNS).items():
-            arch, _, size = name.rpartition("-")
-            out[(arch, int(size))] = result["p50"]
-    return out
+    sessions = {(a, s): OrtSession(path, device="cpu") for (a, s), path in graphs.items()}
+    timed = measure_interleaved({f"{a}-{s}": v for (a, s), v in sessions.items()},
+                                {f"{a}-{s}": (3, s, s) for a, s in sessions}, rounds=ROUNDS, runs=RUNS)
+    return {(a, s): timed[f"{a}-{s}"]["p50"] for a, s in sessions}

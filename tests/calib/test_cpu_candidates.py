@@ -297,6 +297,28 @@ def test_the_runoff_times_again_the_leaders_of_each_group():
     assert len(lat["a"]["rounds_p50"]) == 6 and len(lat["c"]["rounds_p50"]) == 3
 
 
+def test_sessions_of_different_input_sizes_are_timed_in_the_same_turns():
+    """`choose` times every candidate size in one interleaved run: each session is fed its own size."""
+    from edgetune.latency import measure_interleaved
+
+    class Shapes:
+        backend, device = "record", "cpu"
+
+        def __init__(self, shape):
+            self.shape, self.seen = shape, set()
+
+        def run(self, x):
+            self.seen.add(x.shape[1:])
+            if x.shape[1:] != self.shape:
+                raise ValueError(f"fed {x.shape}, takes {self.shape}")
+            return x
+
+    sessions = {"small": Shapes((3, 8, 8)), "large": Shapes((3, 12, 12))}
+    lat = measure_interleaved(sessions, {k: s.shape for k, s in sessions.items()}, rounds=2, runs=3, warmup=1)
+    assert all(lat[k]["runs"] == 6 for k in sessions)
+    assert all(s.seen == {s.shape} for s in sessions.values())
+
+
 def test_openvino_recipe_has_zero_points_of_zero_signed_where_the_range_is(tiny_mobile, tmp_path):
     from onnxruntime.quantization.calibrate import load_tensors_data
 
