@@ -40,8 +40,8 @@ def export_onnx(model: torch.nn.Module, size: tuple[int, int], path: str | Path,
 def export_traced(model: torch.nn.Module, size: tuple[int, int], path: str | Path, opset: int = 20,
                   outputs: tuple[str, ...] = (OUTPUT,)) -> Path:
     """`export_onnx`'s graph for a graph that is only timed and read here (`choose`'s, `tune`'s
-    latency graphs), from the TorchScript exporter at this input size: 0.6-1.0 s for
-    EfficientNet-Lite0 against 4-10 s of torch.export on the 2-core EPYC. The same Conv, Clip
+    latency graphs), from the TorchScript exporter at this input size: about a second a network
+    against 3-8 s of torch.export on the 2-core EPYC (tools/bench_export_paths.py). The same Conv, Clip
     and Add nodes as `export_onnx` writes (timm's "SAME" padding made constant at `size` and
     folded into the Convs, `export.same_padding`); the pool is GlobalAveragePool where
     torch.export writes ReduceMean. Valid at `size` (and where no layer's padding depends on

@@ -28,9 +28,9 @@ def shipped(known: dict, arch: str, size: int) -> tuple[float, str] | None:
 
 def measure_here(graphs: dict[tuple[str, int], Path]) -> dict[tuple[str, int], float]:
     """p50 ms at batch 1 of each fp32 graph on this machine, every model and size timed in the
-    same turns, so a burst of load from elsewhere hits every candidate alike (each size in a
-    run of its own, the default sizes, 224, 240 and 260 px for Lite0/1/2, were each timed
-    alone: Lite1 at 240 px came out slower than Lite2 at 260)."""
+    same turns, so a burst of load from elsewhere hits every candidate alike. (Timed a size at
+    a time, each network at its own size, Lite0/1/2 at 224, 240 and 260 px, was timed alone,
+    and Lite1 came out slower than Lite2.)"""
     if not graphs:
         return {}
     from edgetune.runtime.ort_backend import OrtSession
