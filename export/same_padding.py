@@ -54,21 +54,12 @@ def _same_layers(model: nn.Module) -> list[nn.Module]:
 
 
 def _static_forward(m: nn.Module, hw: tuple[int, int]):
-    from timm.layers.conv2d_same import Conv2dSame
+    """The layer's torch base class's forward (Conv2d, MaxPool2d, AvgPool2d: timm builds each
+    with padding 0) after a constant pad, as timm's forward pads: zeros, or -inf before a max."""
     from timm.layers.padding import pad_same_arg
-    from timm.layers.pool2d_same import MaxPool2dSame
 
-    kernel = m.weight.shape[-2:] if isinstance(m, Conv2dSame) else _pair(m.kernel_size)
-    stride = _pair(m.stride)
-    dilation = _pair(getattr(m, "dilation", 1))
-    pad = pad_same_arg(list(hw), list(kernel), list(stride), list(dilation))
-    if isinstance(m, Conv2dSame):
-        return lambda x: F.conv2d(F.pad(x, pad), m.weight, m.bias, m.stride, 0, m.dilation, m.groups)
-    if isinstance(m, MaxPool2dSame):
-        return lambda x: F.max_pool2d(F.pad(x, pad, value=-float("inf")), m.kernel_size, m.stride, 0,
-                                      m.dilation, m.ceil_mode)
-    return lambda x: F.avg_pool2d(F.pad(x, pad), m.kernel_size, m.stride, 0, m.ceil_mode, m.count_include_pad)
-
-
-def _pair(v) -> tuple[int, int]:
-    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+    kernel = m.weight.shape[-2:] if isinstance(m, nn.Conv2d) else m.kernel_size
+    pad = pad_same_arg(list(hw), list(kernel), list(m.stride), list(getattr(m, "dilation", (1, 1))))
+    value = -float("inf") if isinstance(m, nn.MaxPool2d) else 0.0
+    base = next(c for c in type(m).__mro__[1:] if c.__module__.startswith("torch.nn"))
+    return lambda x: base.forward(m, F.pad(x, pad, value=value))

@@ -35,7 +35,7 @@ def measure_here(graphs: dict[tuple[str, int], Path]) -> dict[tuple[str, int], f
         return {}
     from edgetune.runtime.ort_backend import OrtSession
 
-    sessions = {(a, s): OrtSession(path, device="cpu") for (a, s), path in graphs.items()}
-    timed = measure_interleaved({f"{a}-{s}": v for (a, s), v in sessions.items()},
-                                {f"{a}-{s}": (3, s, s) for a, s in sessions}, rounds=ROUNDS, runs=RUNS)
-    return {(a, s): timed[f"{a}-{s}"]["p50"] for a, s in sessions}
+    names = {(a, s): f"{a}-{s}" for a, s in graphs}
+    timed = measure_interleaved({names[k]: OrtSession(path, device="cpu") for k, path in graphs.items()},
+                                {names[(a, s)]: (3, s, s) for a, s in graphs}, rounds=ROUNDS, runs=RUNS)
+    return {k: timed[name]["p50"] for k, name in names.items()}

@@ -34,6 +34,27 @@ def test_same_padding_is_folded_into_the_convs_and_agrees_with_pytorch(tmp_path)
     assert disagreement(tmp_path / "lite0.onnx", model, (72, 72), "traced at 72 px") is not None
 
 
+def test_every_same_layer_pads_as_timm_does_at_an_odd_size():
+    """Conv2dSame, MaxPool2dSame (-inf padding) and AvgPool2dSame at 37 x 41 px, where TensorFlow
+    pads unevenly: the constant padding gives timm's output exactly, and the layers are timm's
+    own again after the context."""
+    from timm.layers.conv2d_same import Conv2dSame
+    from timm.layers.pool2d_same import AvgPool2dSame, MaxPool2dSame
+
+    from edgetune.export.same_padding import static_same_padding
+
+    torch.manual_seed(0)
+    model = nn.Sequential(Conv2dSame(3, 4, 3, stride=2), MaxPool2dSame(3, 2), AvgPool2dSame(3, 2),
+                          Conv2dSame(4, 4, 5, stride=2, groups=2))
+    x = torch.randn(2, 3, 37, 41)
+    with torch.no_grad():
+        want = model(x)
+        with static_same_padding(model, (37, 41)) as changed:
+            got = model(x)
+        assert changed == 4 and torch.equal(got, want)
+        assert all("forward" not in vars(m) for m in model)
+
+
 class TracedWrong(nn.Module):
     """A model the tracer records wrongly (as it would a branch on a value): zeros while traced."""
 
